@@ -1,0 +1,34 @@
+"""The ``hrvlm`` command: one entry point, one subcommand per module.
+
+Each subcommand lives in the module that does the work, as two functions:
+``configure_parser(parser)`` and ``run(args) -> int``.  Modules are imported only when their
+subcommand runs, so ``hrvlm --help`` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "wordnet": ("hrvlm.wordnet", "WordNet 3.0 status, build from Debian's files, or explicit download"),
+    "book": ("hrvlm.book", "execute the notebooks with papermill and build the Jupyter Book"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hrvlm", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    argv = sys.argv[1:] if argv is None else argv
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == chosen:
+            importlib.import_module(module).configure_parser(p)
+    args = parser.parse_args(argv)
+    return int(importlib.import_module(COMMANDS[args.command][0]).run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""The dataset registry.
+
+A dataset is registered once, as data: its name, profile (``mini`` or ``full``), class names, template
+set, hierarchy key and a factory that builds a ``torch.utils.data.Dataset`` yielding
+``(image, label)`` with ``image`` a float tensor ``[3, S, S]`` in [0, 1].  The mini world and the real
+datasets go through the same calls, so every chapter differs between profiles only in names.
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+CLASSNAME_DIR = Path(__file__).resolve().parent.parent / "resources" / "classnames"
+
+_REGISTRY: dict[str, "DatasetSpec"] = {}
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Everything the harness needs to know about a dataset, without loading it."""
+
+    name: str
+    profile: str                      # "mini" (offline, generated) or "full" (real data)
+    classnames: tuple[str, ...]       # readable names, as they go into prompts
+    templates: str                    # a template set of hrvlm/resources/templates
+    factory: Callable[..., object]    # factory(split=..., **options) -> Dataset of (image [3,S,S] in [0,1], label)
+    hierarchy: str | None = None      # key of its class forest in hrvlm.hierarchy (None: flat)
+    splits: tuple[str, ...] = ("test",)
+    description: str = ""
+    options: dict = field(default_factory=dict)  # default keyword arguments of the factory
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classnames)
+
+
+def register(spec: DatasetSpec, replace: bool = False) -> DatasetSpec:
+    if spec.profile not in ("mini", "full"):
+        raise ValueError(f"dataset {spec.name!r}: profile must be 'mini' or 'full', not {spec.profile!r}")
+    if spec.name in _REGISTRY and not replace:
+        raise KeyError(f"dataset {spec.name!r} is already registered")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def _load_builtin() -> None:
+    # Importing these modules registers their datasets; done lazily so `import hrvlm` stays cheap.
+    import importlib
+
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)
+
+
+# Modules whose import registers datasets.
+BUILTIN_MODULES: list[str] = ["hrvlm.miniworld.datasets", "hrvlm.data.real"]
+
+
+def get_spec(name: str) -> DatasetSpec:
+    _load_builtin()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=3)
+        hint = f" Did you mean {close}?" if close else ""
+        raise KeyError(f"unknown dataset {name!r}.{hint} Known: {sorted(_REGISTRY)}") from None
+
+
+def list_datasets(profile: str | None = None) -> list[str]:
+    _load_builtin()
+    return sorted(n for n, s in _REGISTRY.items() if profile is None or s.profile == profile)
+
+
+def get_dataset(name: str, split: str = "test", **options):
+    """Build the dataset ``name`` (its factory's defaults updated by ``options``)."""
+    spec = get_spec(name)
+    if split not in spec.splits:
+        raise ValueError(f"dataset {name!r} has no split {split!r}; its splits are {list(spec.splits)}")
+    return spec.factory(split=split, **{**spec.options, **options})
+
+
+def load_classnames(name: str) -> list[str]:
+    """Class names shipped as data in ``resources/classnames/<name>.json`` (``{"classnames": [...]}``)."""
+    path = CLASSNAME_DIR / f"{name}.json"
+    if not path.is_file():
+        known = sorted(p.stem for p in CLASSNAME_DIR.glob("*.json"))
+        raise KeyError(f"no class-name file for {name!r}; known: {known}")
+    return list(json.loads(path.read_text())["classnames"])
+
+
+def fixed_subset(name: str, size: int, n: int | None, split: str = "test") -> np.ndarray:
+    """The same ``n`` indices of a dataset of ``size`` items, on every machine (RobustBench-style).
+
+    A permutation seeded by the sha256 of ``name/split`` is cut at ``n`` and sorted; ``n=None`` or
+    ``n >= size`` gives every index.  Larger ``n`` extends smaller ones (prefixes of one permutation).
+    """
+    if n is None or n >= size:
+        return np.arange(size)
+    if n <= 0:
+        raise ValueError(f"subset size must be positive, got {n}")
+    seed = int.from_bytes(hashlib.sha256(f"{name}/{split}".encode()).digest()[:8], "little")
+    return np.sort(np.random.default_rng(seed).permutation(size)[:n])

@@ -1,0 +1,61 @@
+"""What this run executes on: versions, device, data sources (for the book and for result provenance)."""
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+import hrvlm
+
+LIBRARIES = ("torch", "torchvision", "open_clip_torch", "numpy", "nltk", "torchattacks", "jupyter-book", "papermill")
+
+
+def library_versions(names=LIBRARIES) -> dict[str, str | None]:
+    """Installed version of each distribution, ``None`` where it is not installed."""
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def git_commit() -> str | None:
+    """The source checkout's commit (with ``+dirty`` if modified), or None outside a git checkout."""
+    root = Path(hrvlm.__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
+                                capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+dirty" if dirty else "") if commit else None
+
+
+def device_name(device: str | torch.device | None = None) -> str:
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def report() -> dict:
+    """Everything a reader needs to know about where a chapter ran."""
+    from . import wordnet
+
+    source, path = wordnet.locate()
+    return {
+        "hrvlm": hrvlm.__version__,
+        "commit": git_commit(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": device_name(),
+        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
+        "wordnet": f"{source}: {path}" if path else source,
+        **library_versions(),
+    }

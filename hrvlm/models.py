@@ -1,0 +1,213 @@
+"""CLIP models through open_clip, taking images in [0, 1] pixel space.
+
+CLIP's mean/std normalisation happens *inside* the module (as FARE does), so attacks, ε-balls and
+clamping all live in pixel space, whatever the backbone.  Model architectures are open_clip configs:
+the built-in ones (``ViT-B-32-quickgelu`` …) plus the tiny ones shipped as JSON in
+``hrvlm/resources/model_configs`` (registered on first use).
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+import socket
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from torch import nn
+
+CONFIG_DIR = Path(__file__).parent / "resources" / "model_configs"
+
+# Pretrained tags that hrvlm resolves to local checkpoint files (module:function taking the model name
+# and returning a path; the function may build the checkpoint first).  Anything else is an open_clip tag.
+LOCAL_PRETRAINED: dict[str, str] = {"mini": "hrvlm.pretrain:ensure_pretrained"}
+
+_HUB_HOST = ("huggingface.co", 443)
+
+
+class PretrainedUnavailable(RuntimeError):
+    """Pretrained weights were asked for but cannot be had (no network, unknown tag)."""
+
+
+@functools.lru_cache(maxsize=1)
+def register_configs() -> list[str]:
+    """Register hrvlm's JSON model configs with open_clip once; returns their names."""
+    import open_clip
+
+    open_clip.add_model_config(CONFIG_DIR)
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
+
+
+class PixelCLIP(nn.Module):
+    """An open_clip CLIP whose image input is a float tensor ``[B, 3, S, S]`` with values in [0, 1].
+
+    ``check_inputs`` validates shape and range on every call; attacks, which clamp their own iterates,
+    may switch it off (:meth:`unchecked`) to avoid a host synchronisation per step.
+    """
+
+    def __init__(self, clip: nn.Module, mean, std, image_size: int, name: str, pretrained: str | None):
+        super().__init__()
+        self.clip = clip
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.image_size = int(image_size)
+        self.name = name
+        self.pretrained = pretrained
+        self.check_inputs = True
+
+    @property
+    def logit_scale(self) -> nn.Parameter:
+        return self.clip.logit_scale
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.clip.text_projection.shape[1])
+
+    def check_images(self, images: torch.Tensor) -> None:
+        """Raise a ValueError that says what to do if ``images`` is not ``[B, 3, S, S]`` in [0, 1]."""
+        s = self.image_size
+        if not torch.is_tensor(images) or not images.is_floating_point():
+            raise ValueError(f"{self.name}: images must be a floating-point tensor, got {type(images).__name__}"
+                             f"{'' if not torch.is_tensor(images) else ' of ' + str(images.dtype)}")
+        if images.dim() != 4 or images.shape[1] != 3 or tuple(images.shape[2:]) != (s, s):
+            raise ValueError(f"{self.name}: images must have shape [batch, 3, {s}, {s}], got {list(images.shape)}; "
+                             f"resize with the model's preprocess (or torch.nn.functional.interpolate) first")
+        lo, hi = images.aminmax()
+        if lo < 0 or hi > 1:
+            raise ValueError(f"{self.name}: images must be in [0, 1] pixel space (CLIP's normalisation is applied "
+                             f"inside the model), got values in [{lo.item():.3g}, {hi.item():.3g}]")
+
+    @contextmanager
+    def unchecked(self):
+        """Skip input validation inside the block (the caller guarantees [0, 1] and the shape)."""
+        previous, self.check_inputs = self.check_inputs, False
+        try:
+            yield self
+        finally:
+            self.check_inputs = previous
+
+    def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        if self.check_inputs:
+            self.check_images(images)
+        x = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
+        return self.clip.encode_image(x, normalize=normalize)
+
+    def encode_text(self, tokens: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        return self.clip.encode_text(tokens, normalize=normalize)
+
+    def forward(self, images: torch.Tensor, tokens: torch.Tensor):
+        """``(image_features, text_features, logit_scale.exp())``, features L2-normalised."""
+        return self.encode_image(images), self.encode_text(tokens), self.logit_scale.exp()
+
+
+def _network_reachable(timeout: float = 3.0) -> bool:
+    try:
+        with socket.create_connection(_HUB_HOST, timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@contextmanager
+def _env(**values: str):
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def check_pretrained_tag(name: str, tag: str) -> None:
+    """Refuse unknown tags and activation mismatches (OpenAI weights need the QuickGELU variant)."""
+    import open_clip
+
+    cfg = open_clip.get_pretrained_cfg(name, tag)
+    if not cfg:
+        tags = open_clip.list_pretrained_tags_by_model(name)
+        raise PretrainedUnavailable(f"open_clip has no pretrained tag {tag!r} for {name!r}; known tags: {tags or 'none'}")
+    wants_quick = bool(cfg.get("quick_gelu", False))
+    has_quick = bool((open_clip.get_model_config(name) or {}).get("quick_gelu", False))
+    if wants_quick != has_quick:
+        fix = f"{name}-quickgelu" if wants_quick else name.removesuffix("-quickgelu")
+        raise ValueError(f"pretrained weights {tag!r} were trained with {'QuickGELU' if wants_quick else 'GELU'} but "
+                         f"{name!r} uses {'QuickGELU' if has_quick else 'GELU'}; load {fix!r} with {tag!r} instead")
+
+
+def _resolve_local(tag: str, name: str) -> Path:
+    module, func = LOCAL_PRETRAINED[tag].split(":")
+    return Path(getattr(importlib.import_module(module), func)(name))
+
+
+def load_state(clip: nn.Module, path: Path) -> None:
+    """Load a ``.safetensors`` (or torch) state dict of the inner open_clip model, strictly."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    clip.load_state_dict(state, strict=True)
+
+
+def load_clip(name: str, pretrained: str | os.PathLike | None = None, device: str | torch.device = "cpu"):
+    """Build an open_clip model as a :class:`PixelCLIP`; returns ``(model, preprocess, tokenizer)``.
+
+    ``pretrained``: ``None`` (random init; never touches the network), a path to a checkpoint file, a
+    tag of :data:`LOCAL_PRETRAINED` (e.g. the mini world's), or an open_clip tag (e.g. ``"openai"`` with
+    ``"ViT-B-32-quickgelu"``), which downloads — and fails within seconds, with a message, offline.
+    ``preprocess`` maps a PIL image to a [0, 1] tensor at the model's resolution (no normalisation).
+    """
+    import open_clip
+
+    register_configs()
+    if open_clip.get_model_config(name) is None:
+        raise KeyError(f"unknown model {name!r}; hrvlm configs: {register_configs()}, "
+                       f"or any of open_clip.list_models()")
+    weights: Path | None = None
+    tag: str | None = None
+    if pretrained is not None:
+        if str(pretrained) in LOCAL_PRETRAINED:
+            weights = _resolve_local(str(pretrained), name)
+        elif Path(pretrained).suffix in (".safetensors", ".pt", ".pth", ".bin"):
+            weights = Path(pretrained)
+            if not weights.is_file():
+                raise FileNotFoundError(f"checkpoint {weights} does not exist")
+        else:
+            tag = str(pretrained)
+            check_pretrained_tag(name, tag)
+
+    def create():
+        return open_clip.create_model_and_transforms(name, pretrained=tag, device="cpu", pretrained_text=False)
+
+    if tag is None:
+        clip, _, preprocess = create()
+    elif os.environ.get("HF_HUB_OFFLINE") == "1" or not _network_reachable():
+        # Offline: only a cached download can work; HF_HUB_OFFLINE makes open_clip fail at once instead
+        # of retrying for ~47 s.
+        try:
+            with _env(HF_HUB_OFFLINE="1"):
+                clip, _, preprocess = create()
+        except Exception as err:  # open_clip raises RuntimeError/OSError variants here
+            raise PretrainedUnavailable(
+                f"pretrained weights {name}/{tag} are not cached and the network is unreachable ({err}). "
+                f"Run once with internet access, or use pretrained=None / a local checkpoint file.") from err
+    else:
+        clip, _, preprocess = create()
+    if weights is not None:
+        load_state(clip, weights)
+
+    # open_clip's eval transform ends with Normalize; drop it: the model normalises in-graph.
+    transforms = [t for t in preprocess.transforms if type(t).__name__ != "Normalize"]
+    preprocess.transforms = transforms
+    pp = clip.visual.preprocess_cfg
+    size = pp["size"] if isinstance(pp["size"], int) else pp["size"][0]
+    model = PixelCLIP(clip, pp["mean"], pp["std"], size, name, None if pretrained is None else str(pretrained))
+    model = model.to(device).eval()
+    return model, preprocess, open_clip.get_tokenizer(name)
+

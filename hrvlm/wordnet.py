@@ -1,0 +1,181 @@
+"""WordNet 3.0 through NLTK, with no implicit download.
+
+Where the reader comes from, in this order:
+
+1. NLTK's own ``wordnet`` corpus, if it is installed anywhere on ``nltk.data.path``;
+2. else a corpus folder built from Debian's ``wordnet-base`` + ``wordnet-sense-index`` files, in the
+   hrvlm cache.  NLTK refuses symbolic links into ``/usr/share/wordnet``, so the files are copied, and
+   Debian ships no ``lexnames`` file, so it is written from the fixed table of ``lexnames(5WN)``;
+3. else a :class:`WordNetMissing` error naming the three ways to get it.
+
+Nothing here touches the network except :func:`download`, which the user calls explicitly
+(``hrvlm wordnet download``).
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import shutil
+from pathlib import Path
+
+from .storage import cache_dir
+
+DEBIAN_DIR = Path(os.environ.get("HRVLM_DEBIAN_WORDNET", "/usr/share/wordnet"))
+
+# lexnames(5WN): lexicographer file numbers 00..44 with their syntactic category.
+_LEXNAMES = (
+    "adj.all adj.pert adv.all noun.Tops noun.act noun.animal noun.artifact noun.attribute noun.body "
+    "noun.cognition noun.communication noun.event noun.feeling noun.food noun.group noun.location "
+    "noun.motive noun.object noun.person noun.phenomenon noun.plant noun.possession noun.process "
+    "noun.quantity noun.relation noun.shape noun.state noun.substance noun.time verb.body verb.change "
+    "verb.cognition verb.communication verb.competition verb.consumption verb.contact verb.creation "
+    "verb.emotion verb.motion verb.perception verb.possession verb.social verb.stative verb.weather adj.ppl"
+).split()
+_POS_NUMBER = {"noun": 1, "verb": 2, "adj": 3, "adv": 4}
+_DEBIAN_FILES = (
+    [f"{kind}.{pos}" for kind in ("data", "index") for pos in ("noun", "verb", "adj", "adv")]
+    + [f"{pos}.exc" for pos in ("noun", "verb", "adj", "adv")]
+    + ["index.sense", "cntlist.rev"]
+)
+
+HOW_TO_GET = """WordNet 3.0 was not found. Any one of these provides it:
+  1. Debian/Ubuntu (offline-friendly): sudo apt-get install wordnet-base wordnet-sense-index
+     (hrvlm then builds an NLTK corpus from /usr/share/wordnet by itself);
+  2. online, through NLTK: hrvlm wordnet download   (calls nltk.download('wordnet'));
+  3. an existing NLTK data folder holding corpora/wordnet: export NLTK_DATA=/path/to/nltk_data"""
+
+
+class WordNetMissing(RuntimeError):
+    """No WordNet 3.0 corpus could be found or built without the network."""
+
+
+def lexnames_text() -> str:
+    """The 45-line ``lexnames`` file NLTK needs and Debian does not ship."""
+    return "".join(f"{i:02d}\t{name}\t{_POS_NUMBER[name.split('.')[0]]}\n" for i, name in enumerate(_LEXNAMES))
+
+
+def nltk_data_root() -> Path:
+    """hrvlm's own NLTK data folder (holds ``corpora/wordnet`` once built)."""
+    return cache_dir("nltk_data")
+
+
+def build_from_debian(root: Path | None = None, source: Path | None = None) -> Path:
+    """Copy Debian's WordNet files into ``<root>/corpora/wordnet`` and write ``lexnames``.
+
+    Copies, not links: NLTK 3.10 rejects paths that resolve outside its data folder.  The folder is
+    filled under a temporary name and renamed at the end, so an interrupted build leaves nothing half-made.
+    """
+    root = Path(root) if root is not None else nltk_data_root()
+    source = Path(source) if source is not None else DEBIAN_DIR
+    missing = [name for name in _DEBIAN_FILES if not (source / name).is_file()]
+    if missing:
+        raise WordNetMissing(f"Debian WordNet files missing in {source}: {', '.join(missing)}.\n{HOW_TO_GET}")
+    target = root / "corpora" / "wordnet"
+    staging = root / "corpora" / ".wordnet.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for name in _DEBIAN_FILES:
+        shutil.copyfile(source / name, staging / name)
+    (staging / "lexnames").write_text(lexnames_text())
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    return target
+
+
+def _find_nltk_corpus():
+    """NLTK's path pointer to an installed ``corpora/wordnet`` (folder or zip), or None."""
+    import nltk
+
+    for name in ("corpora/wordnet", "corpora/wordnet.zip/wordnet/"):
+        try:
+            return nltk.data.find(name)
+        except LookupError:
+            continue
+    return None
+
+
+def locate() -> tuple[str, Path | None]:
+    """Where WordNet would come from, without building anything: ``("nltk", path)``,
+    ``("hrvlm-cache", path)``, ``("debian", source)`` (not built yet) or ``("missing", None)``."""
+    own = nltk_data_root() / "corpora" / "wordnet"
+    if (own / "lexnames").is_file():
+        return "hrvlm-cache", own
+    pointer = _find_nltk_corpus()
+    if pointer is not None:
+        return "nltk", Path(str(pointer))
+    if (DEBIAN_DIR / "data.noun").is_file():
+        return "debian", DEBIAN_DIR
+    return "missing", None
+
+
+@functools.lru_cache(maxsize=1)
+def get_wordnet():
+    """NLTK's WordNet 3.0 reader (loaded once per process).  Never downloads."""
+    import nltk
+    from nltk.corpus.reader.wordnet import WordNetCorpusReader
+
+    kind, _ = locate()
+    if kind == "missing":
+        raise WordNetMissing(HOW_TO_GET)
+    if kind == "debian":
+        build_from_debian()
+    if kind in ("debian", "hrvlm-cache"):
+        # NLTK only reads corpora from folders on its search path.
+        root = str(nltk_data_root())
+        if root not in nltk.data.path:
+            nltk.data.path.insert(0, root)
+    pointer = _find_nltk_corpus()
+    reader = WordNetCorpusReader(pointer, None)
+    if reader.get_version() != "3.0":
+        raise WordNetMissing(f"found WordNet {reader.get_version()} at {pointer}; hrvlm needs 3.0.\n{HOW_TO_GET}")
+    return reader
+
+
+def synset(name: str):
+    """``wordnet.synset(name)`` with an error that says which name was wrong."""
+    from nltk.corpus.reader.wordnet import WordNetError
+
+    try:
+        return get_wordnet().synset(name)
+    except (WordNetError, ValueError) as err:
+        raise KeyError(f"{name!r} is not a WordNet 3.0 synset name (expected e.g. 'cat.n.01'): {err}") from None
+
+
+def synset_from_wnid(wnid: str):
+    """ImageNet-style wnid (``n01440764``) → synset (``tench.n.01``)."""
+    if len(wnid) != 9 or wnid[0] not in "nvar" or not wnid[1:].isdigit():
+        raise ValueError(f"{wnid!r} is not a wnid: expected a POS letter and 8 digits, e.g. 'n01440764'")
+    return get_wordnet().synset_from_pos_and_offset(wnid[0], int(wnid[1:]))
+
+
+def download(quiet: bool = False) -> Path:
+    """Explicit, online: ``nltk.download('wordnet')`` into hrvlm's NLTK data folder."""
+    import nltk
+
+    root = nltk_data_root()
+    if not nltk.download("wordnet", download_dir=str(root), quiet=quiet):
+        raise WordNetMissing(f"nltk.download('wordnet') failed (no network?).\n{HOW_TO_GET}")
+    get_wordnet.cache_clear()
+    return root
+
+
+# ---------------------------------------------------------------- command line
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", nargs="?", default="status", choices=["status", "build", "download"],
+                        help="status: say where WordNet comes from; build: build the corpus from Debian's "
+                             "files; download: fetch it with nltk.download (needs the network)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.action == "download":
+        print(f"downloaded WordNet into {download()}")
+    elif args.action == "build":
+        print(f"built WordNet corpus at {build_from_debian()}")
+    kind, path = locate()
+    if kind == "missing":
+        print(HOW_TO_GET)
+        return 1
+    wn = get_wordnet()
+    print(f"WordNet {wn.get_version()} from {kind}: {locate()[1]}")
+    return 0

@@ -1,0 +1,80 @@
+"""Zero-shot classification: class prompts from templates → a text classifier → logits.
+
+As CLIP_benchmark does: every template (a string with a ``{c}`` placeholder, stored as data in
+``hrvlm/resources/templates``) is filled with each class name; the prompt embeddings of a class are
+L2-normalised, averaged over templates and normalised again.  Logits are ``scale · cos(image, class)``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import nn
+
+TEMPLATE_DIR = Path(__file__).parent / "resources" / "templates"
+
+
+def load_templates(name: str) -> list[str]:
+    """Templates named ``name`` (a file in ``resources/templates``) or read from a JSON file path."""
+    path = Path(name) if name.endswith(".json") else TEMPLATE_DIR / f"{name}.json"
+    if not path.is_file():
+        known = sorted(p.stem for p in TEMPLATE_DIR.glob("*.json"))
+        raise KeyError(f"no template set {name!r}; known: {known}, or pass a path to a JSON list of strings")
+    templates = json.loads(path.read_text())
+    check_templates(templates)
+    return templates
+
+
+def check_templates(templates: Sequence[str]) -> None:
+    if isinstance(templates, str) or not templates:
+        raise ValueError("templates must be a non-empty list of strings, e.g. ['a photo of a {c}.']")
+    bad = [t for t in templates if "{c}" not in t]
+    if bad:
+        raise ValueError(f"every template needs a '{{c}}' placeholder; these have none: {bad}")
+
+
+@torch.no_grad()
+def class_embeddings(model, tokenizer, classnames: Sequence[str], templates: Sequence[str],
+                     batch_size: int = 256) -> torch.Tensor:
+    """``[C, D]`` unit-norm text embedding per class, averaged over templates."""
+    check_templates(templates)
+    if not classnames:
+        raise ValueError("classnames is empty")
+    device = next(model.parameters()).device
+    prompts = [t.format(c=c) for c in classnames for t in templates]
+    feats = torch.cat([model.encode_text(tokenizer(prompts[i:i + batch_size]).to(device), normalize=True)
+                       for i in range(0, len(prompts), batch_size)])
+    feats = feats.view(len(classnames), len(templates), -1).mean(dim=1)
+    return nn.functional.normalize(feats, dim=-1)
+
+
+class ZeroShotClassifier(nn.Module):
+    """``images in [0, 1] → logits [B, C]`` for a fixed set of class embeddings.
+
+    This is the function attacks differentiate through; the class embeddings are a buffer, so
+    gradients flow to the image only.  ``logit_scale`` defaults to the model's (``exp`` of its
+    learned log-scale, clamped at 100 as CLIP does).
+    """
+
+    def __init__(self, model, weights: torch.Tensor, logit_scale: float | None = None):
+        super().__init__()
+        self.model = model
+        self.register_buffer("weights", weights.detach().clone())
+        if logit_scale is None:
+            logit_scale = float(model.logit_scale.exp().clamp(max=100.0))
+        self.logit_scale = float(logit_scale)
+
+    @classmethod
+    def from_classnames(cls, model, tokenizer, classnames: Sequence[str], templates: Sequence[str],
+                        logit_scale: float | None = None) -> "ZeroShotClassifier":
+        return cls(model, class_embeddings(model, tokenizer, classnames, templates), logit_scale)
+
+    @property
+    def num_classes(self) -> int:
+        return self.weights.shape[0]
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        feats = self.model.encode_image(images, normalize=True)
+        return self.logit_scale * feats @ self.weights.to(feats.dtype).t()
