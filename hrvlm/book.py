@@ -61,6 +61,9 @@ def execute_notebook(root: Path, stem: str, out: Path, parameters: dict, timeout
     staged_input = out.with_suffix(".input.ipynb")
     jupytext.write(jupytext.read(source), staged_input)
     start = time.perf_counter()
+    # A non-interactive MPLBACKEND (e.g. Agg, set by test runners) would stop the kernel's inline
+    # backend from showing figures: the kernel must not inherit it.
+    backend = os.environ.pop("MPLBACKEND", None)
     try:
         papermill.execute_notebook(str(staged_input), str(out), parameters=parameters, kernel_name="python3",
                                    cwd=str(out.parent), execution_timeout=timeout, progress_bar=False)
@@ -69,6 +72,8 @@ def execute_notebook(root: Path, stem: str, out: Path, parameters: dict, timeout
                         f"{err.ename}: {err.evalue}\n  executed copy with the traceback: {out}") from None
     finally:
         staged_input.unlink(missing_ok=True)
+        if backend is not None:
+            os.environ["MPLBACKEND"] = backend
     return time.perf_counter() - start
 
 

@@ -17,6 +17,7 @@ import argparse
 import functools
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 from .storage import cache_dir
@@ -126,20 +127,29 @@ def get_wordnet():
         if root not in nltk.data.path:
             nltk.data.path.insert(0, root)
     pointer = _find_nltk_corpus()
-    reader = WordNetCorpusReader(pointer, None)
+    with warnings.catch_warnings():  # "multilingual functions are not available": we use English only
+        warnings.simplefilter("ignore", UserWarning)
+        reader = WordNetCorpusReader(pointer, None)
     if reader.get_version() != "3.0":
         raise WordNetMissing(f"found WordNet {reader.get_version()} at {pointer}; hrvlm needs 3.0.\n{HOW_TO_GET}")
     return reader
 
 
 def synset(name: str):
-    """``wordnet.synset(name)`` with an error that says which name was wrong."""
+    """The synset named exactly ``name`` (e.g. ``cat.n.01``), with an error that says which name was wrong.
+
+    NLTK resolves names through morphology and synonyms (``kat.n.01`` gives ``kat.n.01``'s lemma
+    ``khat``), so the returned synset's own name is checked: data files must name synsets canonically.
+    """
     from nltk.corpus.reader.wordnet import WordNetError
 
     try:
-        return get_wordnet().synset(name)
+        found = get_wordnet().synset(name)
     except (WordNetError, ValueError) as err:
         raise KeyError(f"{name!r} is not a WordNet 3.0 synset name (expected e.g. 'cat.n.01'): {err}") from None
+    if found.name() != name:
+        raise KeyError(f"{name!r} is not a canonical WordNet 3.0 synset name; NLTK resolves it to {found.name()!r}")
+    return found
 
 
 def synset_from_wnid(wnid: str):

@@ -63,7 +63,7 @@ class ZeroShotClassifier(nn.Module):
         self.model = model
         self.register_buffer("weights", weights.detach().clone())
         if logit_scale is None:
-            logit_scale = float(model.logit_scale.exp().clamp(max=100.0))
+            logit_scale = float(model.logit_scale.detach().exp().clamp(max=100.0))
         self.logit_scale = float(logit_scale)
 
     @classmethod

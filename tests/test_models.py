@@ -1,0 +1,100 @@
+import time
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from hrvlm import models
+from hrvlm.models import PretrainedUnavailable, load_clip
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return load_clip("hrvlm-tiny")
+
+
+def test_tiny_encoders_run_and_normalise(tiny):
+    model, preprocess, tokenizer = tiny
+    images = torch.rand(3, 3, model.image_size, model.image_size)
+    feats = model.encode_image(images)
+    text = model.encode_text(tokenizer(["a photo of a circle.", "a square"]))
+    assert feats.shape == (3, model.embed_dim) and text.shape == (2, model.embed_dim)
+    assert torch.allclose(feats.norm(dim=-1), torch.ones(3), atol=1e-5)
+    raw = model.encode_image(images, normalize=False)
+    assert not torch.allclose(raw.norm(dim=-1), torch.ones(3), atol=1e-3)
+
+
+def test_normalisation_happens_inside_the_graph(tiny):
+    model, _, _ = tiny
+    images = torch.rand(2, 3, model.image_size, model.image_size)
+    expected = model.clip.encode_image((images - model.mean) / model.std, normalize=True)
+    assert torch.allclose(model.encode_image(images), expected, atol=1e-6)
+    images.requires_grad_(True)
+    model.encode_image(images).sum().backward()
+    assert images.grad is not None and images.grad.abs().sum() > 0
+
+
+def test_preprocess_yields_unnormalised_pixels(tiny):
+    from PIL import Image
+
+    model, preprocess, _ = tiny
+    x = preprocess(Image.new("RGB", (50, 40), (255, 0, 0)))
+    assert x.shape == (3, model.image_size, model.image_size)
+    assert x.min() >= 0 and x.max() <= 1 and torch.isclose(x[0].mean(), torch.tensor(1.0))
+
+
+@pytest.mark.parametrize("bad, message", [
+    (lambda s: torch.rand(2, 3, s, s) * 255, r"\[0, 1\] pixel space"),
+    (lambda s: torch.rand(2, 3, s, s) - 0.5, r"\[0, 1\] pixel space"),
+    (lambda s: torch.rand(2, 3, s + 4, s + 4), "must have shape"),
+    (lambda s: torch.rand(3, s, s), "must have shape"),
+    (lambda s: torch.randint(0, 2, (2, 3, s, s)), "floating-point"),
+])
+def test_bad_images_get_clear_errors(tiny, bad, message):
+    model, _, _ = tiny
+    with pytest.raises(ValueError, match=message):
+        model.encode_image(bad(model.image_size))
+
+
+def test_unchecked_skips_validation_only_inside_the_block(tiny):
+    model, _, _ = tiny
+    wide = torch.rand(1, 3, model.image_size, model.image_size) * 2
+    with model.unchecked():
+        model.encode_image(wide)
+    with pytest.raises(ValueError):
+        model.encode_image(wide)
+
+
+def test_checkpoint_file_round_trip(tiny, tmp_path):
+    model, _, _ = tiny
+    path = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in model.clip.state_dict().items()}, str(path))
+    again, _, _ = load_clip("hrvlm-tiny", pretrained=path)
+    x = torch.rand(2, 3, model.image_size, model.image_size)
+    assert torch.equal(again.encode_image(x), model.encode_image(x))
+    with pytest.raises(FileNotFoundError):
+        load_clip("hrvlm-tiny", pretrained=tmp_path / "missing.safetensors")
+
+
+def test_unknown_model_and_tag_are_errors():
+    with pytest.raises(KeyError, match="unknown model"):
+        load_clip("hrvlm-nope")
+    with pytest.raises(PretrainedUnavailable, match="no pretrained tag"):
+        load_clip("hrvlm-tiny", pretrained="laion2b")
+
+
+def test_openai_weights_need_the_quickgelu_variant():
+    with pytest.raises(ValueError, match="ViT-B-32-quickgelu"):
+        models.check_pretrained_tag("ViT-B-32", "openai")
+    models.check_pretrained_tag("ViT-B-32-quickgelu", "openai")  # the right pairing passes
+
+
+def test_pretrained_tag_offline_fails_fast_with_a_message(monkeypatch, tmp_path):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty hub cache
+    monkeypatch.setattr(models, "_network_reachable", lambda timeout=3.0: False)
+    start = time.perf_counter()
+    with pytest.raises(PretrainedUnavailable, match="network is unreachable"):
+        load_clip("ViT-B-32-quickgelu", pretrained="openai")
+    assert time.perf_counter() - start < 20

@@ -1,0 +1,67 @@
+import nltk
+import pytest
+
+from hrvlm import wordnet
+from hrvlm.cli import main
+
+
+@pytest.fixture(scope="module")
+def wn():
+    return wordnet.get_wordnet()
+
+
+def test_real_wordnet_facts(wn):
+    assert wn.get_version() == "3.0"
+    ancestors = {s.name() for path in wn.synset("cat.n.01").hypernym_paths() for s in path}
+    assert {"feline.n.01", "carnivore.n.01", "mammal.n.01"} <= ancestors
+    assert wordnet.synset_from_wnid("n01440764").name() == "tench.n.01"
+    assert wn.lemma_from_key("dog%1:05:00::").synset().name() == "dog.n.01"
+
+
+def test_bad_names_get_clear_errors(wn):
+    with pytest.raises(KeyError, match="not a WordNet 3.0 synset"):
+        wordnet.synset("zzzq.n.01")
+    with pytest.raises(KeyError, match="resolves it to 'ellipse.n.01'"):
+        wordnet.synset("oval.n.01")  # a lemma of ellipse.n.01, not a synset name of its own
+    with pytest.raises(ValueError, match="is not a wnid"):
+        wordnet.synset_from_wnid("tench")
+
+
+def test_lexnames_table_has_45_numbered_lines():
+    lines = wordnet.lexnames_text().splitlines()
+    assert len(lines) == 45
+    assert lines[0] == "00\tadj.all\t3" and lines[3] == "03\tnoun.Tops\t1" and lines[44] == "44\tadj.ppl\t3"
+
+
+@pytest.mark.skipif(not (wordnet.DEBIAN_DIR / "data.noun").is_file(), reason="Debian wordnet-base not installed")
+def test_debian_build_is_a_working_corpus_of_copies(tmp_path, monkeypatch):
+    target = wordnet.build_from_debian(tmp_path)
+    assert not any(p.is_symlink() for p in target.iterdir())
+    monkeypatch.setattr(nltk.data, "path", [str(tmp_path)])
+    from nltk.corpus.reader.wordnet import WordNetCorpusReader
+
+    reader = WordNetCorpusReader(nltk.data.find("corpora/wordnet"), None)
+    assert reader.synset_from_pos_and_offset("n", 1440764).name() == "tench.n.01"
+    assert reader.lemma_from_key("dog%1:05:00::").count() > 0
+
+
+def test_missing_wordnet_names_the_three_ways(tmp_cache, tmp_path, monkeypatch):
+    monkeypatch.setattr(wordnet, "DEBIAN_DIR", tmp_path / "no-debian-here")
+    monkeypatch.setattr(nltk.data, "path", [str(tmp_path / "no-nltk-here")])
+    wordnet.get_wordnet.cache_clear()
+    try:
+        with pytest.raises(wordnet.WordNetMissing) as err:
+            wordnet.get_wordnet()
+    finally:
+        wordnet.get_wordnet.cache_clear()
+    message = str(err.value)
+    assert "apt-get install wordnet-base wordnet-sense-index" in message
+    assert "hrvlm wordnet download" in message
+    assert "NLTK_DATA" in message
+    with pytest.raises(wordnet.WordNetMissing, match="Debian WordNet files missing"):
+        wordnet.build_from_debian(tmp_path / "out")
+
+
+def test_cli_status_reports_the_source(capsys):
+    assert main(["wordnet", "status"]) == 0
+    assert "WordNet 3.0 from" in capsys.readouterr().out
