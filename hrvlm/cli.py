@@ -13,12 +13,17 @@ import sys
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "wordnet": ("hrvlm.wordnet", "WordNet 3.0 status, build from Debian's files, or explicit download"),
+    "hierarchy": ("hrvlm.hierarchy", "show class trees and forests, and WordNet coverage per dataset"),
+    "data": ("hrvlm.data.cli", "list datasets, or fetch a real one (the only command that downloads data)"),
+    "pretrain": ("hrvlm.pretrain", "pretrain the tiny CLIP of the mini world (cached, resumable)"),
+    "eval": ("hrvlm.evaluate", "clean and robust zero-shot accuracy at every level of a hierarchy"),
     "book": ("hrvlm.book", "execute the notebooks with papermill and build the Jupyter Book"),
+    "bench": ("hrvlm.benchmarks", "print speed and quality figures (never timed tests)"),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hrvlm", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="hrvlm", description="hrvlm: hierarchy-aware robust zero-shot CLIP, reproducibly.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     argv = sys.argv[1:] if argv is None else argv
     chosen = next((a for a in argv if not a.startswith("-")), None)

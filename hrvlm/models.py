@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import functools
 import importlib
+import logging
 import os
+import warnings
 import socket
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,9 +23,12 @@ CONFIG_DIR = Path(__file__).parent / "resources" / "model_configs"
 
 # Pretrained tags that hrvlm resolves to local checkpoint files (module:function taking the model name
 # and returning a path; the function may build the checkpoint first).  Anything else is an open_clip tag.
-LOCAL_PRETRAINED: dict[str, str] = {"mini": "hrvlm.pretrain:ensure_pretrained"}
+LOCAL_PRETRAINED: dict[str, str] = {"mini": "hrvlm.pretrain:ensure_pretrained", "mini-smoke": "hrvlm.pretrain:ensure_smoke"}
 
 _HUB_HOST = ("huggingface.co", 443)
+
+# huggingface_hub imports tqdm.auto, which warns in kernels without ipywidgets; bars are not needed there.
+warnings.filterwarnings("ignore", message="IProgress not found")
 
 
 class PretrainedUnavailable(RuntimeError):
@@ -99,6 +104,15 @@ class PixelCLIP(nn.Module):
     def forward(self, images: torch.Tensor, tokens: torch.Tensor):
         """``(image_features, text_features, logit_scale.exp())``, features L2-normalised."""
         return self.encode_image(images), self.encode_text(tokens), self.logit_scale.exp()
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefix)
 
 
 def _network_reachable(timeout: float = 3.0) -> bool:
@@ -183,7 +197,14 @@ def load_clip(name: str, pretrained: str | os.PathLike | None = None, device: st
             check_pretrained_tag(name, tag)
 
     def create():
-        return open_clip.create_model_and_transforms(name, pretrained=tag, device="cpu", pretrained_text=False)
+        # open_clip logs "No pretrained weights loaded" for pretrained=None, which is misleading when
+        # hrvlm loads its own checkpoint right after; the filter drops only that message.
+        quiet = _DropMessage("No pretrained weights loaded")
+        logging.getLogger().addFilter(quiet)
+        try:
+            return open_clip.create_model_and_transforms(name, pretrained=tag, device="cpu", pretrained_text=False)
+        finally:
+            logging.getLogger().removeFilter(quiet)
 
     if tag is None:
         clip, _, preprocess = create()
