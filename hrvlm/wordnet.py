@@ -172,12 +172,17 @@ def download(quiet: bool = False) -> Path:
 
 # ---------------------------------------------------------------- command line
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", nargs="?", default="status", choices=["status", "build", "download"],
+    parser.add_argument("what", nargs="?", choices=["status", "build", "download"],
                         help="status: say where WordNet comes from; build: build the corpus from Debian's "
                              "files; download: fetch it with nltk.download (needs the network)")
+    parser.add_argument("--download", dest="action", action="store_const", const="download",
+                        help="same as the action 'download'")
+    parser.add_argument("--build", dest="action", action="store_const", const="build",
+                        help="same as the action 'build'")
 
 
 def run(args: argparse.Namespace) -> int:
+    args.action = args.action or args.what or "status"
     if args.action == "download":
         print(f"downloaded WordNet into {download()}")
     elif args.action == "build":

@@ -65,3 +65,11 @@ def test_missing_wordnet_names_the_three_ways(tmp_cache, tmp_path, monkeypatch):
 def test_cli_status_reports_the_source(capsys):
     assert main(["wordnet", "status"]) == 0
     assert "WordNet 3.0 from" in capsys.readouterr().out
+
+
+def test_cli_download_is_explicit_and_reaches_nltk(monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(nltk, "download", lambda *a, **k: calls.append((a, k)) or False)
+    with pytest.raises(wordnet.WordNetMissing, match="nltk.download"):
+        main(["wordnet", "--download"])
+    assert calls and calls[0][0] == ("wordnet",)
