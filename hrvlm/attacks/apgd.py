@@ -1,0 +1,158 @@
+"""APGD (Croce & Hein, ICML 2020) and the AutoAttack ensemble the peers evaluate with.
+
+Our own implementation of the published algorithm (not a copy of the reference code): a momentum
+PGD whose step size starts at 2ε and is halved, per sample, at checkpoints ``w_j = ⌈p_j·N⌉``
+(``p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j − p_{j−1} − 0.03, 0.06)``) when since the last
+checkpoint (1) the loss rose in fewer than ρ = 75 % of the steps, or (2) the step was not halved at
+the last checkpoint and the best loss has not improved; a halving restarts from the best point.
+Per-sample decisions are tensors, so the loop never synchronises with the host.
+
+``AutoAttack`` here is what TeCoA and QT-AFT run ("standard" AutoAttack restricted to
+``apgd-ce`` + ``apgd-dlr``, 100 iterations, 1 restart each), each attack on the points still robust.
+Binary datasets (PCAM) run APGD-CE only: DLR needs >= 3 classes.  The reference "standard" suite's
+APGD-T, FAB-T and Square are not part of it.
+"""
+from __future__ import annotations
+
+import torch
+
+from .base import Attack, Forward, ce_loss, dlr_loss, make_generator, misclassified
+from .threat import ThreatModel
+
+LOSSES = {"ce": ce_loss, "dlr": dlr_loss}
+
+
+def checkpoints(steps: int) -> list[int]:
+    """APGD's step-size checkpoints ``⌈p_j · steps⌉`` (iteration counts, increasing, ≤ steps)."""
+    p, points = [0, 22], []  # in percent, so that the arithmetic is exact
+    while p[-1] < 100:
+        points.append(-(-p[-1] * steps // 100))
+        p.append(p[-1] + max(p[-1] - p[-2] - 3, 6))
+    return sorted(set(w for w in points if 0 < w <= steps))
+
+
+class APGD(Attack):
+    """Auto-PGD with the cross-entropy (``loss="ce"``) or DLR (``loss="dlr"``) loss."""
+
+    name = "apgd"
+
+    def __init__(self, threat: ThreatModel = ThreatModel(), loss: str = "ce", steps: int = 100,
+                 restarts: int = 1, rho: float = 0.75, *, seed: int | None = 0, autocast: torch.dtype | None = None):
+        super().__init__(threat, seed=seed, autocast=autocast)
+        if loss not in LOSSES:
+            raise ValueError(f"unknown APGD loss {loss!r}; use one of {sorted(LOSSES)}")
+        if steps < 1 or restarts < 1:
+            raise ValueError(f"need steps >= 1 and restarts >= 1, got {steps}, {restarts}")
+        self.loss_name, self.steps, self.restarts, self.rho = loss, int(steps), int(restarts), float(rho)
+        self.name = f"apgd-{loss}"
+
+    def params(self) -> dict:
+        return {"loss": self.loss_name, "steps": self.steps, "restarts": self.restarts, "rho": self.rho,
+                "step_size": "2*eps, halved at checkpoints"}
+
+    def perturb(self, forward: Forward, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        x = images.float()
+        threat, loss_fn = self.threat, LOSSES[self.loss_name]
+        shape = (-1,) + (1,) * (x.dim() - 1)
+        generator = make_generator(self.seed, x.device)
+        marks = set(checkpoints(self.steps))
+
+        def evaluate(delta, with_grad):
+            delta = delta.detach().requires_grad_(with_grad)
+            with torch.set_grad_enabled(with_grad):
+                logits = self.logits(forward, threat.apply(x, delta))
+                loss = loss_fn(logits, labels)
+                grad = torch.autograd.grad(loss.sum(), delta)[0] if with_grad else None
+            return loss.detach(), misclassified(logits, labels).detach(), grad
+
+        # output: per sample, first a misclassified iterate, else the highest-loss one
+        out_adv, out_loss = x.clone(), torch.full(x.shape[:1], float("-inf"), device=x.device)
+        out_success = torch.zeros(x.shape[:1], dtype=torch.bool, device=x.device)
+
+        def keep(delta, loss, success):
+            nonlocal out_adv, out_loss, out_success
+            better = (success & ~out_success) | ((success == out_success) & (loss > out_loss))
+            out_adv = torch.where(better.view(shape), threat.apply(x, delta), out_adv)
+            out_loss = torch.where(better, loss, out_loss)
+            out_success = out_success | success
+
+        for _ in range(self.restarts):
+            delta = threat.random_start(x, generator)
+            loss, success, grad = evaluate(delta, True)
+            keep(delta, loss, success)
+            eta = torch.full((x.shape[0],) + shape[1:], 2 * threat.eps, device=x.device)
+            best_delta, best_loss, best_grad = delta, loss, grad  # restart points for step halving
+            previous, last_loss = delta, loss
+            increases = torch.zeros_like(loss)
+            reduced_before = torch.ones_like(success)
+            best_at_check, last_mark = best_loss, 0
+            for i in range(1, self.steps + 1):
+                with torch.no_grad():
+                    alpha = 1.0 if i == 1 else 0.75
+                    z = threat.project(delta + eta * threat.direction(grad), x)
+                    nxt = threat.project(delta + alpha * (z - delta) + (1 - alpha) * (delta - previous), x)
+                    previous, delta = delta, nxt
+                loss, success, new_grad = evaluate(delta, i < self.steps)
+                grad = new_grad if new_grad is not None else grad
+                keep(delta, loss, success)
+                with torch.no_grad():
+                    increases += (loss > last_loss).float()
+                    last_loss = loss
+                    improved = loss > best_loss
+                    best_delta = torch.where(improved.view(shape), delta, best_delta)
+                    best_grad = torch.where(improved.view(shape), grad, best_grad)
+                    best_loss = torch.where(improved, loss, best_loss)
+                    if i in marks:
+                        oscillating = increases < self.rho * (i - last_mark)
+                        stalled = ~reduced_before & (best_loss <= best_at_check)
+                        halve = oscillating | stalled
+                        eta = torch.where(halve.view(shape), eta / 2, eta)
+                        delta = torch.where(halve.view(shape), best_delta, delta)
+                        previous = torch.where(halve.view(shape), best_delta, previous)
+                        grad = torch.where(halve.view(shape), best_grad, grad)
+                        reduced_before, best_at_check, last_mark = halve, best_loss, i
+                        increases = torch.zeros_like(increases)
+        return out_adv.to(images.dtype)
+
+
+class AutoAttack(Attack):
+    """APGD-CE then APGD-DLR, each on the points still classified correctly (TeCoA's / QT-AFT's protocol).
+
+    Points misclassified before any attack are returned unchanged.  Classes < 3: APGD-CE only.
+    """
+
+    name = "autoattack"
+    VERSIONS = {"tecoa": ("ce", "dlr")}
+
+    def __init__(self, threat: ThreatModel = ThreatModel(), version: str = "tecoa", steps: int = 100,
+                 restarts: int = 1, *, seed: int | None = 0, autocast: torch.dtype | None = None):
+        super().__init__(threat, seed=seed, autocast=autocast)
+        if version not in self.VERSIONS:
+            raise ValueError(f"unknown AutoAttack version {version!r}; known: {sorted(self.VERSIONS)}")
+        self.version = version
+        self.components = [APGD(threat, loss, steps, restarts, seed=seed, autocast=autocast)
+                           for loss in self.VERSIONS[version]]
+
+    def params(self) -> dict:
+        return {"attacks": [a.name for a in self.components], "autoattack_version": self.version,
+                "steps": self.components[0].steps, "restarts": self.components[0].restarts,
+                "binary_fallback": "apgd-ce only when fewer than 3 classes"}
+
+    def perturb(self, forward: Forward, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            logits = self.logits(forward, images)
+        robust = ~misclassified(logits, labels)
+        adv = images.clone()
+        for attack in self.components:
+            if attack.loss_name == "dlr" and logits.shape[1] < 3:
+                continue
+            # one host synchronisation per component (not per step): attack only the robust points
+            index = robust.nonzero().squeeze(1)
+            if index.numel() == 0:
+                break
+            sub = attack.perturb(forward, images[index], labels[index])
+            with torch.no_grad():
+                fooled = misclassified(self.logits(forward, sub), labels[index])
+            adv[index[fooled]] = sub[fooled]
+            robust[index[fooled]] = False
+        return adv

@@ -1,0 +1,165 @@
+"""Hierarchical threat settings (HRVLM, Fig. 1) and HRVLM's training perturbations.
+
+A class tree (:class:`hrvlm.hierarchy.Tree`: ``names[level]`` readable names, ``level_labels(y, level)``;
+level 0 = leaves) gives one zero-shot classifier per level.  On top of the ordinary attacks:
+
+(a) :func:`superclass_attack` attacks the level-``l`` classifier with the images' level-``l`` labels
+    (e.g. "mammal" instead of "kit fox"); at level 0 it *is* the leaf attack.
+(b) :func:`transfer_outcome` / :func:`transfer_summary` score those adversaries with the leaf classifier.
+(c) :func:`universal_hierarchical_perturbation`: one δ maximising ``Σ_l ω_l CE_l`` over all levels.
+(d) :func:`text_perturbation`: a δ_T in text-embedding space within an L2 radius ε_T.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from hrvlm.zeroshot import ZeroShotClassifier, class_embeddings
+
+from .base import Attack, attack_context, ce_loss, make_generator
+from .pgd import pgd_maximize
+from .threat import ThreatModel
+
+
+def level_weights(depth: int) -> list[float]:
+    """HRVLM's ``ω_l = 1 − l/(L+1)`` for levels ``l = 0..L`` (``depth`` = L): leaves weigh most."""
+    if depth < 0:
+        raise ValueError(f"depth must be >= 0, got {depth}")
+    return [1 - level / (depth + 1) for level in range(depth + 1)]
+
+
+class HierarchicalClassifier(nn.Module):
+    """``images → [logits_0, …, logits_L]``: one zero-shot head per tree level, the image encoded once.
+
+    ``level(l)`` is the level-``l`` :class:`ZeroShotClassifier` (same model, same logit scale).
+    """
+
+    def __init__(self, model, weights: Sequence[torch.Tensor], logit_scale: float | None = None):
+        super().__init__()
+        self.model = model
+        self.heads = nn.ModuleList(ZeroShotClassifier(model, w, logit_scale) for w in weights)
+
+    @classmethod
+    def from_tree(cls, model, tokenizer, tree, templates: Sequence[str],
+                  logit_scale: float | None = None) -> "HierarchicalClassifier":
+        """Class embeddings of every level from its names (``tree.names[level]``) filled into ``templates``."""
+        return cls(model, [class_embeddings(model, tokenizer, names, templates) for names in tree.names],
+                   logit_scale)
+
+    @property
+    def depth(self) -> int:
+        return len(self.heads) - 1
+
+    def level(self, level: int) -> ZeroShotClassifier:
+        if not 0 <= level <= self.depth:
+            raise ValueError(f"level must be in 0..{self.depth}, got {level}")
+        return self.heads[level]
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        feats = self.model.encode_image(images, normalize=True)
+        return [h.logit_scale * feats @ h.weights.to(feats.dtype).t() for h in self.heads]
+
+
+def _level_labels(tree, leaf_labels: torch.Tensor, level: int) -> torch.Tensor:
+    labels = tree.level_labels(leaf_labels, level)
+    return torch.as_tensor(labels, dtype=torch.long, device=leaf_labels.device)
+
+
+def superclass_attack(attack: Attack, classifier: HierarchicalClassifier, tree, level: int,
+                      images: torch.Tensor, leaf_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attack the level-``level`` classifier with the images' level labels; returns ``(adv, level_labels)``.
+
+    At level 0 this is exactly ``attack(classifier.level(0), images, leaf_labels)``.  A level with a
+    single class (the root) has nothing to attack and raises.
+    """
+    head = classifier.level(level)
+    if head.num_classes < 2:
+        raise ValueError(f"level {level} has a single class; a superclass attack needs >= 2 classes")
+    labels = _level_labels(tree, leaf_labels, level)
+    return attack(head, images, labels), labels
+
+
+@torch.no_grad()
+def transfer_outcome(leaf_forward: Callable, images: torch.Tensor, adv_images: torch.Tensor,
+                     leaf_labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-sample leaf-level correctness on clean and (superclass-)adversarial images (bool tensors)."""
+    with attack_context(leaf_forward):
+        clean = leaf_forward(images).argmax(dim=1) == leaf_labels
+        adv = leaf_forward(adv_images).argmax(dim=1) == leaf_labels
+    return {"clean_correct": clean, "adv_correct": adv}
+
+
+def transfer_summary(clean_correct: torch.Tensor, adv_correct: torch.Tensor) -> dict[str, float]:
+    """Leaf accuracy under transferred adversaries and the transfer success rate.
+
+    success rate = (# correct on the clean image and wrong on the adversarial one) / (# correct on the
+    clean image): the fraction of the leaf classifier's correct decisions that the superclass
+    adversaries overturn (NaN when no image is classified correctly clean).
+    """
+    clean, adv = clean_correct.bool(), adv_correct.bool()
+    n, n_clean = clean.numel(), int(clean.sum())
+    flipped = int((clean & ~adv).sum())
+    return {"n": n, "clean_accuracy": n_clean / n if n else math.nan,
+            "accuracy": float(adv.sum()) / n if n else math.nan,
+            "success_rate": flipped / n_clean if n_clean else math.nan}
+
+
+def universal_hierarchical_perturbation(forward_levels, level_labels: Sequence[torch.Tensor],
+                                        images: torch.Tensor, threat: ThreatModel, steps: int = 3,
+                                        step_size: float | None = None, weights: Sequence[float] | None = None,
+                                        random_start: bool = True, keep_best: bool = False,
+                                        seed: int | None = 0, autocast: torch.dtype | None = None) -> torch.Tensor:
+    """One image perturbation δ for all levels: PGD on ``Σ_l ω_l CE(logits_l, y_l)`` (HRVLM's HITA, Eq. 10).
+
+    ``forward_levels``: images → list of per-level logits (a :class:`HierarchicalClassifier`, which
+    encodes each image once) or a sequence of per-level forwards.  ``weights`` default to
+    :func:`level_weights`; HRVLM trains with ε = α = 1/255 and 3 steps (``step_size`` defaults to ε).
+    Returns the adversarial images (the last iterate unless ``keep_best``).
+    """
+    if isinstance(forward_levels, Sequence):
+        forwards = list(forward_levels)
+        target = nn.ModuleList(f for f in forwards if isinstance(f, nn.Module))  # for eval semantics
+
+        def levels(x):
+            return [f(x) for f in forwards]
+    else:
+        target = levels = forward_levels
+    level_labels = [torch.as_tensor(y, dtype=torch.long, device=images.device) for y in level_labels]
+    weights = level_weights(len(level_labels) - 1) if weights is None else list(weights)
+    if len(weights) != len(level_labels):
+        raise ValueError(f"{len(weights)} weights for {len(level_labels)} levels")
+
+    def objective(adv):
+        logits = levels(adv)
+        if len(logits) != len(level_labels):
+            raise ValueError(f"the forward returned {len(logits)} levels but {len(level_labels)} label sets were given")
+        return sum(w * ce_loss(z.float(), y) for w, z, y in zip(weights, logits, level_labels))
+
+    with attack_context(target):
+        adv = pgd_maximize(objective, images, threat, steps, threat.eps if step_size is None else step_size,
+                           random_start=random_start, keep_best=keep_best,
+                           generator=make_generator(seed, images.device), autocast=autocast)
+    return adv.detach()
+
+
+def text_perturbation(objective: Callable[[torch.Tensor], torch.Tensor], text_embeddings: torch.Tensor,
+                      eps: float = 2e-4, steps: int = 3, step_size: float | None = None,
+                      random_start: bool = True, seed: int | None = 0) -> torch.Tensor:
+    """δ_T maximising ``objective(text_embeddings + δ_T)`` with ``‖δ_T‖₂ ≤ eps`` per row; returns δ_T.
+
+    Normalised-gradient PGD steps (``step_size`` defaults to ``eps``) projected onto the L2 ball of
+    each embedding (row of the first dimension), unbounded otherwise.  HRVLM gives ε_T = 2·10⁻⁴ but
+    not the space δ_T lives in; perturbing the class text *embeddings* (the encoder outputs the
+    classifier uses) is hrvlm's choice.  ``objective`` may return a scalar or per-row losses.
+    """
+    threat = ThreatModel("l2", eps, box=None)
+    base = text_embeddings.detach()
+    # optimise δ itself (around 0), not base + δ: a 2e-4 offset on O(1) entries would lose float32 digits
+    with torch.enable_grad():
+        delta = pgd_maximize(lambda d: objective(base + d).sum(), torch.zeros_like(base, dtype=torch.float32),
+                             threat, steps, eps if step_size is None else step_size, random_start=random_start,
+                             keep_best=False, generator=make_generator(seed, base.device))
+    return delta.detach()

@@ -1,0 +1,324 @@
+"""Attacks on the tiny random-init CLIP (32 px).
+
+The classifier's class embeddings are the image embeddings of K random "prototype" images, and the
+test images are noisy prototypes: a random-init model then has a few well-separated classes whose
+decisions small ε-balls can flip, without any pretrained weights.
+"""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import torchattacks
+
+from hrvlm.attacks import (ATTACKS, APGD, CW, PGD, AutoAttack, HierarchicalClassifier, MomentumPGD, ThreatModel,
+                           build_attack, ce_loss, dlr_loss, level_weights, pgd_maximize, superclass_attack,
+                           text_perturbation, transfer_outcome, transfer_summary,
+                           universal_hierarchical_perturbation)
+from hrvlm.attacks.apgd import checkpoints
+from hrvlm.hierarchy import Tree
+from hrvlm.models import load_clip
+from hrvlm.zeroshot import ZeroShotClassifier, load_templates
+
+K, N = 5, 16
+EPS = 2 / 255
+# Fast settings per attack for the generic tests (the defaults are evaluation-sized).
+FAST = {"pgd": {"steps": 4}, "mpgd": {"steps": 4}, "cw": {"steps": 4}, "apgd-ce": {"steps": 5},
+        "apgd-dlr": {"steps": 5}, "autoattack": {"steps": 5}}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """On the shared 2-core machine a tiny model runs ~5x faster on one thread than on two."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def clip():
+    torch.manual_seed(0)
+    model, _, tokenizer = load_clip("hrvlm-tiny")
+    return model, tokenizer
+
+
+@pytest.fixture(scope="module")
+def task(clip):
+    """(classifier, images, labels); labels are the prototypes', so clean accuracy is high but not forced."""
+    model, _ = clip
+    g = torch.Generator().manual_seed(1)
+    protos = torch.rand(K, 3, 32, 32, generator=g)
+    with torch.no_grad():
+        weights = F.normalize(model.encode_image(protos), dim=-1)
+    labels = torch.arange(N) % K
+    images = (0.6 * protos[labels] + 0.4 * torch.rand(N, 3, 32, 32, generator=g)).clamp(0, 1)
+    return ZeroShotClassifier(model, weights, logit_scale=100.0), images, labels
+
+
+def correct(forward, images, labels):
+    with torch.no_grad():
+        return forward(images).argmax(1) == labels
+
+
+# -- the threat model ------------------------------------------------------------------------------------
+def test_threat_model_rejects_bad_settings():
+    with pytest.raises(ValueError, match="1/255"):
+        ThreatModel("linf", 1.0 + 1e-9)
+    with pytest.raises(ValueError, match="unknown norm"):
+        ThreatModel("l1", 0.1)
+    for bad in (-1e-3, math.nan, math.inf):
+        with pytest.raises(ValueError, match="eps"):
+            ThreatModel("linf", bad)
+    assert ThreatModel("l2", 2.0).eps == 2.0  # an L2 budget may exceed 1
+    with pytest.raises(ValueError, match="1/255"):
+        build_attack("pgd", 4)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_projection_and_random_start_are_admissible(norm):
+    g = torch.Generator().manual_seed(0)
+    threat = ThreatModel(norm, 0.05)
+    x = torch.rand(8, 3, 6, 6, generator=g)
+    delta = threat.project(torch.randn(8, 3, 6, 6, generator=g), x)
+    assert threat.contains(x, threat.apply(x, delta)).all()
+    start = threat.random_start(x, g)
+    assert threat.contains(x, threat.apply(x, start)).all() and start.abs().sum() > 0
+    big = torch.randn(8, 3, 6, 6, generator=g)
+    size = big.flatten(1).abs().amax(1) if norm == "linf" else big.flatten(1).norm(dim=1)
+    projected = threat.project(big).flatten(1)
+    projected_size = projected.abs().amax(1) if norm == "linf" else projected.norm(dim=1)
+    assert torch.allclose(projected_size, torch.full_like(size, 0.05), atol=1e-6)  # onto the sphere
+
+
+def test_pgd_maximize_reaches_the_optimum_of_a_linear_objective():
+    """For f(x) = <w, x> the L∞ optimum is x + ε·sign(w), clipped to [0, 1]: one step of size ε gets it."""
+    g = torch.Generator().manual_seed(0)
+    x, w = torch.rand(4, 3, 5, 5, generator=g), torch.randn(4, 3, 5, 5, generator=g)
+    threat = ThreatModel("linf", 0.1)
+    adv = pgd_maximize(lambda a: (a * w).flatten(1).sum(1), x, threat, steps=1, step_size=0.1, random_start=False)
+    assert torch.allclose(adv, (x + 0.1 * w.sign()).clamp(0, 1), atol=1e-6)
+    with pytest.raises(ValueError, match="per-sample"):
+        pgd_maximize(lambda a: (a * w).sum(), x, threat, steps=1, step_size=0.1)
+
+
+# -- every attack ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", sorted(ATTACKS))
+def test_attacks_stay_admissible_and_do_not_beat_clean(task, name):
+    clf, x, y = task
+    attack = build_attack(name, EPS, **FAST[name])
+    adv = attack(clf, x, y)
+    assert adv.shape == x.shape and adv.dtype == x.dtype
+    assert attack.threat.contains(x, adv).all()
+    clean, robust = correct(clf, x, y), correct(clf, adv, y)
+    assert robust.sum() <= clean.sum() and robust.sum() < N  # something is broken at 2/255
+    cfg = attack.config()
+    json.dumps(cfg)
+    assert cfg["name"] == attack.name and cfg["eps"] == EPS and cfg["norm"] == "linf"
+    assert {"steps", "restarts", "version"} <= set(cfg)
+
+
+@pytest.mark.parametrize("name", sorted(ATTACKS))
+def test_eps_zero_returns_the_clean_images(task, name):
+    clf, x, y = task
+    adv = build_attack(name, 0.0, **FAST[name])(clf, x, y)
+    assert torch.equal(adv, x)
+
+
+def test_l2_pgd_is_admissible(task):
+    clf, x, y = task
+    attack = build_attack("pgd", 0.5, norm="l2", steps=3)
+    adv = attack(clf, x, y)
+    assert attack.threat.contains(x, adv).all() and correct(clf, adv, y).sum() <= correct(clf, x, y).sum()
+
+
+def test_more_steps_and_restarts_never_raise_robust_accuracy(task):
+    clf, x, y = task
+    threat = ThreatModel("linf", 1 / 255)
+    previous = correct(clf, x, y) | True
+    for steps in (0, 1, 3, 6):
+        now = correct(clf, PGD(threat, steps=steps, step_size=0.5 / 255, seed=3)(clf, x, y), y)
+        assert not (now & ~previous).any(), f"a sample became robust again at {steps} steps"
+        previous = now
+    more = correct(clf, PGD(threat, steps=6, step_size=0.5 / 255, restarts=2, seed=3)(clf, x, y), y)
+    assert not (more & ~previous).any()
+
+
+def test_pgd_agrees_with_torchattacks(task):
+    """Same model, inputs, no random start.  Tolerance: adversarial images agree to 1e-6 (float round-off
+    of x + δ versus torchattacks' direct update); per-sample outcomes are identical.  Our PGD keeps the
+    per-sample worst iterate, so every image torchattacks fools, ours fools too."""
+    clf, x, y = task
+    threat = ThreatModel("linf", 1 / 255)
+    theirs = torchattacks.PGD(clf, eps=1 / 255, alpha=0.25 / 255, steps=6, random_start=False)(x, y)
+    last = pgd_maximize(lambda a: ce_loss(clf(a), y), x, threat, steps=6, step_size=0.25 / 255,
+                        random_start=False, keep_best=False)
+    assert (last - theirs).abs().max() <= 1e-6
+    assert torch.equal(correct(clf, last, y), correct(clf, theirs, y))
+    ours = PGD(threat, steps=6, step_size=0.25 / 255, random_start=False)(clf, x, y)
+    assert not (correct(clf, ours, y) & ~correct(clf, theirs, y)).any()
+
+
+def test_autoattack_is_at_least_as_strong_as_pgd20_and_torchattacks_apgd(task):
+    clf, x, y = task
+    eps = 1 / 255
+    pgd = correct(clf, build_attack("pgd", eps, steps=20)(clf, x, y), y)
+    aa = correct(clf, build_attack("autoattack", eps, steps=20)(clf, x, y), y)
+    assert aa.sum() <= pgd.sum() and aa.sum() < correct(clf, x, y).sum()
+    theirs = correct(clf, torchattacks.APGD(clf, eps=eps, steps=20, loss="ce", seed=0)(x, y), y)
+    ours = correct(clf, APGD(ThreatModel("linf", eps), "ce", steps=20)(clf, x, y), y)
+    assert ours.sum() <= theirs.sum() + 1  # same algorithm, own code: robust accuracy within 1/16
+
+
+def test_apgd_checkpoints_follow_the_paper():
+    # p = 0, .22, .41, .57, .70, .80, .87, .93, .99 → ⌈p·100⌉
+    assert checkpoints(100) == [22, 41, 57, 70, 80, 87, 93, 99]
+    assert checkpoints(1) == [1]
+
+
+def test_two_classes_fall_back_to_cross_entropy(task):
+    clf, x, _ = task
+    binary = ZeroShotClassifier(clf.model, clf.weights[:2], logit_scale=100.0)
+    y = binary(x).argmax(1).detach()
+    logits = torch.randn(6, 2)
+    with pytest.warns(UserWarning, match="3 classes"):
+        assert torch.equal(dlr_loss(logits, torch.zeros(6, dtype=torch.long)), ce_loss(logits, torch.zeros(6, dtype=torch.long)))
+    threat = ThreatModel("linf", EPS)
+    aa = AutoAttack(threat, steps=5)(binary, x, y)
+    apgd_ce = APGD(threat, "ce", steps=5)(binary, x, y)
+    assert torch.equal(correct(binary, aa, y), correct(binary, apgd_ce, y))  # APGD-CE only, as TeCoA
+
+
+def test_cw_and_momentum_pgd(task):
+    clf, x, y = task
+    threat = ThreatModel("linf", EPS)
+    assert correct(clf, CW(threat, steps=4, kappa=5.0)(clf, x, y), y).sum() < correct(clf, x, y).sum()
+    # momentum 0 runs the velocity path and must reduce to plain PGD exactly (sign of a sign)
+    assert torch.equal(MomentumPGD(threat, steps=3, momentum=0.0)(clf, x, y), PGD(threat, steps=3)(clf, x, y))
+    assert MomentumPGD(threat).config()["momentum"] == 0.9
+    with pytest.raises(ValueError, match="momentum"):
+        MomentumPGD(threat, momentum=1.0)
+
+
+def test_registry_errors_and_bad_labels(task):
+    clf, x, y = task
+    with pytest.raises(KeyError, match="known attacks.*autoattack"):
+        build_attack("fgsm-ish", EPS)
+    with pytest.raises(ValueError, match="int64"):
+        build_attack("pgd", EPS)(clf, x, y.float())
+    with pytest.raises(ValueError, match="unknown APGD loss"):
+        APGD(ThreatModel(), loss="hinge")
+
+
+def test_model_state_is_restored_and_parameters_get_no_grad(task):
+    clf, x, y = task
+    clf.train()
+    try:
+        with torch.no_grad():  # gradients are re-enabled inside the attack
+            adv = build_attack("pgd", EPS, steps=4)(clf, x, y)
+        assert torch.equal(adv, build_attack("pgd", EPS, steps=4)(clf, x, y))
+        assert correct(clf, adv, y).sum() < correct(clf, x, y).sum()
+        assert clf.training and clf.model.training and clf.model.check_inputs
+        assert all(p.grad is None for p in clf.parameters())
+    finally:
+        clf.eval()
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="inference_mode"):
+        build_attack("pgd", EPS, steps=2)(clf, x, y)
+
+
+def test_bf16_autocast_keeps_float32_delta(task):
+    clf, x, y = task
+    attack = PGD(ThreatModel("linf", EPS), steps=2, autocast=torch.bfloat16)
+    adv = attack(clf, x, y)
+    assert adv.dtype == torch.float32 and attack.threat.contains(x, adv).all()
+    assert attack.config()["autocast"] == "bfloat16"
+
+
+# -- hierarchical threat settings -------------------------------------------------------------------------
+LEAVES = ["kit fox", "tabby cat", "sports car", "oak tree", "container ship"]
+
+
+@pytest.fixture(scope="module")
+def hier(clip, task):
+    model, tokenizer = clip
+    tree = Tree(name="t", depth=2, nodes=[LEAVES, ["mammal", "vehicle", "plant"], ["entity"]],
+                names=[LEAVES, ["mammal", "vehicle", "plant"], ["entity"]],
+                ancestor=np.array([[0, 1, 2, 3, 4], [0, 0, 1, 2, 1], [0, 0, 0, 0, 0]]))
+    return tree, HierarchicalClassifier.from_tree(model, tokenizer, tree, load_templates("simple"))
+
+
+def test_superclass_attack_at_level_zero_is_the_leaf_attack(clip, task, hier):
+    model, tokenizer = clip
+    _, x, y = task
+    tree, classifier = hier
+    attack = PGD(ThreatModel("linf", EPS), steps=3)
+    adv, labels = superclass_attack(attack, classifier, tree, 0, x, y)
+    leaf = ZeroShotClassifier.from_classnames(model, tokenizer, LEAVES, load_templates("simple"))
+    assert torch.equal(labels, y) and torch.equal(adv, attack(leaf, x, y))
+    adv1, labels1 = superclass_attack(attack, classifier, tree, 1, x, y)
+    assert labels1.tolist() == [[0, 0, 1, 2, 1][int(i)] for i in y]
+    assert attack.threat.contains(x, adv1).all()
+    with pytest.raises(ValueError, match="single class"):
+        superclass_attack(attack, classifier, tree, 2, x, y)
+
+
+def test_transfer_scores(task, hier):
+    _, x, y = task
+    tree, classifier = hier
+    s = transfer_summary(torch.tensor([True, True, False, True]), torch.tensor([False, True, False, False]))
+    assert s == {"n": 4, "clean_accuracy": 0.75, "accuracy": 0.25, "success_rate": 2 / 3}
+    assert math.isnan(transfer_summary(torch.zeros(2, dtype=torch.bool), torch.zeros(2, dtype=torch.bool))["success_rate"])
+    adv, _ = superclass_attack(PGD(ThreatModel("linf", EPS), steps=3), classifier, tree, 1, x, y)
+    out = transfer_outcome(classifier.level(0), x, adv, y)
+    assert torch.equal(out["clean_correct"], correct(classifier.level(0), x, y))
+    assert torch.equal(out["adv_correct"], correct(classifier.level(0), adv, y))
+
+
+def test_universal_hierarchical_perturbation(task, hier):
+    _, x, y = task
+    tree, classifier = hier
+    assert level_weights(5) == pytest.approx([1, 5 / 6, 4 / 6, 3 / 6, 2 / 6, 1 / 6])
+    labels = [tree.level_labels(y, level) for level in range(tree.depth + 1)]
+    threat = ThreatModel("linf", 1 / 255)
+    adv = universal_hierarchical_perturbation(classifier, labels, x, threat, steps=3)
+    assert threat.contains(x, adv).all()
+
+    def objective(images):
+        with torch.no_grad():
+            return sum(w * ce_loss(z, t).sum() for w, z, t in zip(level_weights(2), classifier(images), labels))
+
+    assert objective(adv) > objective(x)
+    # per-level forwards (each encodes the image) give the same δ as the shared-encoder classifier
+    separate = universal_hierarchical_perturbation([classifier.level(l) for l in range(3)], labels, x, threat, steps=3)
+    assert (separate - adv).abs().max() <= 1e-6
+    with pytest.raises(ValueError, match="weights"):
+        universal_hierarchical_perturbation(classifier, labels, x, threat, weights=[1.0, 0.5])
+
+
+def test_text_perturbation_is_the_l2_optimum_for_a_linear_objective():
+    g = torch.Generator().manual_seed(0)
+    emb, c = torch.randn(6, 16, generator=g), torch.randn(6, 16, generator=g)
+    delta = text_perturbation(lambda e: (e * c).sum(), emb, eps=2e-4, steps=1, random_start=False)
+    assert torch.allclose(delta, 2e-4 * F.normalize(c, dim=-1), atol=1e-9)
+    delta = text_perturbation(lambda e: (e * c).sum(1) ** 2, emb, eps=2e-4, steps=3)
+    assert (delta.norm(dim=1) <= 2e-4 * (1 + 1e-5)).all()
+
+
+@pytest.mark.slow
+def test_autoattack_at_most_pgd20_on_the_mini_world():
+    """The mini world's smoke-pretrained tiny CLIP (built once, then cached) on 48 mini-colours test
+    images: AutoAttack (APGD-CE + APGD-DLR, 100 iterations) is at least as strong as PGD-20."""
+    from hrvlm.data import get_dataset, get_spec
+
+    model, _, tokenizer = load_clip("hrvlm-tiny", pretrained="mini-smoke")
+    spec = get_spec("mini-colours")
+    data = get_dataset("mini-colours", "test", profile="smoke")
+    x = torch.stack([data[i][0] for i in range(48)])
+    y = torch.tensor([data[i][1] for i in range(48)])
+    clf = ZeroShotClassifier.from_classnames(model, tokenizer, spec.classnames, load_templates(spec.templates))
+    clean = correct(clf, x, y).sum()
+    pgd = correct(clf, build_attack("pgd", 2 / 255, steps=20)(clf, x, y), y).sum()
+    aa = correct(clf, build_attack("autoattack", 2 / 255)(clf, x, y), y).sum()
+    assert aa <= pgd <= clean and aa < clean
