@@ -1,0 +1,53 @@
+"""``hrvlm data``: list the registered datasets, or download a real one (the only download path).
+
+    hrvlm data list [--profile mini|full] [--root DIR]
+    hrvlm data fetch NAME [--root DIR] [--split SPLIT]
+"""
+from __future__ import annotations
+
+import argparse
+
+from .real import REAL, DatasetMissing, data_root, fetch
+from .registry import get_spec, list_datasets
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    ls = sub.add_parser("list", help="registered datasets, and whether real ones are present")
+    ls.add_argument("--profile", choices=["mini", "full"], default=None)
+    ls.add_argument("--root", default=None, help="data root (default $HRVLM_DATA or ~/.cache/hrvlm/datasets)")
+    get = sub.add_parser("fetch", help="download a real dataset through torchvision")
+    get.add_argument("name", help=f"one of {sorted(REAL)}")
+    get.add_argument("--root", default=None, help="data root (default $HRVLM_DATA or ~/.cache/hrvlm/datasets)")
+    get.add_argument("--split", action="append", default=None, help="only this split (repeatable); default all")
+
+
+def status(name: str, root=None) -> str:
+    """``present``/``missing (splits)`` for a real dataset, ``generated`` for the mini world."""
+    if name not in REAL:
+        return "generated"
+    info, root = REAL[name], data_root(root)
+    missing = [s for s in info.splits if info.missing(root, s)]
+    return "present" if not missing else f"missing {','.join(missing)}"
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.action == "list":
+        print(f"data root: {data_root(args.root)}")
+        for name in list_datasets(args.profile):
+            spec = get_spec(name)
+            print(f"{name:14s} {spec.profile:4s} {','.join(spec.splits):24s} {status(name, args.root):32s} "
+                  f"{spec.description}")
+        return 0
+    if args.name not in REAL:
+        known = sorted(REAL)
+        hint = " (mini-world datasets are generated, not fetched)" if args.name.startswith("mini-") else ""
+        print(f"error: unknown real dataset {args.name!r}{hint}; known: {known}")
+        return 2
+    try:
+        root = fetch(args.name, args.root, splits=args.split)
+    except DatasetMissing as err:
+        print(f"error: {err}")
+        return 1
+    print(f"{args.name}: present under {root}")
+    return 0

@@ -1,0 +1,183 @@
+"""The records store: one JSON line per evaluated chunk, every number with its provenance.
+
+A record describes one (dataset, split, level, attack) chunk: the configuration that produced it
+(:data:`KEY_FIELDS`, hashed into ``key``), the environment it ran in (code and library versions,
+device, wall time; not part of the key, so a new commit or a different GPU does not invalidate stored
+results), and the results, including per-sample correctness as base64 bitmaps (:func:`encode_bits`),
+in the order of the sorted subset ids.
+
+**Why append, not rewrite.**  A store grows to thousands of records; rewriting it atomically after
+every chunk would cost O(size) per chunk.  Instead each record is appended as *one* ``write`` of a
+complete line, then ``fsync``-ed, under an exclusive ``flock`` (so concurrent evaluators neither
+interleave lines nor store the same key twice: the key is re-checked under the lock).  A crash can
+at worst leave a torn last line; the next append starts a fresh line first, and the reader reports
+such lines (``warnings.warn``, or an error with ``strict=True``) and skips them: they never break
+reading and never hide other records.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from .storage import canonical_json, config_hash
+
+try:  # POSIX; elsewhere concurrent writers are not supported (single-process use is still safe)
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
+
+SCHEMA = 1
+
+# The configuration that determines a record's numbers: equal keys mean "already computed".
+KEY_FIELDS = ("schema", "hrvlm_version", "method", "model", "checkpoint", "dataset", "split",
+              "dataset_options", "dataset_size", "n", "subset_ids_hash", "level", "tree", "classnames_hash", "attack",
+              "resolution", "templates", "templates_hash", "seed", "batch_size")
+# Where and how it ran: recorded, not keyed.
+ENVIRONMENT_FIELDS = ("code", "libraries", "device", "wall_time_s", "created")
+# Per-sample correctness bitmaps (decoded by ``records_to_frame(samples=True)``).
+BITMAP_FIELDS = ("clean_correct", "robust_correct", "leaf_clean_correct", "leaf_robust_correct")
+
+
+class CorruptRecord(ValueError):
+    """A line of a records file is not a complete record."""
+
+
+def record_key(record: dict) -> str:
+    """Hash of the record's configuration (:data:`KEY_FIELDS`)."""
+    missing = [f for f in KEY_FIELDS if f not in record]
+    if missing:
+        raise KeyError(f"record lacks provenance fields {missing}")
+    return config_hash({f: record[f] for f in KEY_FIELDS}, length=20)
+
+
+def encode_bits(values) -> str:
+    """A boolean vector as base64 of its packed bits (1,000 samples → 168 characters)."""
+    bits = np.packbits(np.asarray(values, dtype=bool), bitorder="little")
+    return base64.b64encode(bits.tobytes()).decode("ascii")
+
+
+def decode_bits(text: str, n: int) -> np.ndarray:
+    """Inverse of :func:`encode_bits` for a vector of length ``n``."""
+    raw = np.frombuffer(base64.b64decode(text), dtype=np.uint8)
+    if raw.size != (n + 7) // 8:
+        raise ValueError(f"bitmap holds {raw.size * 8} bits, expected {n}")
+    return np.unpackbits(raw, count=n, bitorder="little").astype(bool)
+
+
+def _parse(line: bytes, where: str, strict: bool) -> dict | None:
+    try:
+        record = json.loads(line)
+        if not isinstance(record, dict) or not isinstance(record.get("key"), str):
+            raise ValueError("not a record (a JSON object with a 'key')")
+        return record
+    except ValueError as err:
+        message = f"{where}: skipping an incomplete or corrupt record ({err}); the rest of the store is intact"
+        if strict:
+            raise CorruptRecord(message) from err
+        warnings.warn(message, stacklevel=3)
+        return None
+
+
+def read_records(path: str | os.PathLike, strict: bool = False) -> list[dict]:
+    """Every complete record of a JSON-lines store, in file order (a missing file has none)."""
+    return RecordStore(path, strict=strict).records()
+
+
+class RecordStore:
+    """An append-only JSON-lines file of records, unique by key.
+
+    It caches what it has read and reads only what other writers appended since.
+    """
+
+    def __init__(self, path: str | os.PathLike, strict: bool = False):
+        self.path, self.strict = Path(path), strict
+        self._offset, self._line_no = 0, 0
+        self._records: dict[str, dict] = {}
+
+    def _refresh(self) -> None:
+        if not self.path.is_file():
+            self._offset, self._line_no, self._records = 0, 0, {}
+            return
+        with open(self.path, "rb") as f:
+            if os.fstat(f.fileno()).st_size < self._offset:  # replaced or truncated: start over
+                self._offset, self._line_no, self._records = 0, 0, {}
+            f.seek(self._offset)
+            data = f.read()
+        end = data.rfind(b"\n") + 1  # a trailing line without newline may still be being written
+        for line in data[:end].splitlines():
+            self._line_no += 1
+            if line.strip():
+                record = _parse(line, f"{self.path}:{self._line_no}", self.strict)
+                if record is not None:
+                    self._records.setdefault(record["key"], record)
+        self._offset += end
+
+    def records(self) -> list[dict]:
+        self._refresh()
+        return list(self._records.values())
+
+    def get(self, key: str) -> dict | None:
+        self._refresh()
+        return self._records.get(key)
+
+    def __contains__(self, key: str) -> bool:
+        return self.get(key) is not None
+
+    def __len__(self) -> int:
+        self._refresh()
+        return len(self._records)
+
+    def append(self, record: dict) -> bool:
+        """Append ``record`` (its ``key`` set here) unless its key is stored; True if it was written."""
+        record = {**record, "key": record_key(record)}
+        line = (canonical_json(record) + "\n").encode("utf-8")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            self._refresh()
+            if record["key"] in self._records:
+                return False
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                line = b"\n" + line  # isolate a torn line left by a crash
+            os.write(fd, line)
+            os.fsync(fd)
+        finally:
+            os.close(fd)  # also releases the lock
+        self._refresh()
+        return True
+
+
+def records_to_frame(records: Iterable[dict], samples: bool = False):
+    """One row per record; nested fields flattened with ``_`` (``attack_eps``, ``libraries_torch``).
+
+    Bitmaps are dropped unless ``samples``, which decodes them to boolean arrays.  A clean-only
+    record has ``attack_name == "none"``.
+    """
+    import pandas as pd
+
+    rows = []
+    for record in records:
+        row = {k: v for k, v in record.items() if k not in BITMAP_FIELDS}
+        row["attack"] = record.get("attack") or {"name": "none"}
+        if samples:
+            for field in BITMAP_FIELDS:
+                if record.get(field) is not None:
+                    row[field] = decode_bits(record[field], record["n"])
+        rows.append(row)
+    if not rows:
+        return pd.DataFrame()
+    return pd.json_normalize(rows, sep="_", max_level=1)
+
+
+def load_table(path: str | os.PathLike, samples: bool = False, strict: bool = False):
+    """:func:`records_to_frame` of the store at ``path``."""
+    return records_to_frame(read_records(path, strict=strict), samples=samples)

@@ -1,0 +1,162 @@
+import argparse
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from hrvlm.data import fixed_subset, get_dataset, get_spec, list_datasets
+from hrvlm.data import cli as data_cli
+from hrvlm.data.real import (DEFAULT_RESOLUTION, REAL, DatasetMissing, InGraphResize, apply_resolution,
+                             image_transform)
+from hrvlm.storage import config_hash
+from hrvlm.zeroshot import load_templates
+
+CLASS_COUNTS = {"cifar10": 10, "cifar100": 100, "stl10": 10, "caltech101": 101, "caltech256": 257,
+                "oxford_pets": 37, "flowers102": 102, "fgvc_aircraft": 100, "stanford_cars": 196, "sun397": 397,
+                "food101": 101, "eurosat": 10, "dtd": 47, "pcam": 2, "imagenet": 1000, "tinyimagenet": 200}
+
+
+def test_real_datasets_are_registered_with_names_templates_and_hierarchy():
+    assert set(CLASS_COUNTS) == set(REAL) and set(REAL) <= set(list_datasets("full"))
+    for name, count in CLASS_COUNTS.items():
+        spec = get_spec(name)
+        assert spec.profile == "full" and spec.hierarchy == name
+        assert spec.num_classes == count, name
+        templates = load_templates(spec.templates)
+        assert templates and all(t.format(c="x") != t for t in templates)
+    assert load_templates("eurosat") == ["a centered satellite photo of {c}."]
+    assert len(load_templates("openai_imagenet")) == 80
+
+
+def test_unknown_dataset_is_a_clear_error():
+    with pytest.raises(KeyError, match=r"unknown dataset 'cifar11'.*Did you mean.*cifar10"):
+        get_spec("cifar11")
+    with pytest.raises(ValueError, match="no split 'test'.*'val'"):
+        get_dataset("imagenet", split="test")
+
+
+@pytest.mark.parametrize("name", sorted(REAL))
+def test_missing_real_dataset_gives_the_instruction_at_once(name, tmp_path):
+    split = get_spec(name).splits[0]
+    start = time.perf_counter()
+    with pytest.raises(DatasetMissing) as err:
+        get_dataset(name, split=split, root=tmp_path)  # the network guard would fail any download attempt
+    assert time.perf_counter() - start < 2
+    message = str(err.value)
+    if name in ("imagenet", "stanford_cars"):
+        assert "cannot be downloaded" in message and str(tmp_path / name) in message
+    else:
+        assert f"hrvlm data fetch {name} --root {tmp_path}" in message
+    assert list(tmp_path.iterdir()) == []  # nothing created (torchvision never constructed)
+
+
+def test_data_root_comes_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("HRVLM_DATA", str(tmp_path / "elsewhere"))
+    with pytest.raises(DatasetMissing, match="elsewhere"):
+        get_dataset("cifar10")
+
+
+def test_fixed_subset_ids_are_stable():
+    ids = fixed_subset("cifar10", 10000, 1000)
+    # pinned: the same 1,000 CIFAR-10 test images on every machine and every version
+    assert config_hash(ids.tolist(), 16) == "cf7e44fa994afb5e" and ids[:5].tolist() == [12, 34, 35, 40, 43]
+    assert np.array_equal(ids, fixed_subset("cifar10", 10000, 1000))
+    assert len(np.unique(ids)) == 1000 and np.all(np.diff(ids) > 0)
+    assert set(fixed_subset("cifar10", 10000, 100)) <= set(ids)  # larger n extends smaller n
+    assert not np.array_equal(ids, fixed_subset("cifar100", 10000, 1000))
+    assert np.array_equal(fixed_subset("cifar10", 50, None), np.arange(50))
+
+
+def _tiny_imagenet(root, size=64):
+    from PIL import Image
+
+    base = root / "tiny-imagenet-200"
+    wnids = ["n02", "n01", "n03"]  # unsorted on purpose: labels follow sorted wnids
+    (base / "val" / "images").mkdir(parents=True)
+    (base / "wnids.txt").write_text("\n".join(wnids) + "\n")
+    rows = []
+    for i, w in enumerate(["n03", "n01", "n02", "n01"]):
+        Image.fromarray(np.full((size, size, 3), 60 * i, dtype=np.uint8)).save(base / "val" / "images" / f"val_{i}.JPEG")
+        rows.append(f"val_{i}.JPEG\t{w}\t0\t0\t10\t10")
+    (base / "val" / "val_annotations.txt").write_text("\n".join(rows) + "\n")
+    for w in wnids:
+        (base / "train" / w / "images").mkdir(parents=True)
+        Image.fromarray(np.zeros((size, size, 3), dtype=np.uint8), "RGB").convert("L").save(
+            base / "train" / w / "images" / f"{w}_0.JPEG")  # grayscale file: converted to RGB
+
+
+def test_tinyimagenet_reads_val_annotations_without_reorganising(tmp_path):
+    _tiny_imagenet(tmp_path)
+    val = get_dataset("tinyimagenet", split="val", root=tmp_path, image_size=32)
+    assert len(val) == 4 and [val[i][1] for i in range(4)] == [2, 0, 1, 0]
+    assert val[0][0].shape == (3, 64, 64)  # native resolution under the default policy
+    assert abs(val[1][0].mean().item() - 60 / 255) < 0.02
+    first = get_dataset("tinyimagenet", split="val", root=tmp_path, image_size=32, resolution="resize-first")
+    assert first[0][0].shape == (3, 32, 32) and 0 <= first[0][0].min() and first[0][0].max() <= 1
+    train = get_dataset("tinyimagenet", split="train", root=tmp_path)
+    assert sorted(train[i][1] for i in range(3)) == [0, 1, 2] and train[0][0].shape == (3, 64, 64)
+
+
+def test_image_transform_follows_the_policy():
+    from PIL import Image
+
+    wide = Image.fromarray(np.zeros((40, 80), dtype=np.uint8))  # grayscale, not square
+    assert image_transform(32, None)(wide).shape == (3, 32, 32)  # variable-size sets: always resized
+    small = Image.fromarray(np.zeros((16, 16, 3), dtype=np.uint8))
+    assert image_transform(32, 16, "native-then-resize")(small).shape == (3, 16, 16)
+    assert image_transform(32, 16, "resize-first")(small).shape == (3, 32, 32)
+    with pytest.raises(ValueError, match="resolution policy"):
+        image_transform(32, 16, "resize-later")
+
+
+class _Encoder(torch.nn.Module):
+    """The smallest model with PixelCLIP's image interface (records the size it is given)."""
+
+    image_size, name = 32, "probe"
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(1))
+        self.seen = None
+
+    def encode_image(self, images, normalize=True):
+        self.seen = tuple(images.shape[-2:])
+        return images.flatten(1).sum(1, keepdim=True) * self.w
+
+
+def test_native_then_resize_attacks_native_pixels_through_the_graph():
+    model = _Encoder()
+    native = torch.rand(2, 3, 16, 16, requires_grad=True)
+    wrapped, prepare = apply_resolution(model, (16, 16), "native-then-resize")
+    assert DEFAULT_RESOLUTION == "native-then-resize" and isinstance(wrapped, InGraphResize)
+    x = prepare(native)
+    assert x is native
+    wrapped.encode_image(x).sum().backward()
+    assert model.seen == (32, 32) and native.grad.shape == (2, 3, 16, 16) and native.grad.abs().sum() > 0
+
+    same, prepare = apply_resolution(model, (16, 16), "resize-first")
+    resized = prepare(native.detach())
+    assert same is model and resized.shape == (2, 3, 32, 32) and 0 <= resized.min() and resized.max() <= 1
+    at_size = apply_resolution(model, (32, 32), "native-then-resize")
+    assert at_size[0] is model  # nothing to resize
+
+
+def _data_cli(*argv):
+    parser = argparse.ArgumentParser()
+    data_cli.configure_parser(parser)
+    return data_cli.run(parser.parse_args(list(argv)))
+
+
+def test_data_cli_lists_and_refuses_without_hanging(tmp_path, capsys):
+    assert _data_cli("list", "--root", str(tmp_path)) == 0
+    out = capsys.readouterr().out
+    assert "cifar10" in out and "missing test,train" in out and "mini-finetune" in out
+    assert _data_cli("fetch", "imagenet", "--root", str(tmp_path)) == 1
+    assert "one folder per wnid" in capsys.readouterr().out
+    assert _data_cli("fetch", "mini-finetune") == 2
+    _tiny_imagenet(tmp_path)
+    assert _data_cli("fetch", "tinyimagenet", "--root", str(tmp_path)) == 0  # present: nothing downloaded
+    assert "present" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="no split"):
+        data_cli.fetch("cifar10", tmp_path, splits=["validation"])

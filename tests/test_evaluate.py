@@ -1,0 +1,224 @@
+import argparse
+
+import numpy as np
+import pytest
+import torch
+
+from hrvlm import evaluate as ev
+from hrvlm.attacks import build_attack
+from hrvlm.data import DatasetSpec, fixed_subset, register
+from hrvlm.hierarchy import Tree
+from hrvlm.models import load_clip
+from hrvlm.records import RecordStore, decode_bits
+from hrvlm.zeroshot import ZeroShotClassifier, load_templates
+
+CLASSES = ("circle", "square", "triangle", "star")
+N = 12
+
+
+class Tensors(torch.utils.data.Dataset):
+    def __init__(self, images, labels):
+        self.images, self.labels = images, labels
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return self.images[i], int(self.labels[i])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Tiny batches: one thread avoids contention on a shared CPU (much faster here), restored after.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def clip():
+    torch.manual_seed(0)
+    model, _, tokenizer = load_clip("hrvlm-tiny")
+    return model, tokenizer
+
+
+@pytest.fixture(scope="module")
+def synthetic(clip):
+    """Random images labelled with the random model's own predictions (clean accuracy 1 by construction,
+    so attacks have something to destroy), at 32 px, plus a 16 px copy whose factory takes no size."""
+    model, tokenizer = clip
+    images = torch.rand(N, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        labels = ZeroShotClassifier.from_classnames(model, tokenizer, CLASSES, load_templates("simple"))(images).argmax(1)
+    low = torch.nn.functional.interpolate(images, size=(16, 16), mode="area")
+
+    def factory(split="test", image_size=32):
+        assert image_size == 32
+        return Tensors(images, labels)
+
+    def lowres(split="test"):
+        return Tensors(low, labels)
+
+    for name, f in (("test-synthetic", factory), ("test-lowres", lowres)):
+        register(DatasetSpec(name=name, profile="mini", classnames=CLASSES, templates="simple", factory=f),
+                 replace=True)
+    return labels
+
+
+@pytest.fixture(scope="module")
+def tree():
+    # circle/star -> round-ish, square/triangle -> polygon -> one root
+    return Tree(name="test-tree", depth=2, nodes=[list(CLASSES), ["curve", "polygon"], ["shape"]],
+                names=[list(CLASSES), ["curved figure", "polygon"], ["shape"]],
+                ancestor=np.array([[0, 1, 2, 3], [0, 1, 1, 0], [0, 0, 0, 0]]))
+
+
+def run(clip, dataset="test-synthetic", attacks=(), **kw):
+    model, tokenizer = clip
+    return ev.evaluate(model, tokenizer, dataset, attacks, progress=False, **kw)
+
+
+def test_eps_zero_gives_exactly_clean_accuracy(clip, synthetic):
+    (record,) = run(clip, attacks=[build_attack("pgd", 0.0, steps=3)])
+    assert record["clean_acc"] == 1.0 and record["n"] == N
+    assert record["robust_acc"] == record["clean_acc"]
+    assert record["robust_correct"] == record["clean_correct"]
+
+
+def test_robust_accuracy_is_at_most_clean_and_attacks_bite(clip, synthetic):
+    records = run(clip, attacks=[build_attack("pgd", e, steps=3) for e in (1 / 255, 32 / 255)])
+    weak, strong = records
+    for r in records:
+        assert r["robust_acc"] <= r["clean_acc"] == 1.0
+        assert r["attack"]["steps"] == 3 and r["attack"]["norm"] == "linf"
+    assert strong["robust_acc"] < 1.0 and strong["robust_acc"] <= weak["robust_acc"]
+    robust = decode_bits(strong["robust_correct"], N)
+    assert robust.mean() == strong["robust_acc"]
+
+
+def test_levels_superclass_attack_and_transfer(clip, synthetic, tree):
+    records = run(clip, attacks=[build_attack("pgd", 32 / 255, steps=3)], levels=(0, 1), tree=tree)
+    leaf, superclass = records
+    assert [r["level"] for r in records] == [0, 1] and superclass["num_classes"] == 2
+    assert superclass["tree"] == "test-tree" and leaf["leaf_robust_acc"] is None
+    # clean level-1 accuracy is that of the level-1 classifier on the ancestors of the labels
+    model, tokenizer = clip
+    images = torch.stack([synthetic_image for synthetic_image, _ in ev.get_spec("test-synthetic").factory()])
+    with torch.no_grad():
+        pred = ZeroShotClassifier.from_classnames(model, tokenizer, tree.names[1], load_templates("simple"))(images).argmax(1)
+    expected = (pred.numpy() == tree.ancestor[1][synthetic.numpy()]).mean()
+    assert superclass["clean_acc"] == pytest.approx(expected)
+    # transfer: leaf accuracy on superclass adversaries, and the success rate from the same bitmaps
+    clean = decode_bits(superclass["leaf_clean_correct"], N)
+    adv = decode_bits(superclass["leaf_robust_correct"], N)
+    assert clean.all() and superclass["leaf_clean_acc"] == 1.0
+    assert superclass["leaf_robust_acc"] == adv.mean()
+    assert superclass["transfer_success_rate"] == pytest.approx((clean & ~adv).sum() / clean.sum())
+    with pytest.raises(ValueError, match="exceeds the depth 2"):
+        run(clip, levels=(3,), tree=tree)
+    with pytest.raises(ValueError, match="single class"):
+        run(clip, attacks=[build_attack("pgd", 1 / 255, steps=1)], levels=(2,), tree=tree)
+
+
+class Counting:
+    """An attack that counts its calls and can be made to fail (an interruption)."""
+
+    def __init__(self, attack, fail=False):
+        self.attack, self.fail, self.calls = attack, fail, 0
+
+    def __call__(self, forward, images, labels):
+        self.calls += 1
+        if self.fail:
+            raise KeyboardInterrupt
+        return self.attack(forward, images, labels)
+
+    def config(self):
+        return self.attack.config()
+
+
+def test_interrupted_evaluation_resumes_without_recomputing_or_duplicating(clip, synthetic, tmp_path):
+    store = tmp_path / "results.jsonl"
+    first, second = build_attack("pgd", 2 / 255, steps=2), build_attack("pgd", 4 / 255, steps=2)
+    a, b = Counting(first), Counting(second, fail=True)
+    with pytest.raises(KeyboardInterrupt):
+        run(clip, attacks=[a, b], store=store, batch_size=6)
+    assert a.calls == 2 and len(RecordStore(store)) == 1  # the finished chunk is stored
+
+    a, b = Counting(first), Counting(second)
+    resumed = run(clip, attacks=[a, b], store=store, batch_size=6)
+    assert a.calls == 0 and b.calls == 2  # only the unfinished chunk ran
+    again = run(clip, attacks=[Counting(first, fail=True), Counting(second, fail=True)], store=store, batch_size=6)
+    assert again == resumed
+    assert len(store.read_text().splitlines()) == 2 and len(RecordStore(store)) == 2
+
+    fresh = run(clip, attacks=[first, second], batch_size=6)  # uninterrupted, no store
+    for x, y in zip(resumed, fresh):
+        assert x["key"] == ev.record_key(y) and x["robust_correct"] == y["robust_correct"]
+
+
+def test_resolution_policy_is_applied_and_recorded(clip, synthetic):
+    attack = [build_attack("pgd", 4 / 255, steps=2)]
+    native, = run(clip, "test-lowres", attack)
+    first, = run(clip, "test-lowres", attack, resolution="resize-first")
+    assert native["resolution"] == "native-then-resize" and native["input_size"] == [16, 16]
+    assert native["attack_size"] == [16, 16] and first["attack_size"] == [32, 32]
+    assert native["model_image_size"] == 32 and ev.record_key(native) != ev.record_key(first)
+    with pytest.raises(ValueError, match="resolution policy"):
+        run(clip, "test-lowres", attack, resolution="whatever")
+
+
+def test_fixed_subset_and_provenance(clip, synthetic, tmp_path):
+    a, = run(clip, n=8)
+    b, = run(clip, subset=fixed_subset("test-synthetic", N, 8, "test"))
+    c, = run(clip, n=9)
+    assert a["subset_ids_hash"] == b["subset_ids_hash"] != c["subset_ids_hash"]
+    assert a["clean_correct"] == b["clean_correct"] and a["n"] == 8 and a["dataset_size"] == N
+    assert a["checkpoint"] == "random-init" and a["templates"] == "simple" and a["split"] == "test"
+    assert a["attack"] is None and a["robust_acc"] is None and a["wall_time_s"] > 0
+    assert {"torch", "open_clip_torch", "torchattacks", "numpy"} <= set(a["libraries"])
+    assert a["code"]["hrvlm"] and a["device"].startswith("cpu") and a["seed"] == 0
+    with pytest.raises(ValueError, match="subset ids"):
+        run(clip, subset=[0, N])
+
+
+def test_bad_inputs_are_clear_errors(clip, synthetic):
+    with pytest.raises(KeyError, match="unknown dataset"):
+        run(clip, "no-such-set")
+    with pytest.raises(KeyError, match="unknown attack 'pgdd'"):
+        ev.build_attacks(["pgdd"], [1 / 255])
+    with pytest.raises(ValueError, match="pixel units"):
+        build_attack("pgd", 2.0)
+    for text in ("2", "-1/255", "1/0", "abc"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            ev.parse_eps(text)
+    assert ev.parse_eps("1/255") == 1 / 255 and ev.parse_eps("0.5") == 0.5
+    with pytest.raises(TypeError, match="not an attack"):
+        run(clip, attacks=["pgd"])
+    with pytest.raises(ValueError, match="non-negative"):
+        run(clip, levels=(-1,))
+    with pytest.raises(ValueError, match="no class hierarchy"):
+        run(clip, levels=(0, 1))
+
+
+def test_eval_cli_writes_records(synthetic, tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    ev.configure_parser(parser)
+    store = tmp_path / "r.jsonl"
+    args = parser.parse_args(["--datasets", "test-synthetic", "--attack", "pgd,none", "--eps", "0,1/255",
+                              "--steps", "2", "--n", "6", "--store", str(store), "--device", "cpu"])
+    torch.manual_seed(0)
+    assert ev.run(args) == 0
+    out = capsys.readouterr().out
+    records = RecordStore(store).records()
+    assert len(records) == 2 and sorted(r["attack"]["eps"] for r in records) == [0.0, 1 / 255]
+    assert all(r["n"] == 6 for r in records) and "test-synthetic" in out and str(store) in out
+
+
+def test_mini_world_dataset_with_its_wordnet_forest(clip):
+    records = run(clip, "mini-finetune", [build_attack("pgd", 1 / 255, steps=1)], levels=(0, 1), n=8, depth=2,
+                  dataset_options={"profile": "smoke"})
+    assert [r["level"] for r in records] == [0, 1] and all(r["split"] == "test" for r in records)
+    assert records[1]["tree"].startswith("mini-finetune/") and 1 < records[1]["num_classes"] < 10
+    assert records[0]["num_classes"] == 10 and records[0]["dataset_options"] == {"profile": "smoke"}
+    assert records[0]["subset_ids_hash"] == records[1]["subset_ids_hash"] and records[1]["leaf_clean_acc"] is not None
