@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .attacks import HierarchicalClassifier, superclass_attack, transfer_outcome, transfer_summary
+from .attacks import ATTACKS, HierarchicalClassifier, superclass_attack, transfer_outcome, transfer_summary
 from .data.real import DEFAULT_RESOLUTION, RESOLUTION_POLICIES, apply_resolution, check_resolution
 from .data.registry import fixed_subset, get_spec
 from .records import SCHEMA, RecordStore, encode_bits, record_key, records_to_frame
@@ -269,12 +269,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--datasets", type=_csv(str), required=True, help="comma-separated registered names")
     parser.add_argument("--split", default=None, help="default: each dataset's evaluation split")
     parser.add_argument("--attack", type=_csv(str), default=["pgd"],
-                        help="comma-separated attack names (hrvlm.attacks), or 'none' for clean only")
+                        help=f"comma-separated attack names ({', '.join(ATTACKS)}), or 'none' for clean only")
     parser.add_argument("--eps", type=_csv(parse_eps), default=[1 / 255], help="comma-separated, e.g. 1/255,4/255")
     parser.add_argument("--norm", default="linf", choices=["linf", "l2"])
-    parser.add_argument("--steps", type=int, default=None)
-    parser.add_argument("--step-size", type=parse_eps, default=None)
-    parser.add_argument("--restarts", type=int, default=None)
+    parser.add_argument("--steps", type=int, default=None, help="default: each attack's own")
+    parser.add_argument("--step-size", type=parse_eps, default=None,
+                        help="pgd, mpgd and cw only (default eps/4); an error with apgd-*/autoattack*, which adapt "
+                             "their step size: evaluate those in a separate call")
+    parser.add_argument("--restarts", type=int, default=None, help="default: each attack's own")
     parser.add_argument("--n", type=int, default=None, help="images per dataset (fixed subset); default all")
     parser.add_argument("--levels", type=_csv(int), default=[0], help="tree levels, e.g. 0,1,2")
     parser.add_argument("--tree", type=int, default=0, help="which tree of the dataset's forest")
@@ -291,7 +293,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def build_attacks(names: Sequence[str], eps_values: Sequence[float], norm: str = "linf", **settings) -> list:
-    """Every (name, ε) combination through :func:`hrvlm.attacks.build_attack`; 'none' gives none."""
+    """Every (name, ε) combination through :func:`hrvlm.attacks.build_attack`; 'none' gives none.
+
+    ``settings`` that are ``None`` are left to each attack's default; the others go to every attack, and
+    one that an attack does not take (e.g. ``step_size`` for APGD/AutoAttack) is a ``ValueError`` rather
+    than being dropped silently, so a recorded run is always the run that was asked for.
+    """
     from .attacks import build_attack
 
     settings = {k: v for k, v in settings.items() if v is not None}

@@ -215,6 +215,25 @@ def test_eval_cli_writes_records(synthetic, tmp_path, capsys):
     assert all(r["n"] == 6 for r in records) and "test-synthetic" in out and str(store) in out
 
 
+def test_step_size_is_an_error_for_attacks_that_adapt_their_own(synthetic, tmp_path):
+    """--step-size reaches pgd/mpgd/cw; with APGD or AutoAttack it is a clear error, not a silently
+    ignored (or crashing) option, and it is raised before any model is loaded."""
+    built = ev.build_attacks(["pgd", "cw"], [1 / 255], steps=2, step_size=0.5 / 255, restarts=None)
+    assert [a.config()["step_size"] for a in built] == [0.5 / 255] * 2
+    both = ev.build_attacks(["pgd", "autoattack-standard"], [1 / 255], steps=2, step_size=None, restarts=1)
+    assert [a.config()["name"] for a in both] == ["pgd", "autoattack-standard"]
+    for name in ("apgd-ce", "autoattack", "autoattack-standard"):
+        with pytest.raises(ValueError, match=f"attack '{name}' takes no setting 'step_size'"):
+            ev.build_attacks(["pgd", name], [1 / 255], step_size=0.5 / 255)
+    parser = argparse.ArgumentParser()
+    ev.configure_parser(parser)
+    args = parser.parse_args(["--datasets", "test-synthetic", "--attack", "autoattack", "--step-size", "1/255",
+                              "--model", "no-such-model", "--store", str(tmp_path / "r.jsonl")])
+    with pytest.raises(ValueError, match="takes no setting 'step_size'"):
+        ev.run(args)
+    assert not (tmp_path / "r.jsonl").exists()
+
+
 def test_mini_world_dataset_with_its_wordnet_forest(clip):
     records = run(clip, "mini-finetune", [build_attack("pgd", 1 / 255, steps=1)], levels=(0, 1), n=8, depth=2,
                   dataset_options={"profile": "smoke"})

@@ -7,7 +7,11 @@ in :class:`ThreatModel` only; every PGD-like loop is :func:`pgd_maximize`.
 """
 from __future__ import annotations
 
-from .apgd import APGD, AutoAttack
+import functools
+import inspect
+
+from .apgd import APGD
+from .autoattack import APGDT, FABT, AutoAttack, Square
 from .base import Attack, ce_loss, dlr_loss, margin_loss
 from .hierarchical import (HierarchicalClassifier, level_weights, superclass_attack, text_perturbation,
                            transfer_outcome, transfer_summary, universal_hierarchical_perturbation)
@@ -15,32 +19,55 @@ from .pgd import CW, PGD, MomentumPGD, pgd_maximize
 from .threat import ThreatModel
 
 
-def _apgd(loss):
-    return lambda threat, **kw: APGD(threat, loss=loss, **kw)
-
-
-# name -> factory(threat, **settings)
+# name -> factory(threat, **settings); a name is the ``config()["name"]`` of the attack it builds
 ATTACKS = {
     "pgd": PGD,
     "mpgd": MomentumPGD,
     "cw": CW,
-    "apgd-ce": _apgd("ce"),
-    "apgd-dlr": _apgd("dlr"),
+    "apgd-ce": functools.partial(APGD, loss="ce"),
+    "apgd-dlr": functools.partial(APGD, loss="dlr"),
     "autoattack": AutoAttack,
+    "autoattack-standard": functools.partial(AutoAttack, version="standard"),
 }
+
+
+def _factory(name: str):
+    if name not in ATTACKS:
+        raise KeyError(f"unknown attack {name!r}; known attacks: {sorted(ATTACKS)}")
+    return ATTACKS[name]
+
+
+def attack_settings(name: str) -> list[str]:
+    """The settings (keyword arguments besides the threat model) that attack ``name`` accepts."""
+    factory = _factory(name)
+    fixed = getattr(factory, "keywords", {})  # a partial's settings are fixed by the name (APGD's loss)
+    settings = []
+    for cls in getattr(factory, "func", factory).__mro__:  # follow **kw up to the class that takes them
+        if "__init__" not in vars(cls):
+            continue
+        params = list(inspect.signature(cls.__init__).parameters.values())[2:]  # after self, threat
+        settings += [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+                     and p.name not in fixed and p.name not in settings]
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return settings
 
 
 def build_attack(name: str, eps: float, norm: str = "linf", **settings) -> Attack:
     """The attack ``name`` (see :data:`ATTACKS`) with an ``eps``-ball in ``norm``; ``settings`` go to its class.
 
-    ``eps`` is in [0, 1] pixel units: ``1/255``, not ``1``.
+    ``eps`` is in [0, 1] pixel units: ``1/255``, not ``1``.  A setting the attack does not take is an
+    error (e.g. ``step_size`` for APGD and AutoAttack, which adapt their step sizes).
     """
-    if name not in ATTACKS:
-        raise KeyError(f"unknown attack {name!r}; known attacks: {sorted(ATTACKS)}")
-    return ATTACKS[name](ThreatModel(norm, eps), **settings)
+    factory = _factory(name)
+    unknown = sorted(set(settings) - set(attack_settings(name)))
+    if unknown:
+        raise ValueError(f"attack {name!r} takes no setting {', '.join(map(repr, unknown))}; "
+                         f"its settings are: {', '.join(attack_settings(name))}")
+    return factory(ThreatModel(norm, eps), **settings)
 
 
-__all__ = ["APGD", "ATTACKS", "Attack", "AutoAttack", "CW", "HierarchicalClassifier", "MomentumPGD", "PGD",
-           "ThreatModel", "build_attack", "ce_loss", "dlr_loss", "level_weights", "margin_loss", "pgd_maximize",
-           "superclass_attack", "text_perturbation", "transfer_outcome", "transfer_summary",
-           "universal_hierarchical_perturbation"]
+__all__ = ["APGD", "APGDT", "ATTACKS", "Attack", "AutoAttack", "CW", "FABT", "HierarchicalClassifier",
+           "MomentumPGD", "PGD", "Square", "ThreatModel", "attack_settings", "build_attack", "ce_loss", "dlr_loss",
+           "level_weights", "margin_loss", "pgd_maximize", "superclass_attack", "text_perturbation",
+           "transfer_outcome", "transfer_summary", "universal_hierarchical_perturbation"]

@@ -1,4 +1,4 @@
-"""APGD (Croce & Hein, ICML 2020) and the AutoAttack ensemble the peers evaluate with.
+"""APGD (Croce & Hein, ICML 2020) with the cross-entropy or the DLR loss.
 
 Our own implementation of the published algorithm (not a copy of the reference code): a momentum
 PGD whose step size starts at 2ε and is halved, per sample, at checkpoints ``w_j = ⌈p_j·N⌉``
@@ -7,10 +7,7 @@ checkpoint (1) the loss rose in fewer than ρ = 75 % of the steps, or (2) the st
 the last checkpoint and the best loss has not improved; a halving restarts from the best point.
 Per-sample decisions are tensors, so the loop never synchronises with the host.
 
-``AutoAttack`` here is what TeCoA and QT-AFT run ("standard" AutoAttack restricted to
-``apgd-ce`` + ``apgd-dlr``, 100 iterations, 1 restart each), each attack on the points still robust.
-Binary datasets (PCAM) run APGD-CE only: DLR needs >= 3 classes.  The reference "standard" suite's
-APGD-T, FAB-T and Square are not part of it.
+The AutoAttack ensembles built on it are in :mod:`hrvlm.attacks.autoattack`.
 """
 from __future__ import annotations
 
@@ -45,6 +42,7 @@ class APGD(Attack):
             raise ValueError(f"need steps >= 1 and restarts >= 1, got {steps}, {restarts}")
         self.loss_name, self.steps, self.restarts, self.rho = loss, int(steps), int(restarts), float(rho)
         self.name = f"apgd-{loss}"
+        self.min_classes = 3 if loss == "dlr" else 2  # DLR needs the third-largest logit
 
     def params(self) -> dict:
         return {"loss": self.loss_name, "steps": self.steps, "restarts": self.restarts, "rho": self.rho,
@@ -113,46 +111,3 @@ class APGD(Attack):
                         reduced_before, best_at_check, last_mark = halve, best_loss, i
                         increases = torch.zeros_like(increases)
         return out_adv.to(images.dtype)
-
-
-class AutoAttack(Attack):
-    """APGD-CE then APGD-DLR, each on the points still classified correctly (TeCoA's / QT-AFT's protocol).
-
-    Points misclassified before any attack are returned unchanged.  Classes < 3: APGD-CE only.
-    """
-
-    name = "autoattack"
-    VERSIONS = {"tecoa": ("ce", "dlr")}
-
-    def __init__(self, threat: ThreatModel = ThreatModel(), version: str = "tecoa", steps: int = 100,
-                 restarts: int = 1, *, seed: int | None = 0, autocast: torch.dtype | None = None):
-        super().__init__(threat, seed=seed, autocast=autocast)
-        if version not in self.VERSIONS:
-            raise ValueError(f"unknown AutoAttack version {version!r}; known: {sorted(self.VERSIONS)}")
-        self.version = version
-        self.components = [APGD(threat, loss, steps, restarts, seed=seed, autocast=autocast)
-                           for loss in self.VERSIONS[version]]
-
-    def params(self) -> dict:
-        return {"attacks": [a.name for a in self.components], "autoattack_version": self.version,
-                "steps": self.components[0].steps, "restarts": self.components[0].restarts,
-                "binary_fallback": "apgd-ce only when fewer than 3 classes"}
-
-    def perturb(self, forward: Forward, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            logits = self.logits(forward, images)
-        robust = ~misclassified(logits, labels)
-        adv = images.clone()
-        for attack in self.components:
-            if attack.loss_name == "dlr" and logits.shape[1] < 3:
-                continue
-            # one host synchronisation per component (not per step): attack only the robust points
-            index = robust.nonzero().squeeze(1)
-            if index.numel() == 0:
-                break
-            sub = attack.perturb(forward, images[index], labels[index])
-            with torch.no_grad():
-                fooled = misclassified(self.logits(forward, sub), labels[index])
-            adv[index[fooled]] = sub[fooled]
-            robust[index[fooled]] = False
-        return adv

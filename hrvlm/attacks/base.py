@@ -114,6 +114,7 @@ class Attack:
     """Base class: subclasses set ``name`` and implement :meth:`perturb` (called in :func:`attack_context`)."""
 
     name = "attack"
+    min_classes = 2  # the fewest classes the attack is defined for (AutoAttack skips it below that)
 
     def __init__(self, threat: ThreatModel, *, seed: int | None = 0, autocast: torch.dtype | None = None):
         if not isinstance(threat, ThreatModel):
