@@ -63,3 +63,27 @@ def tmp_cache(tmp_path, monkeypatch):
     path = tmp_path / "hrvlm-cache"
     monkeypatch.setenv("HRVLM_CACHE", str(path))
     return path
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run several times faster on one thread than on two when the cores are shared;
+    modules opt in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def clip():
+    """A random-init tiny CLIP (seeded) and its tokenizer."""
+    import torch
+
+    from hrvlm.models import load_clip
+
+    torch.manual_seed(0)
+    model, _, tokenizer = load_clip("hrvlm-tiny")
+    return model, tokenizer

@@ -29,20 +29,7 @@ FAST = {"pgd": {"steps": 4}, "mpgd": {"steps": 4}, "cw": {"steps": 4}, "apgd-ce"
         "apgd-dlr": {"steps": 5}, "autoattack": {"steps": 5}, "autoattack-standard": {"steps": 5, "queries": 50}}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """On the shared 2-core machine a tiny model runs ~5x faster on one thread than on two."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def clip():
-    torch.manual_seed(0)
-    model, _, tokenizer = load_clip("hrvlm-tiny")
-    return model, tokenizer
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ from hrvlm import evaluate as ev
 from hrvlm.attacks import build_attack
 from hrvlm.data import DatasetSpec, fixed_subset, register
 from hrvlm.hierarchy import Tree
-from hrvlm.models import load_clip
 from hrvlm.records import RecordStore, decode_bits
 from hrvlm.zeroshot import ZeroShotClassifier, load_templates
 
@@ -27,20 +26,7 @@ class Tensors(torch.utils.data.Dataset):
         return self.images[i], int(self.labels[i])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny batches: one thread avoids contention on a shared CPU (much faster here), restored after.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def clip():
-    torch.manual_seed(0)
-    model, _, tokenizer = load_clip("hrvlm-tiny")
-    return model, tokenizer
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
