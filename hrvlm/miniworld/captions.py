@@ -1,0 +1,85 @@
+"""Captions of mini-world images at several qualities (QT-AFT's caption-quality axis).
+
+* ``name``: the class name alone ("rhombus");
+* ``template``: a prompt template filled with it ("a photo of a rhombus.");
+* ``detailed``: the object and its properties ("a small red rhombus, outlined, on a blue striped
+  background, upper left");
+* ``gloss``: the class name with its WordNet gloss ("a rhombus: a parallelogram with four equal sides; …").
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from .render import Factors, world
+
+QUALITIES = ("name", "template", "detailed", "gloss")
+
+
+@functools.lru_cache(maxsize=None)
+def gloss(synset_name: str) -> str:
+    """The WordNet 3.0 definition of ``synset_name`` (read once)."""
+    from ..wordnet import synset
+
+    return synset(synset_name).definition()
+
+
+def article(word: str) -> str:
+    """``"a"`` or ``"an"`` before ``word``."""
+    return "an" if word[:1] in "aeiou" else "a"
+
+
+def subject(f: Factors, colour_label: bool) -> str:
+    """What the image is labelled as: the shape, or for colour datasets the fill colour."""
+    return f.colour if colour_label else f.shape
+
+
+def caption(f: Factors, quality: str, template: str = "a photo of a {c}.", colour_label: bool = False) -> str:
+    """The caption of an image with factors ``f`` at ``quality`` (one of :data:`QUALITIES`)."""
+    if quality not in QUALITIES:
+        raise ValueError(f"unknown caption quality {quality!r}; choose one of {QUALITIES}")
+    name = subject(f, colour_label)
+    if quality == "name":
+        return name
+    if quality == "template":
+        return template.format(c=name)
+    if quality == "gloss":
+        key = "colours" if colour_label else "shapes"
+        return f"{article(name)} {name}: {gloss(world()[key][name]['synset'])}"
+    style = "filled" if f.filled else "outlined"
+    bg = world()["backgrounds"][f.background]
+    return (f"a {f.size} {f.colour} {f.shape}, {style}, on {article(f.bg_colour)} {f.bg_colour} {bg} background, "
+            f"{f.position}")
+
+
+def pretraining_caption(f: Factors, rng: np.random.Generator, templates: list[str]) -> str:
+    """A web-like caption of varying quality for the pretraining corpus.
+
+    The kind is drawn with the weights of ``world()["pretraining_captions"]``: a template, the bare
+    name, the gloss, the colour alone (the analogue of colour prompts), or a detailed caption with a
+    random subset of the properties (so text and image align on each property separately).
+    """
+    mix = world()["pretraining_captions"]
+    kind = list(mix)[rng.choice(len(mix), p=np.asarray(list(mix.values())) / sum(mix.values()))]
+    if kind == "template":
+        return caption(f, "template", templates[rng.integers(len(templates))])
+    if kind in ("name", "gloss"):
+        return caption(f, kind)
+    if kind == "colour":
+        return f"{article(f.colour)} {f.colour} shape"
+    if kind != "detailed":
+        raise ValueError(f"unknown pretraining caption kind {kind!r} in the mini world's data file")
+    words = [f.size] if rng.random() < 0.5 else []
+    words += [f.colour] if rng.random() < 0.8 else []
+    text = " ".join(words + [f.shape])
+    text = f"{article(text)} {text}"
+    extras = []
+    if rng.random() < 0.5:
+        extras.append("filled" if f.filled else "outlined")
+    if rng.random() < 0.6:
+        extras.append(f"on {article(f.bg_colour)} {f.bg_colour} {world()['backgrounds'][f.background]} background")
+    if rng.random() < 0.3:
+        extras.append(f.position)
+    order = rng.permutation(len(extras))
+    return ", ".join([text] + [extras[k] for k in order])

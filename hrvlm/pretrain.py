@@ -1,0 +1,296 @@
+"""Contrastive pretraining of a tiny CLIP on the mini world's image–caption corpus.
+
+The analogue of CLIP's web-scale pretraining: the symmetric InfoNCE loss over a batch of
+``(image, caption)`` pairs of ``mini-pretrain``, AdamW with linear warm-up and cosine decay, seeded and
+deterministic on the CPU.  A run lives in ``cache_dir("pretrained", f"{model}-{config_hash}")``:
+
+* ``checkpoint.pt`` (+ ``checkpoint.json`` with its sha256 and step), written atomically every
+  ``checkpoint_every`` steps: model, optimiser, scheduler and RNG states.  Re-running an interrupted
+  run resumes there; batch ``t`` depends only on ``(seed, t)``, so resuming gives the same weights;
+* ``model.safetensors`` (the inner open_clip state dict) and ``record.json`` (config, seed, steps, wall
+  time, zero-shot accuracies and the weights' sha256) once finished.  A weights file whose sha256 does
+  not match its record is never loaded: it is rebuilt.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .storage import atomic_write_bytes, atomic_write_json, cache_dir, config_hash, file_sha256
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Everything that determines the pretrained weights (its hash keys the cache)."""
+
+    model: str = "hrvlm-tiny-cnn"
+    corpus: str = "mini-pretrain"
+    corpus_size: int = 40000
+    image_size: int = 32
+    steps: int = 2000
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 0.1
+    warmup: int = 100
+    seed: int = 0
+    caption_quality: str = "pretrain"   # the corpus' web-like mixture (see hrvlm.miniworld.captions)
+    checkpoint_every: int = 250
+    # The 49,408-token embedding is 93 % of the tiny model's weights while the mini world uses ~100 tokens;
+    # training it would cost more than the rest of the model, so it stays at its (seeded) random init.
+    freeze_token_embedding: bool = True
+    eval_profile: str | None = "mini"   # profile of the record's zero-shot evaluation (None: skip it)
+
+    def key(self) -> str:
+        return config_hash(asdict(self))
+
+    @classmethod
+    def profile(cls, name: str, **overrides) -> "PretrainConfig":
+        """The configuration of profile ``name`` (``smoke`` or ``mini``), with ``overrides``."""
+        if name not in PROFILES:
+            raise ValueError(f"unknown pretraining profile {name!r}; choose one of {sorted(PROFILES)}")
+        return replace(PROFILES[name], **overrides)
+
+
+# Profiles as data: smoke is for tests and the CI book (seconds), mini the real one (≤ 5 min, 2 cores).
+PROFILES: dict[str, PretrainConfig] = {
+    "mini": PretrainConfig(),
+    "smoke": PretrainConfig(corpus_size=2048, steps=60, batch_size=64, lr=2e-3, warmup=10,
+                            checkpoint_every=30, eval_profile="smoke"),
+}
+
+
+def run_dir(config: PretrainConfig) -> Path:
+    return cache_dir("pretrained", f"{config.model}-{config.key()}")
+
+
+# ----------------------------------------------------------------------------- pieces
+def contrastive_loss(image_features: torch.Tensor, text_features: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """CLIP's symmetric InfoNCE over the batch (features unit-norm; pair ``i`` is the positive)."""
+    logits = scale * image_features @ text_features.t()
+    target = torch.arange(logits.shape[0], device=logits.device)
+    return (nn.functional.cross_entropy(logits, target) + nn.functional.cross_entropy(logits.t(), target)) / 2
+
+
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    """Linear warm-up to 1 over ``warmup`` steps, then cosine decay to 0 at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def batch_indices(step: int, batch_size: int, n: int, seed: int) -> torch.Tensor:
+    """Indices of batch ``step``: epoch-wise permutations seeded by ``(seed, epoch)`` (drop-last)."""
+    per_epoch = n // batch_size
+    if per_epoch == 0:
+        raise ValueError(f"batch size {batch_size} exceeds the corpus size {n}")
+    epoch, pos = divmod(step, per_epoch)
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g)[pos * batch_size:(pos + 1) * batch_size]
+
+
+def _param_groups(model: nn.Module, weight_decay: float):
+    # No decay for gains, biases, embeddings and the temperature (as in CLIP/open_clip).
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        exempt = p.ndim < 2 or "embedding" in name or "logit_scale" in name or "ln" in name or "bn" in name
+        (no_decay if exempt else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _corpus(config: PretrainConfig, tokenizer):
+    from .miniworld.datasets import MiniWorldDataset
+
+    ds = MiniWorldDataset(config.corpus, "train", n=config.corpus_size, image_size=config.image_size)
+    images, _ = ds.tensors()
+    texts = ds.captions(config.caption_quality)
+    unique = sorted(set(texts))
+    tokens_of = dict(zip(unique, tokenizer(unique)))  # tokenise each distinct caption once
+    return images, torch.stack([tokens_of[t] for t in texts])
+
+
+def _save_checkpoint(path: Path, model, optimizer, scheduler, step: int, elapsed: float) -> None:
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "step": step, "elapsed": elapsed, "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state()}
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    data = buf.getvalue()
+    atomic_write_bytes(path / "checkpoint.pt", data)
+    atomic_write_json(path / "checkpoint.json", {"step": step, "sha256": hashlib.sha256(data).hexdigest()})
+
+
+def _load_checkpoint(path: Path):
+    """The saved training state, or None if absent or not matching its recorded sha256."""
+    ckpt, meta = path / "checkpoint.pt", path / "checkpoint.json"
+    if not (ckpt.is_file() and meta.is_file()):
+        return None
+    try:
+        if json.loads(meta.read_text())["sha256"] != file_sha256(ckpt):
+            return None
+        return torch.load(ckpt, map_location="cpu", weights_only=False)
+    except (OSError, ValueError, KeyError, RuntimeError):
+        return None
+
+
+# ----------------------------------------------------------------------------- evaluation
+def zeroshot_report(model, tokenizer, profile: str = "mini", datasets=None, checkpoint: str = "in-memory",
+                    progress: bool = False) -> dict[str, float]:
+    """Clean zero-shot top-1 (through :func:`hrvlm.evaluate.evaluate`) on the mini evaluation sets of
+    ``profile``, plus ``"zero-shot average"`` over all of them but the fine-tuning set."""
+    from .evaluate import evaluate
+    from .profiles import get_profile
+
+    prof = get_profile(profile)
+    acc = {}
+    for name in datasets or prof.eval_datasets:
+        record = evaluate(model, tokenizer, name, n=prof.eval_n, dataset_options=prof.dataset_options,
+                          checkpoint=checkpoint, batch_size=250, progress=progress)[0]
+        acc[name] = record["clean_acc"]
+    others = [v for k, v in acc.items() if k != prof.train_dataset]
+    acc["zero-shot average"] = float(np.mean(others))
+    return acc
+
+
+# ----------------------------------------------------------------------------- training
+def pretrain(config: PretrainConfig, stop_after: int | None = None, progress: bool = True) -> Path:
+    """Train (or resume) the run of ``config``; returns the path of its ``model.safetensors``.
+
+    ``stop_after`` ends the process-local run after that many total steps without finishing, as an
+    interruption would (the checkpoint is written there); the next call resumes.
+    """
+    from safetensors.torch import save as save_safetensors
+    from tqdm.auto import tqdm
+
+    from .models import load_clip
+
+    out = run_dir(config)
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed)
+    model, _, tokenizer = load_clip(config.model, pretrained=None)
+    if model.image_size != config.image_size:
+        raise ValueError(f"{config.model} takes {model.image_size} px images but the config asks for "
+                         f"{config.image_size}; set image_size={model.image_size}")
+    model.train()
+    model.clip.token_embedding.weight.requires_grad_(not config.freeze_token_embedding)
+    optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.98),
+                                  eps=1e-6)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, config.warmup, config.steps))
+    start, elapsed = 0, 0.0
+    state = _load_checkpoint(out)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        np.random.set_state(state["numpy_rng"])
+        start, elapsed = int(state["step"]), float(state.get("elapsed", 0.0))
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    images, tokens = _corpus(config, tokenizer)
+    t_train = time.perf_counter()
+    end = config.steps if stop_after is None else min(config.steps, stop_after)
+    bar = tqdm(range(start, end), initial=start, total=config.steps, desc=f"pretrain {config.model}",
+               disable=not progress, mininterval=2.0)
+    log_scale_max = math.log(100.0)
+    for step in bar:
+        idx = batch_indices(step, config.batch_size, len(images), config.seed)
+        img_f, txt_f, scale = model(images[idx].float() / 255, tokens[idx])
+        loss = contrastive_loss(img_f, txt_f, scale)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        with torch.no_grad():
+            model.clip.logit_scale.clamp_(0, log_scale_max)
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        if (step + 1) % config.checkpoint_every == 0 or step + 1 == end:
+            _save_checkpoint(out, model, optimizer, scheduler, step + 1, elapsed + time.perf_counter() - t0)
+    bar.close()
+    train_s = time.perf_counter() - t_train
+    if end < config.steps:
+        return out / "checkpoint.pt"
+
+    model.eval()
+    weights = out / "model.safetensors"
+    atomic_write_bytes(weights, save_safetensors({k: v.contiguous() for k, v in model.clip.state_dict().items()}))
+    accuracies = {} if config.eval_profile is None else zeroshot_report(model, tokenizer, config.eval_profile)
+    record = {"config": asdict(config), "key": config.key(), "seed": config.seed, "steps": config.steps,
+              # wall time of the whole build (corpus, training, evaluation), summed over resumed parts
+              "wall_time_s": round(elapsed + time.perf_counter() - t0, 2),
+              "steps_per_s": round((end - start) / max(train_s, 1e-9), 3), "resumed_at": start,
+              # CPU seconds of this process (all threads) since the last resume: wall time on a shared
+              # machine overstates the cost, CPU time does not
+              "cpu_time_s": round(time.process_time() - c0, 2),
+              "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+              "zeroshot_top1": accuracies, "weights": weights.name, "sha256": file_sha256(weights)}
+    atomic_write_json(out / "record.json", record)
+    return weights
+
+
+def load_record(config: PretrainConfig) -> dict | None:
+    """The record of a finished run whose weights match their sha256, else None."""
+    out = run_dir(config)
+    try:
+        record = json.loads((out / "record.json").read_text())
+        weights = out / record["weights"]
+        if weights.is_file() and file_sha256(weights) == record["sha256"]:
+            return record
+    except (OSError, ValueError, KeyError):
+        pass
+    return None
+
+
+def ensure_pretrained(model_name: str | None = None, profile: str = "mini", progress: bool = True) -> Path:
+    """The pretrained weights of ``model_name`` (default: the profile's) in ``profile``, trained first if
+    absent or corrupt."""
+    config = PretrainConfig.profile(profile, **({} if model_name is None else {"model": model_name}))
+    if load_record(config) is not None:
+        return run_dir(config) / "model.safetensors"
+    for stale in ("record.json", "model.safetensors"):
+        (run_dir(config) / stale).unlink(missing_ok=True)
+    return pretrain(config, progress=progress)
+
+
+def ensure_smoke(model_name: str | None = None) -> Path:
+    """The smoke profile's weights (``load_clip(name, pretrained="mini-smoke")``): tests and the CI book."""
+    return ensure_pretrained(model_name, "smoke")
+
+
+# ----------------------------------------------------------------------------- command line
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", default="mini", choices=sorted(PROFILES), help="pretraining profile")
+    parser.add_argument("--model", default=PretrainConfig.model, help="registered open_clip config to train")
+    parser.add_argument("--steps", type=int, default=None, help="override the profile's number of steps")
+    parser.add_argument("--seed", type=int, default=None, help="override the profile's seed")
+    parser.add_argument("--force", action="store_true", help="retrain even if a valid cached run exists")
+
+
+def run(args: argparse.Namespace) -> int:
+    overrides = {k: v for k, v in (("steps", args.steps), ("seed", args.seed)) if v is not None}
+    config = PretrainConfig.profile(args.profile, model=args.model, **overrides)
+    if args.force:
+        for stale in ("record.json", "model.safetensors", "checkpoint.pt", "checkpoint.json"):
+            (run_dir(config) / stale).unlink(missing_ok=True)
+    record = load_record(config)
+    if record is None:
+        pretrain(config)
+        record = load_record(config)
+    else:
+        print(f"reusing the cached run {run_dir(config)}")
+    print(json.dumps({k: record[k] for k in ("key", "steps", "wall_time_s", "steps_per_s", "zeroshot_top1")},
+                     indent=2))
+    return 0

@@ -1,0 +1,53 @@
+"""The three profiles as data: which model, weights, datasets, ε unit and sizes each one uses.
+
+``smoke`` (CI, seconds) and ``mini`` (the offline default) live in the mini world; ``full`` is the
+paper's setting (CLIP ViT-B/32 from OpenAI, ImageNet, 14 zero-shot sets).  Chapters take a profile name
+and read everything else from here, so the code path is the same in all three.  ``eps_unit`` is the
+analogue of 1/255: the paper's attacks at 1, 2 and 4/255 become 1×, 2× and 4× it.  The values are in
+``hrvlm/resources/profiles.json``.
+"""
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+PROFILE_FILE = Path(__file__).resolve().parent / "resources" / "profiles.json"
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    model: str                        # open_clip / hrvlm model config
+    pretrained: str                   # pretrained tag for hrvlm.models.load_clip
+    train_dataset: str                # the fine-tuning set (ImageNet or its analogue)
+    eval_datasets: tuple[str, ...]    # the fine-tuning set first, then the zero-shot sets
+    eps_unit: float                   # L∞ ε in [0, 1] pixel units playing the role of 1/255
+    eval_n: int | None                # images per evaluation set (fixed subsets)
+    dataset_options: dict             # options passed to every dataset factory (e.g. mini sizes)
+
+    def eps(self, multiple: float = 1.0) -> float:
+        """``multiple`` × the profile's ε unit (the analogue of ``multiple``/255)."""
+        return float(multiple) * self.eps_unit
+
+    @property
+    def zeroshot_datasets(self) -> tuple[str, ...]:
+        return tuple(d for d in self.eval_datasets if d != self.train_dataset)
+
+
+@functools.lru_cache(maxsize=None)
+def get_profile(name: str) -> Profile:
+    """The profile ``name`` (``smoke``, ``mini`` or ``full``)."""
+    table = json.loads(PROFILE_FILE.read_text())["profiles"]
+    if name not in table:
+        raise KeyError(f"unknown profile {name!r}; choose one of {sorted(table)}")
+    entry = dict(table[name])
+    entry["eps_unit"] = float(Fraction(entry["eps_unit"]))
+    entry["eval_datasets"] = tuple(entry["eval_datasets"])
+    return Profile(name=name, **entry)
+
+
+def profile_names() -> list[str]:
+    return sorted(json.loads(PROFILE_FILE.read_text())["profiles"])

@@ -1,0 +1,124 @@
+"""Pretraining the tiny CLIP: schedule, determinism, resume, cache reuse and corruption detection."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from hrvlm import pretrain as pt
+from hrvlm.miniworld.datasets import MiniWorldDataset
+from hrvlm.models import load_clip
+from hrvlm.profiles import get_profile
+
+# A run small enough for tests (a few seconds), long enough to learn the colours.
+TINY = dict(corpus_size=1024, steps=100, batch_size=64, lr=3e-3, warmup=10, checkpoint_every=50)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One short smoke-profile run shared by the tests below: (cache root, config, weights path)."""
+    root = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HRVLM_CACHE", str(root))
+        config = pt.PretrainConfig.profile("smoke", **TINY)
+        weights = pt.pretrain(config, progress=False)
+    return root, config, weights
+
+
+def test_schedule_and_batches():
+    assert pt.lr_factor(0, 10, 100) == pytest.approx(0.1) and pt.lr_factor(9, 10, 100) == pytest.approx(1.0)
+    assert pt.lr_factor(55, 10, 100) == pytest.approx(0.5) and pt.lr_factor(100, 10, 100) == pytest.approx(0.0)
+    first = torch.cat([pt.batch_indices(t, 32, 100, seed=1) for t in range(3)])
+    assert len(set(first.tolist())) == 96  # one epoch: no repeats
+    assert torch.equal(pt.batch_indices(4, 32, 100, seed=1), pt.batch_indices(4, 32, 100, seed=1))
+    assert not torch.equal(pt.batch_indices(0, 32, 100, seed=1), pt.batch_indices(0, 32, 100, seed=2))
+    with pytest.raises(ValueError, match="batch size"):
+        pt.batch_indices(0, 64, 10, seed=0)
+
+
+def test_contrastive_loss_prefers_aligned_pairs():
+    x = torch.nn.functional.normalize(torch.randn(8, 16), dim=-1)
+    aligned = pt.contrastive_loss(x, x, torch.tensor(20.0))
+    shuffled = pt.contrastive_loss(x, x.roll(1, 0), torch.tensor(20.0))
+    assert aligned < 0.1 < shuffled
+
+
+def test_profiles_and_bad_names():
+    assert pt.PretrainConfig.profile("smoke").steps < pt.PretrainConfig.profile("mini").steps
+    assert pt.PretrainConfig.profile("mini").key() != pt.PretrainConfig.profile("mini", seed=1).key()
+    with pytest.raises(ValueError, match="profile"):
+        pt.PretrainConfig.profile("huge")
+    assert get_profile("full").eps_unit == pytest.approx(1 / 255)
+    assert get_profile("mini").eps(2) == pytest.approx(2 * get_profile("mini").eps_unit)
+
+
+def test_short_run_beats_chance(trained):
+    root, config, weights = trained
+    record = json.loads((weights.parent / "record.json").read_text())
+    assert record["steps"] == config.steps and record["config"]["seed"] == config.seed
+    assert set(record["zeroshot_top1"]) >= set(get_profile("smoke").eval_datasets) | {"zero-shot average"}
+    # Zero-shot image -> caption retrieval on 128 corpus pairs it was not trained on (chance: ~1/128).
+    # (Zero-shot *classification* needs the full profile: a seconds-long run does not reliably get there.)
+    model, _, tokenizer = load_clip(config.model, pretrained=weights)
+    ds = MiniWorldDataset(config.corpus, "train", n=config.corpus_size + 128)
+    ids = range(config.corpus_size, config.corpus_size + 128)
+    texts = [ds.caption(i, "pretrain") for i in ids]
+    with torch.no_grad():
+        sims = model.encode_image(torch.stack([ds[i][0] for i in ids])) @ model.encode_text(tokenizer(texts)).t()
+    hits = sum(texts[j] == texts[k] for k, j in enumerate(sims.argmax(1).tolist()))
+    random_model, _, _ = load_clip(config.model)
+    with torch.no_grad():
+        sims0 = random_model.encode_image(torch.stack([ds[i][0] for i in ids])) @ \
+            random_model.encode_text(tokenizer(texts)).t()
+    hits0 = sum(texts[j] == texts[k] for k, j in enumerate(sims0.argmax(1).tolist()))
+    # P(hits >= 6) by chance (p = 1/128, n = 128) is below 1e-3
+    assert hits >= 6 and hits >= 3 * max(hits0, 1), (hits, hits0)
+
+
+def test_cache_is_reused_and_corruption_rebuilt(trained, monkeypatch):
+    root, config, weights = trained
+    monkeypatch.setenv("HRVLM_CACHE", str(root))
+    monkeypatch.setitem(pt.PROFILES, "smoke", config)
+    assert pt.load_record(config) is not None
+    calls = []
+    real = pt.pretrain
+    monkeypatch.setattr(pt, "pretrain", lambda *a, **k: calls.append(1) or real(*a, **k))
+    model, _, _ = load_clip(config.model, pretrained="mini-smoke")  # reuses: no training
+    assert calls == []
+    reference = {k: v.clone() for k, v in load_file(str(weights)).items()}  # not a view of the file
+    assert all(torch.equal(v, reference[k]) for k, v in model.clip.state_dict().items())
+
+    data = bytearray(weights.read_bytes())
+    data[-100] ^= 0xFF  # flip bits in the last tensor
+    weights.write_bytes(bytes(data))
+    assert pt.load_record(config) is None
+    rebuilt = pt.ensure_smoke(config.model)
+    assert calls == [1] and pt.load_record(config) is not None
+    assert load_file(str(rebuilt)).keys() == reference.keys()
+    assert all(torch.equal(load_file(str(rebuilt))[k], reference[k]) for k in reference)
+
+
+def test_interrupted_run_resumes_to_the_same_weights(trained, tmp_path, monkeypatch):
+    _, config, weights = trained
+    monkeypatch.setenv("HRVLM_CACHE", str(tmp_path))
+    short = pt.PretrainConfig.profile("smoke", **{**TINY, "steps": 12, "checkpoint_every": 4, "eval_profile": None})
+    assert pt.pretrain(short, stop_after=6, progress=False).name == "checkpoint.pt"
+    assert json.loads((pt.run_dir(short) / "checkpoint.json").read_text())["step"] == 6
+    assert pt.load_record(short) is None
+    resumed = load_file(str(pt.pretrain(short, progress=False)))
+    assert json.loads((pt.run_dir(short) / "record.json").read_text())["resumed_at"] == 6
+
+    monkeypatch.setenv("HRVLM_CACHE", str(tmp_path / "other"))
+    straight = load_file(str(pt.pretrain(short, progress=False)))
+    assert all(torch.equal(resumed[k], straight[k]) for k in straight)
+
+
+def test_corrupt_checkpoint_is_not_resumed(tmp_path, monkeypatch):
+    monkeypatch.setenv("HRVLM_CACHE", str(tmp_path))
+    short = pt.PretrainConfig.profile("smoke", **{**TINY, "steps": 4, "checkpoint_every": 2, "eval_profile": None})
+    pt.pretrain(short, stop_after=2, progress=False)
+    ckpt = pt.run_dir(short) / "checkpoint.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:-10])
+    assert pt._load_checkpoint(pt.run_dir(short)) is None
