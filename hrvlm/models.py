@@ -35,11 +35,52 @@ class PretrainedUnavailable(RuntimeError):
     """Pretrained weights were asked for but cannot be had (no network, unknown tag)."""
 
 
+class ConvTower(nn.Module):
+    """A small VGG-style CNN image tower for 32-px mini-world images, in timm's model interface.
+
+    open_clip builds non-ViT towers through timm by name, so the tower is registered with timm as
+    ``hrvlm_convnet<width>`` (see :func:`register_configs`).  Why a CNN: on the mini world a 2-layer ViT
+    and timm's stride-4-stem ResNets learn shapes several times slower per CPU second than three
+    3×3-conv stages that downsample late (measured in the mini-world chapter's notes).
+    """
+
+    def __init__(self, width: int = 16, num_classes: int = 0, global_pool: str = "avg", in_chans: int = 3, **_):
+        super().__init__()
+
+        def block(cin: int, cout: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+        w = width
+        self.features = nn.Sequential(block(in_chans, w), block(w, w), nn.MaxPool2d(2), block(w, 2 * w),
+                                      block(2 * w, 2 * w), nn.MaxPool2d(2), block(2 * w, 4 * w), nn.MaxPool2d(2),
+                                      block(4 * w, 4 * w))
+        self.num_features = 4 * w
+        self.default_cfg: dict = {}  # timm metadata open_clip reads (no pretrained weights exist)
+        self.reset_classifier(num_classes, global_pool)
+
+    def reset_classifier(self, num_classes: int, global_pool: str = "avg") -> None:
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()) if global_pool else nn.Identity()
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(self.features(x)))
+
+
+CONV_TOWER_WIDTHS = (16,)
+
+
 @functools.lru_cache(maxsize=1)
 def register_configs() -> list[str]:
-    """Register hrvlm's JSON model configs with open_clip once; returns their names."""
+    """Register hrvlm's JSON model configs with open_clip, and its image towers with timm, once."""
     import open_clip
+    from timm.models import is_model, register_model
 
+    for width in CONV_TOWER_WIDTHS:
+        name = f"hrvlm_convnet{width}"
+        if not is_model(name):
+            factory = functools.partial(lambda w, pretrained=False, **kw: ConvTower(w, **kw), width)
+            factory.__name__, factory.__module__ = name, __name__
+            register_model(factory)
     open_clip.add_model_config(CONFIG_DIR)
     return sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
 

@@ -109,6 +109,19 @@ for name in ("mini-finetune", "mini-colours"):
 # on the corpus; the checkpoint and its record are cached under a hash of the configuration, so this cell
 # trains only the first time. Below: the record and the clean zero-shot top-1 per dataset.
 
+# %% [markdown]
+# **Two choices of ours, and why** (measured on 2 CPU cores while building this companion):
+#
+# - *The image tower is a small VGG-style CNN* (`hrvlm-tiny-cnn`: three stages of 3×3 convolutions that
+#   downsample late). Trained supervised on the shapes, it reached 84 % after 300 steps where timm's
+#   stride-4 test ResNet reached 63 % after 400 and a 2-layer ViT stayed near chance.
+# - *A caption curriculum.* With the web-like captions from the start (colour named in about half of
+#   them), the colours alone tell most captions of a batch apart: the model learns them first and the
+#   shapes stay near chance (18 % on the fine-tuning set after 2,000 steps). With captions naming only
+#   the shape, shapes reach 97 % in 800 steps but colours stay at chance. So the first half of
+#   pretraining uses the `shapes-first` mixture and the second half the `web` mixture (both in
+#   `hrvlm/resources/miniworld.json`); the loss is CLIP's, unchanged.
+
 # %%
 config = PretrainConfig.profile(world_profile, model=prof.model)
 ensure_pretrained(prof.model, world_profile)

@@ -127,7 +127,7 @@ print("negatives above:", [tree.names[3][k] for k in upper])
 # wrote — plugs in with `load_tree_file`, and a file declaring `"dataset"` placed in
 # `hrvlm/resources/trees/` joins that dataset's forest:
 #
-# ```json
+# ```text
 # {"format": "hrvlm-tree/1", "name": "my-tree", "dataset": "cifar10",
 #  "provenance": {"source": "ChatGPT-4o, prompt ...", "checked_by": "..."},
 #  "leaves": ["airplane", "automobile", ...],

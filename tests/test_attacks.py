@@ -370,17 +370,19 @@ def test_text_perturbation_is_the_l2_optimum_for_a_linear_objective():
 
 @pytest.mark.slow
 def test_autoattack_at_most_pgd20_on_the_mini_world():
-    """The mini world's smoke-pretrained tiny CLIP (built once, then cached) on 48 mini-colours test
-    images: AutoAttack (APGD-CE + APGD-DLR, 100 iterations) is at least as strong as PGD-20."""
+    """The smoke profile's pretrained tiny CLIP (built once, then cached) on 64 mini-heldout test images:
+    AutoAttack (APGD-CE + APGD-DLR, 100 iterations) is at least as strong as PGD-20."""
     from hrvlm.data import get_dataset, get_spec
+    from hrvlm.profiles import get_profile
 
-    model, _, tokenizer = load_clip("hrvlm-tiny", pretrained="mini-smoke")
-    spec = get_spec("mini-colours")
-    data = get_dataset("mini-colours", "test", profile="smoke")
-    x = torch.stack([data[i][0] for i in range(48)])
-    y = torch.tensor([data[i][1] for i in range(48)])
+    profile = get_profile("smoke")
+    model, _, tokenizer = load_clip(profile.model, pretrained=profile.pretrained)
+    spec = get_spec("mini-heldout")
+    data = get_dataset("mini-heldout", "test", **profile.dataset_options)
+    x = torch.stack([data[i][0] for i in range(64)])
+    y = torch.tensor([data[i][1] for i in range(64)])
     clf = ZeroShotClassifier.from_classnames(model, tokenizer, spec.classnames, load_templates(spec.templates))
     clean = correct(clf, x, y).sum()
-    pgd = correct(clf, build_attack("pgd", 2 / 255, steps=20)(clf, x, y), y).sum()
-    aa = correct(clf, build_attack("autoattack", 2 / 255)(clf, x, y), y).sum()
+    pgd = correct(clf, build_attack("pgd", profile.eps(), steps=20)(clf, x, y), y).sum()
+    aa = correct(clf, build_attack("autoattack", profile.eps())(clf, x, y), y).sum()
     assert aa <= pgd <= clean and aa < clean

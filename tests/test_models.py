@@ -98,3 +98,15 @@ def test_pretrained_tag_offline_fails_fast_with_a_message(monkeypatch, tmp_path)
     with pytest.raises(PretrainedUnavailable, match="network is unreachable"):
         load_clip("ViT-B-32-quickgelu", pretrained="openai")
     assert time.perf_counter() - start < 20
+
+
+def test_the_mini_worlds_conv_tower_is_registered_and_trains():
+    torch.manual_seed(0)
+    model, _, _ = load_clip("hrvlm-tiny-cnn")
+    assert type(model.clip.visual.trunk).__name__ == "ConvTower"
+    x = torch.rand(4, 3, model.image_size, model.image_size)
+    model.train()
+    model.encode_image(x).sum().backward()
+    assert all(p.grad is not None for p in model.clip.visual.parameters())
+    model.eval()
+    assert torch.equal(model.encode_image(x), model.encode_image(x))  # batch norm uses running stats

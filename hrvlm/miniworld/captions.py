@@ -53,14 +53,24 @@ def caption(f: Factors, quality: str, template: str = "a photo of a {c}.", colou
             f"{f.position}")
 
 
-def pretraining_caption(f: Factors, rng: np.random.Generator, templates: list[str]) -> str:
+def pretraining_mixtures() -> list[str]:
+    """Names of the pretraining caption mixtures (``world()["pretraining_captions"]``)."""
+    return list(world()["pretraining_captions"])
+
+
+def pretraining_caption(f: Factors, rng: np.random.Generator, templates: list[str], mixture: str = "web") -> str:
     """A web-like caption of varying quality for the pretraining corpus.
 
-    The kind is drawn with the weights of ``world()["pretraining_captions"]``: a template, the bare
-    name, the gloss, the colour alone (the analogue of colour prompts), or a detailed caption with a
-    random subset of the properties (so text and image align on each property separately).
+    The kind is drawn with the weights of the named ``mixture`` of ``world()["pretraining_captions"]``:
+    a template, the bare name, the gloss, the colour alone (the analogue of colour prompts), or a
+    detailed caption with a random subset of the properties (so text and image align on each property
+    separately).  ``web`` is the corpus' mixture; ``shapes-first`` names mostly the shape (the first
+    phase of the pretraining curriculum, see :class:`hrvlm.pretrain.PretrainConfig`).
     """
-    mix = world()["pretraining_captions"]
+    mixtures = world()["pretraining_captions"]
+    if mixture not in mixtures:
+        raise ValueError(f"unknown pretraining caption mixture {mixture!r}; choose one of {list(mixtures)}")
+    mix = mixtures[mixture]
     kind = list(mix)[rng.choice(len(mix), p=np.asarray(list(mix.values())) / sum(mix.values()))]
     if kind == "template":
         return caption(f, "template", templates[rng.integers(len(templates))])

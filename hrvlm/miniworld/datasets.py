@@ -112,12 +112,15 @@ class MiniWorldDataset(Dataset):
 
     def caption(self, i: int, quality: str = "detailed") -> str:
         """Caption of item ``i`` at ``quality`` (``name``, ``template``, ``detailed``, ``gloss``);
-        the pretraining corpus also has ``quality="pretrain"``, its web-like mixed caption."""
+        the pretraining corpus also has ``quality="pretrain"``, its web-like mixed caption, and
+        ``"pretrain:<mixture>"`` for another mixture of :func:`hrvlm.miniworld.captions.pretraining_mixtures`."""
         i = self._check(i)
         f = self.factors(i)
-        if quality == "pretrain":
-            rng = np.random.default_rng([self.seed, i, 1])  # a stream separate from the image's
-            return _captions.pretraining_caption(f, rng, self._templates)
+        if quality == "pretrain" or quality.startswith("pretrain:"):
+            mixture = quality.partition(":")[2] or "web"
+            # a stream separate from the image's, and one per mixture
+            rng = np.random.default_rng([self.seed, i, 1, *mixture.encode()])
+            return _captions.pretraining_caption(f, rng, self._templates, mixture)
         return _captions.caption(f, quality, self._templates[0], self.colour_label)
 
     def captions(self, quality: str = "detailed") -> list[str]:
@@ -165,7 +168,8 @@ class CaptionedView(Dataset):
     """A mini-world dataset yielding ``(image, label, caption)`` with captions of one quality."""
 
     def __init__(self, base: MiniWorldDataset, quality: str):
-        if quality not in _captions.QUALITIES + ("pretrain",):
+        pretraining = ("pretrain",) + tuple(f"pretrain:{m}" for m in _captions.pretraining_mixtures())
+        if quality not in _captions.QUALITIES + pretraining:
             raise ValueError(f"unknown caption quality {quality!r}; choose one of {_captions.QUALITIES}")
         self.base, self.quality = base, quality
 
