@@ -26,6 +26,7 @@
 # %% tags=["parameters"]
 profile = "mini"
 samples_per_dataset = 8
+calibration_n = 250  # images per dataset for the ε sweep (at most the profile's evaluation size)
 seed = 0
 
 # %%
@@ -141,7 +142,8 @@ clean.to_frame()
 
 # %%
 model, _, tokenizer = load_clip(prof.model, pretrained=prof.pretrained)
-table = calibration(model, tokenizer, prof.eval_datasets, EPS_GRID, prof.eval_n, prof.dataset_options)
+table = calibration(model, tokenizer, prof.eval_datasets, EPS_GRID, min(calibration_n, prof.eval_n),
+                    prof.dataset_options)
 curve = pd.DataFrame(table).T.mul(100).round(1)
 curve.index.name = "ε × 255"
 curve
