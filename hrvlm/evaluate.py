@@ -215,7 +215,7 @@ def _run_chunk(classifier, tree, loader, prepare, level, attack, spec, seed, dev
             target = labels
             adv = None if attack is None else attack(head, x, labels)
         elif attack is None:
-            target = torch.as_tensor(tree.level_labels(labels, level), dtype=torch.long, device=device)
+            adv, target = None, torch.as_tensor(tree.level_labels(labels, level), dtype=torch.long, device=device)
         else:
             adv, target = superclass_attack(attack, classifier, tree, level, x, labels)
         with torch.no_grad():

@@ -269,9 +269,9 @@ def readable_name(node: str) -> str:
     """A synset's first lemma with spaces (``motor_vehicle.n.01`` → ``motor vehicle``); other ids as given."""
     if not _is_synset(node):
         return node
-    from .wordnet import synset
+    from .wordnet import lemma_name
 
-    return synset(node).lemma_names()[0].replace("_", " ")
+    return lemma_name(node)
 
 
 def wordnet_chain(synset_name: str, variant: int = 0) -> list[str]:

@@ -61,7 +61,14 @@ class PretrainConfig:
             raise ValueError(f"captions must start at fraction 0 and increase within [0, 1): {self.captions}")
 
     def key(self) -> str:
-        return config_hash(asdict(self))
+        """Hash of everything the weights depend on: this config, the mini world's data file (shapes,
+        styles, caption mixtures) and the model's architecture config."""
+        from .miniworld.render import world
+        from .models import CONFIG_DIR
+
+        arch = CONFIG_DIR / f"{self.model}.json"
+        return config_hash({"config": asdict(self), "world": world(),
+                            "architecture": json.loads(arch.read_text()) if arch.is_file() else self.model})
 
     @classmethod
     def profile(cls, name: str, **overrides) -> "PretrainConfig":

@@ -152,6 +152,12 @@ def synset(name: str):
     return found
 
 
+def lemma_name(synset_name: str) -> str:
+    """A synset's first lemma, readable (``motor_vehicle.n.01`` → ``motor vehicle``): how classes and
+    superclasses are named in prompts and captions."""
+    return synset(synset_name).lemma_names()[0].replace("_", " ")
+
+
 def synset_from_wnid(wnid: str):
     """ImageNet-style wnid (``n01440764``) → synset (``tench.n.01``)."""
     if len(wnid) != 9 or wnid[0] not in "nvar" or not wnid[1:].isdigit():

@@ -121,7 +121,10 @@ for name in ("mini-finetune", "mini-colours"):
 #   shapes stay near chance (18 % on the fine-tuning set after 2,000 steps). With captions naming only
 #   the shape, shapes reach 97 % in 800 steps but colours stay at chance. So the first half of
 #   pretraining uses the `shapes-first` mixture and the second half the `web` mixture (both in
-#   `hrvlm/resources/miniworld.json`); the loss is CLIP's, unchanged.
+#   `hrvlm/resources/miniworld.json`); the loss is CLIP's, unchanged. The web mixture also names a
+#   WordNet superclass now and then ("a photo of a polygon"), as web text says "a mammal" as well as
+#   "a cat": without it the tiny CLIP could not classify superclasses zero-shot at all, and the
+#   superclass attacks of later chapters would have nothing to attack.
 
 # %%
 config = PretrainConfig.profile(world_profile, model=prof.model)

@@ -95,6 +95,8 @@ def test_levels_superclass_attack_and_transfer(clip, synthetic, tree):
         pred = ZeroShotClassifier.from_classnames(model, tokenizer, tree.names[1], load_templates("simple"))(images).argmax(1)
     expected = (pred.numpy() == tree.ancestor[1][synthetic.numpy()]).mean()
     assert superclass["clean_acc"] == pytest.approx(expected)
+    clean_only = run(clip, levels=(1,), tree=tree)[0]  # superclass accuracy without any attack
+    assert clean_only["clean_acc"] == pytest.approx(expected) and clean_only["robust_acc"] is None
     # transfer: leaf accuracy on superclass adversaries, and the success rate from the same bitmaps
     clean = decode_bits(superclass["leaf_clean_correct"], N)
     adv = decode_bits(superclass["leaf_robust_correct"], N)

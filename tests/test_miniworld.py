@@ -159,12 +159,24 @@ def test_caption_qualities():
 
 
 def test_pretraining_captions_mix_qualities():
+    from hrvlm.miniworld.captions import hypernyms
+    from hrvlm.miniworld.render import world
+
     ds = MiniWorldDataset("mini-pretrain", "train", n=400)
     texts = ds.captions("pretrain")
     assert texts == MiniWorldDataset("mini-pretrain", "train", n=400).captions("pretrain")
     assert len(set(texts)) > 200
     assert sum(t.endswith(" shape") for t in texts) > 5 and sum(":" in t for t in texts) > 5
-    assert all(ds.factors(i).shape in t or ds.factors(i).colour in t for i, t in enumerate(texts))
+
+    def names_it(f, text):
+        superclasses = hypernyms(world()["shapes"][f.shape]["synset"])
+        return f.shape in text or f.colour in text or any(name in text for name in superclasses)
+
+    assert all(names_it(ds.factors(i), t) for i, t in enumerate(texts))
+    assert {"rectangle", "regular polygon", "polygon", "shape"} <= set(hypernyms("square.n.01")) and \
+        "square" not in hypernyms("square.n.01")  # both WordNet paths, up to shape.n.02, without the class
+    assert sum(any(n in t for n in hypernyms(world()["shapes"][ds.factors(i).shape]["synset"]))
+               and ds.factors(i).shape not in t for i, t in enumerate(texts)) > 5  # superclass-only captions
 
 
 def test_materialized_cache_is_reused_and_a_corrupt_file_rebuilt(tmp_path):

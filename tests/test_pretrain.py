@@ -126,3 +126,14 @@ def test_corrupt_checkpoint_is_not_resumed(tmp_path, monkeypatch):
     ckpt = pt.run_dir(short) / "checkpoint.pt"
     ckpt.write_bytes(ckpt.read_bytes()[:-10])
     assert pt._load_checkpoint(pt.run_dir(short)) is None
+
+
+def test_cache_key_follows_the_data_and_architecture_files(monkeypatch):
+    from hrvlm.miniworld import render
+
+    config = pt.PretrainConfig.profile("mini")
+    before = config.key()
+    changed = json.loads(json.dumps(render.world()))
+    changed["pretraining_captions"]["web"]["detailed"] += 0.1
+    monkeypatch.setattr(render, "world", lambda: changed)
+    assert config.key() != before

@@ -25,6 +25,20 @@ def gloss(synset_name: str) -> str:
     return synset(synset_name).definition()
 
 
+@functools.lru_cache(maxsize=None)
+def hypernyms(synset_name: str, top: str = "shape.n.02") -> tuple[str, ...]:
+    """Readable names of the synset's WordNet ancestors from ``top`` down to its parent, on every
+    hypernym path through ``top`` (a square is both a rectangle and a regular polygon)."""
+    from ..wordnet import lemma_name, synset
+
+    found = set()
+    for path in synset(synset_name).hypernym_paths():
+        names = [s.name() for s in path]
+        if top in names:
+            found.update(names[names.index(top):-1])
+    return tuple(sorted(lemma_name(n) for n in found))
+
+
 def article(word: str) -> str:
     """``"a"`` or ``"an"`` before ``word``."""
     return "an" if word[:1] in "aeiou" else "a"
@@ -62,10 +76,11 @@ def pretraining_caption(f: Factors, rng: np.random.Generator, templates: list[st
     """A web-like caption of varying quality for the pretraining corpus.
 
     The kind is drawn with the weights of the named ``mixture`` of ``world()["pretraining_captions"]``:
-    a template, the bare name, the gloss, the colour alone (the analogue of colour prompts), or a
-    detailed caption with a random subset of the properties (so text and image align on each property
-    separately).  ``web`` is the corpus' mixture; ``shapes-first`` names mostly the shape (the first
-    phase of the pretraining curriculum, see :class:`hrvlm.pretrain.PretrainConfig`).
+    a template, the bare name, the gloss, the colour alone (the analogue of colour prompts), a template
+    naming a WordNet superclass (``hypernym``), or a detailed caption with a random subset of the
+    properties (so text and image align on each property separately).  ``web`` is the corpus'
+    mixture; ``shapes-first`` names mostly the shape (the first phase of the pretraining curriculum,
+    see :class:`hrvlm.pretrain.PretrainConfig`).
     """
     mixtures = world()["pretraining_captions"]
     if mixture not in mixtures:
@@ -78,6 +93,9 @@ def pretraining_caption(f: Factors, rng: np.random.Generator, templates: list[st
         return caption(f, kind)
     if kind == "colour":
         return f"{article(f.colour)} {f.colour} shape"
+    if kind == "hypernym":  # a superclass name, as web text names "a mammal" as well as "a cat"
+        parents = hypernyms(world()["shapes"][f.shape]["synset"])
+        return templates[rng.integers(len(templates))].format(c=parents[rng.integers(len(parents))])
     if kind != "detailed":
         raise ValueError(f"unknown pretraining caption kind {kind!r} in the mini world's data file")
     words = [f.size] if rng.random() < 0.5 else []
