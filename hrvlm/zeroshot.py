@@ -36,6 +36,21 @@ def check_templates(templates: Sequence[str]) -> None:
 
 
 @torch.no_grad()
+def encode_prompts(model, tokenizer, classnames: Sequence[str], templates: Sequence[str],
+                   batch_size: int = 256) -> torch.Tensor:
+    """``[C, T, D]`` raw (not normalised) text features of every template filled with every class name:
+    what a :class:`hrvlm.heads.Head` builds its prototypes from."""
+    check_templates(templates)
+    if not classnames:
+        raise ValueError("classnames is empty")
+    device = next(model.parameters()).device
+    prompts = [t.format(c=c) for c in classnames for t in templates]
+    feats = torch.cat([model.encode_text(tokenizer(prompts[i:i + batch_size]).to(device), normalize=False)
+                       for i in range(0, len(prompts), batch_size)])
+    return feats.view(len(classnames), len(templates), -1)
+
+
+@torch.no_grad()
 def class_embeddings(model, tokenizer, classnames: Sequence[str], templates: Sequence[str],
                      batch_size: int = 256) -> torch.Tensor:
     """``[C, D]`` unit-norm text embedding per class, averaged over templates."""

@@ -1,0 +1,118 @@
+"""What every training method shares: the :class:`Method` interface, the batch, the registry.
+
+A method is a small object the training loop (:mod:`hrvlm.train`) drives without knowing what it is:
+
+* ``perturb(batch)`` — its attack objective: adversarial images, or ``None`` (clean training);
+* ``loss(batch, adv)`` — its training loss (a scalar) and the figures to log;
+* ``trainable_parameters(model)`` — which of the model's parameters train (the rest are frozen);
+* ``extra_parameters()`` — parameters it owns (a re-initialised logit scale, a learned curvature …);
+* ``head_spec()`` — the classification head the trained weights are evaluated with
+  (:func:`hrvlm.heads.build_head`), so robust accuracy is measured white-box on *that* head.
+
+Settings are data: ``defaults`` lists every setting with its default value (the per-profile values
+live in ``hrvlm/resources/profiles.json``); an unknown setting or a bad value is a ``ValueError`` at
+construction, before any model is loaded.  Methods register by name (:func:`register_method`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Iterator
+
+import torch
+from torch import nn
+
+METHODS: dict[str, type["Method"]] = {}
+
+
+def register_method(name: str):
+    """Class decorator: make a :class:`Method` subclass buildable by ``name``."""
+    def wrap(cls: type[Method]) -> type[Method]:
+        if name in METHODS and METHODS[name] is not cls:
+            raise ValueError(f"a method {name!r} is registered already ({METHODS[name].__qualname__})")
+        cls.name = name
+        METHODS[name] = cls
+        return cls
+    return wrap
+
+
+def build_method(name: str, settings: dict | None = None) -> "Method":
+    """The registered method ``name`` with ``settings`` (unknown names and settings are errors)."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
+    return METHODS[name](**(settings or {}))
+
+
+@dataclass
+class Batch:
+    """One training batch: images in [0, 1], leaf labels, and captions for the methods that use them."""
+
+    images: torch.Tensor                 # [B, 3, S, S] float in [0, 1]
+    labels: torch.Tensor                 # [B] int64 leaf-class indices
+    captions: list[str] | None = None    # one per image (QT-AFT); None where the data has none
+    index: torch.Tensor | None = None    # [B] dataset indices (for provenance and debugging)
+
+    def to(self, device: torch.device) -> "Batch":
+        return Batch(self.images.to(device, non_blocking=True), self.labels.to(device, non_blocking=True),
+                     self.captions, self.index)
+
+
+@dataclass
+class TrainContext:
+    """What the loop hands a method in :meth:`Method.setup`."""
+
+    model: nn.Module                     # the PixelCLIP being fine-tuned
+    tokenizer: Any
+    dataset: Any                         # the training set's DatasetSpec (class names, hierarchy, templates)
+    eps: float                           # the profile's training ε in [0, 1] pixel units
+    device: torch.device
+    autocast: torch.dtype | None         # forward dtype (bf16 / fp16) or None for float32
+    seed: int
+
+
+class Method:
+    """Base class of the training methods; subclasses set ``defaults`` and implement :meth:`loss`."""
+
+    name: ClassVar[str] = "method"
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, **settings: Any):
+        unknown = sorted(set(settings) - set(self.defaults))
+        if unknown:
+            raise ValueError(f"method {self.name!r} has no setting(s) {unknown}; its settings: {sorted(self.defaults)}")
+        self.settings = {**self.defaults, **settings}
+        self.check_settings()
+        self.ctx: TrainContext | None = None
+
+    def check_settings(self) -> None:
+        """Raise a ``ValueError`` naming any bad value of ``self.settings`` (subclasses extend)."""
+
+    def setup(self, ctx: TrainContext) -> None:
+        """Called once before training: build frozen copies, cache text features, heads."""
+        self.ctx = ctx
+
+    def trainable_parameters(self, model: nn.Module) -> Iterator[tuple[str, nn.Parameter]]:
+        """Default: the image tower (TeCoA, PMG-AFT, FARE and QT-AFT fine-tune the vision encoder)."""
+        return model.clip.visual.named_parameters(prefix="clip.visual")
+
+    def extra_parameters(self) -> dict[str, nn.Parameter]:
+        return {}
+
+    def perturb(self, batch: Batch) -> torch.Tensor | None:
+        return None
+
+    def loss(self, batch: Batch, adv: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    def head_spec(self) -> dict:
+        return {"kind": "cosine"}
+
+    def state_dict(self) -> dict:
+        """Method state beyond its parameters, for exact resume (default: none)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state:
+            raise ValueError(f"method {self.name!r} keeps no state, got {sorted(state)}")
+
+    def config(self) -> dict:
+        return {"name": self.name, **self.settings}
