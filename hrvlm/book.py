@@ -18,7 +18,9 @@ from pathlib import Path
 
 import yaml
 
-PROFILES = ("smoke", "mini", "full")
+from .profiles import profile_names
+
+PROFILES = tuple(profile_names())
 NOTEBOOK_DIR = "notebooks"
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import functools
 import inspect
 import math
 import time
@@ -29,38 +28,22 @@ import numpy as np
 import torch
 
 from . import __version__
-from .attacks import ATTACKS, HierarchicalClassifier, superclass_attack, transfer_outcome, transfer_summary
+from .attacks import ATTACKS, superclass_attack, transfer_outcome, transfer_summary
 from .data.real import DEFAULT_RESOLUTION, RESOLUTION_POLICIES, apply_resolution, check_resolution
 from .data.registry import fixed_subset, get_spec
+from .heads import build_head
 from .records import SCHEMA, RecordStore, encode_bits, record_key, records_to_frame
-from .storage import cache_dir, config_hash, file_sha256
-from .zeroshot import class_embeddings, load_templates
+from .storage import cache_dir, config_hash
+from .weights import state_digest
+from .zeroshot import load_templates
 
 RECORD_LIBRARIES = ("torch", "torchvision", "open_clip_torch", "torchattacks", "numpy")
 
 
-@functools.lru_cache(maxsize=32)
-def _sha256(path: str, mtime: float, size: int) -> str:
-    return file_sha256(path)
-
-
 def checkpoint_id(model) -> str:
-    """Identity of a :func:`hrvlm.models.load_clip` model's weights: ``sha256:<hex>`` of its weights
-    file (local checkpoints and the mini world's), ``openclip:<tag>``, or ``random-init``.  Models
-    fine-tuned in memory should pass ``checkpoint=`` to :func:`evaluate` instead."""
-    from . import models
-
-    tag = getattr(model, "pretrained", None)
-    if tag is None:
-        return "random-init"
-    if tag in models.LOCAL_PRETRAINED:
-        path = models._resolve_local(tag, model.name)
-    elif Path(tag).is_file():
-        path = Path(tag)
-    else:
-        return f"openclip:{tag}"
-    stat = Path(path).stat()
-    return "sha256:" + _sha256(str(path), stat.st_mtime, stat.st_size)
+    """Identity of the weights as evaluated: :func:`hrvlm.weights.state_digest` of the model's state
+    (never its ``pretrained`` tag, which a fine-tuned model still carries)."""
+    return state_digest(getattr(model, "clip", model))
 
 
 def _environment(device: torch.device) -> dict:
@@ -119,7 +102,7 @@ def _rate(correct: torch.Tensor) -> float:
 
 def evaluate(model, tokenizer, dataset: str, attacks=(), levels: Sequence[int] = (0,), n: int | None = None, *,
              subset=None, split: str | None = None, store=None, method: str = "clip",
-             checkpoint: str | None = None, templates: str | None = None,
+             head: dict | None = None, templates: str | None = None,
              resolution: str = DEFAULT_RESOLUTION, tree=0, depth: int = 5, batch_size: int = 64,
              seed: int = 0, num_workers: int = 0, dataset_options: dict | None = None,
              progress: bool = True) -> list[dict]:
@@ -129,9 +112,10 @@ def evaluate(model, tokenizer, dataset: str, attacks=(), levels: Sequence[int] =
     accuracy only.  ``levels``: tree levels (0 = leaves).  ``n`` images of the fixed subset
     (:func:`~hrvlm.data.fixed_subset`; ``None`` = all) or explicit ``subset`` ids.  ``split`` defaults
     to :func:`default_split`.  ``store``: a records file (resumable) or ``None``.
-    ``method``: the training method that produced the weights (``clip``: none).  ``checkpoint``:
-    weights identity (default :func:`checkpoint_id`).  ``templates``: a template set (default the
-    dataset's).  ``resolution``: :data:`~hrvlm.data.real.RESOLUTION_POLICIES`.  ``tree``: index into
+    ``method``: the training method that produced the weights (``clip``: none).  ``head``: the
+    classification head's spec (default ``model.head_spec``, which a fine-tuned run sets; else cosine),
+    keys the records (with the built head's parameters as ``head_built``); attacks are white-box on it.  The weights are identified
+    by :func:`checkpoint_id` (their values).  ``templates``: a template set (default the dataset's).  ``resolution``: :data:`~hrvlm.data.real.RESOLUTION_POLICIES`.  ``tree``: index into
     the dataset's forest of depth ``depth``, or a ``hrvlm.hierarchy.Tree``.
 
     Returns one record per (level, attack) chunk (see :mod:`hrvlm.records`), stored or new.
@@ -159,10 +143,11 @@ def evaluate(model, tokenizer, dataset: str, attacks=(), levels: Sequence[int] =
     template_set = templates or spec.templates
     prompts = load_templates(template_set)
     names = [list(spec.classnames)] + [list(hierarchy.names[lv]) for lv in range(1, levels[-1] + 1)]
+    head = dict(head or getattr(model, "head_spec", None) or {"kind": "cosine"})
 
     base = {
         "schema": SCHEMA, "hrvlm_version": __version__, "method": method, "model": model.name,
-        "checkpoint": checkpoint or checkpoint_id(model), "dataset": dataset, "split": split,
+        "checkpoint": checkpoint_id(model), "head": head, "dataset": dataset, "split": split,
         "dataset_options": {k: v for k, v in options.items() if k not in ("root", "download")},
         "dataset_size": len(data), "n": int(ids.size), "subset_ids_hash": config_hash(ids.tolist(), length=16),
         "tree": None if hierarchy is None else hierarchy.name, "resolution": resolution,
@@ -181,11 +166,11 @@ def evaluate(model, tokenizer, dataset: str, attacks=(), levels: Sequence[int] =
                                          shuffle=False, num_workers=num_workers)
     input_size = tuple(data[int(ids[0])][0].shape[-2:])
     encoder, prepare = apply_resolution(model, input_size, resolution)
-    classifier = HierarchicalClassifier(encoder, [class_embeddings(encoder, tokenizer, c, prompts) for c in names])
+    classifier = build_head(head, encoder, tokenizer, names, prompts)
     for i, (level, attack) in enumerate(chunks):
         if results[i] is not None:
             continue
-        record = {**provenance[i], "num_classes": classifier.level(level).num_classes,
+        record = {**provenance[i], "num_classes": classifier.num_classes(level), "head_built": classifier.spec(),
                   "input_size": list(input_size)}
         record.update(_run_chunk(classifier, hierarchy, loader, prepare, level, attack, spec, seed, device, progress))
         record.update(_environment(device), created=datetime.datetime.now(datetime.timezone.utc).isoformat())
@@ -197,7 +182,8 @@ def evaluate(model, tokenizer, dataset: str, attacks=(), levels: Sequence[int] =
 
 
 def _run_chunk(classifier, tree, loader, prepare, level, attack, spec, seed, device, progress) -> dict:
-    """Clean (and adversarial, and leaf-transfer) correctness of every image for one (level, attack)."""
+    """Clean (and adversarial, and leaf-transfer) correctness of every image for one (level, attack);
+    ``classifier`` is the :class:`~hrvlm.heads.Head`."""
     from tqdm.auto import tqdm
 
     torch.manual_seed(seed)
@@ -263,9 +249,12 @@ def _csv(kind):
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="hrvlm-tiny", help="open_clip / hrvlm model config")
-    parser.add_argument("--pretrained", default=None, help="'mini', an open_clip tag or a checkpoint file")
-    parser.add_argument("--method", default="clip", help="training method of the weights (for the records)")
+    parser.add_argument("--model", default=None, help="open_clip / hrvlm model config (default: the run's, "
+                                                       "else hrvlm-tiny)")
+    parser.add_argument("--pretrained", default=None,
+                        help="'mini', an open_clip tag, a checkpoint file, or a fine-tuning run (folder or name)")
+    parser.add_argument("--method", default=None,
+                        help="training method of the weights, for the records (default: the run's, else clip)")
     parser.add_argument("--datasets", type=_csv(str), required=True, help="comma-separated registered names")
     parser.add_argument("--split", default=None, help="default: each dataset's evaluation split")
     parser.add_argument("--attack", type=_csv(str), default=["pgd"],
@@ -307,17 +296,21 @@ def build_attacks(names: Sequence[str], eps_values: Sequence[float], norm: str =
 
 def run(args: argparse.Namespace) -> int:
     from .models import load_clip
+    from .runs import is_run, read_record
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     attacks = build_attacks(args.attack, args.eps, args.norm, steps=args.steps, step_size=args.step_size,
                             restarts=args.restarts)
-    model, _, tokenizer = load_clip(args.model, args.pretrained, device=device)
+    run_record = read_record(args.pretrained) if args.pretrained is not None and is_run(args.pretrained) else {}
+    model_name = args.model or run_record.get("model", "hrvlm-tiny")
+    method = args.method or run_record.get("method", {}).get("name", "clip")
+    model, _, tokenizer = load_clip(model_name, args.pretrained, device=device)
     store = Path(args.store) if args.store else cache_dir("records") / "results.jsonl"
     options = {k: v for k, v in (("profile", args.profile), ("root", args.root)) if v is not None}
     records = []
     for name in args.datasets:
         records += evaluate(model, tokenizer, name, attacks, args.levels, args.n, split=args.split, store=store,
-                            method=args.method, templates=args.templates, resolution=args.resolution,
+                            method=method, templates=args.templates, resolution=args.resolution,
                             tree=args.tree, depth=args.depth, batch_size=args.batch_size, seed=args.seed,
                             num_workers=args.num_workers, dataset_options=options)
     table = records_to_frame(records)

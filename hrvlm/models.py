@@ -8,7 +8,6 @@ the built-in ones (``ViT-B-32-quickgelu`` …) plus the tiny ones shipped as JSO
 from __future__ import annotations
 
 import functools
-import importlib
 import logging
 import os
 import warnings
@@ -20,10 +19,6 @@ import torch
 from torch import nn
 
 CONFIG_DIR = Path(__file__).parent / "resources" / "model_configs"
-
-# Pretrained tags that hrvlm resolves to local checkpoint files (module:function taking the model name
-# and returning a path; the function may build the checkpoint first).  Anything else is an open_clip tag.
-LOCAL_PRETRAINED: dict[str, str] = {"mini": "hrvlm.pretrain:ensure_pretrained", "mini-smoke": "hrvlm.pretrain:ensure_smoke"}
 
 _HUB_HOST = ("huggingface.co", 443)
 
@@ -92,7 +87,8 @@ class PixelCLIP(nn.Module):
     may switch it off (:meth:`unchecked`) to avoid a host synchronisation per step.
     """
 
-    def __init__(self, clip: nn.Module, mean, std, image_size: int, name: str, pretrained: str | None):
+    def __init__(self, clip: nn.Module, mean, std, image_size: int, name: str, pretrained: str | None,
+                 head_spec: dict | None = None):
         super().__init__()
         self.clip = clip
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
@@ -100,6 +96,9 @@ class PixelCLIP(nn.Module):
         self.image_size = int(image_size)
         self.name = name
         self.pretrained = pretrained
+        # the classification head these weights are meant for (hrvlm.heads.build_head; None = cosine):
+        # a fine-tuned run sets it, evaluation builds and records it
+        self.head_spec = head_spec
         self.check_inputs = True
 
     @property
@@ -194,11 +193,6 @@ def check_pretrained_tag(name: str, tag: str) -> None:
                          f"{name!r} uses {'QuickGELU' if has_quick else 'GELU'}; load {fix!r} with {tag!r} instead")
 
 
-def _resolve_local(tag: str, name: str) -> Path:
-    module, func = LOCAL_PRETRAINED[tag].split(":")
-    return Path(getattr(importlib.import_module(module), func)(name))
-
-
 def load_state(clip: nn.Module, path: Path) -> None:
     """Load a ``.safetensors`` (or torch) state dict of the inner open_clip model, strictly."""
     if path.suffix == ".safetensors":
@@ -213,9 +207,11 @@ def load_state(clip: nn.Module, path: Path) -> None:
 def load_clip(name: str, pretrained: str | os.PathLike | None = None, device: str | torch.device = "cpu"):
     """Build an open_clip model as a :class:`PixelCLIP`; returns ``(model, preprocess, tokenizer)``.
 
-    ``pretrained``: ``None`` (random init; never touches the network), a path to a checkpoint file, a
-    tag of :data:`LOCAL_PRETRAINED` (e.g. the mini world's), or an open_clip tag (e.g. ``"openai"`` with
-    ``"ViT-B-32-quickgelu"``), which downloads — and fails within seconds, with a message, offline.
+    ``pretrained``: ``None`` (random init; never touches the network), a checkpoint file, a fine-tuning
+    run (its folder or name, :mod:`hrvlm.runs`; the model then carries the run's ``head_spec``), a tag
+    registered with :func:`hrvlm.weights.register_weights` (the mini world's ``mini``, ``mini-smoke``),
+    or an open_clip tag (e.g. ``"openai"`` with ``"ViT-B-32-quickgelu"``), which downloads — and fails
+    within seconds, with a message, offline.
     ``preprocess`` maps a PIL image to a [0, 1] tensor at the model's resolution (no normalisation).
     """
     import open_clip
@@ -224,18 +220,12 @@ def load_clip(name: str, pretrained: str | os.PathLike | None = None, device: st
     if open_clip.get_model_config(name) is None:
         raise KeyError(f"unknown model {name!r}; hrvlm configs: {register_configs()}, "
                        f"or any of open_clip.list_models()")
-    weights: Path | None = None
-    tag: str | None = None
-    if pretrained is not None:
-        if str(pretrained) in LOCAL_PRETRAINED:
-            weights = _resolve_local(str(pretrained), name)
-        elif Path(pretrained).suffix in (".safetensors", ".pt", ".pth", ".bin"):
-            weights = Path(pretrained)
-            if not weights.is_file():
-                raise FileNotFoundError(f"checkpoint {weights} does not exist")
-        else:
-            tag = str(pretrained)
-            check_pretrained_tag(name, tag)
+    from .weights import resolve
+
+    local = None if pretrained is None else resolve(pretrained, name)
+    tag = str(pretrained) if pretrained is not None and local is None else None
+    if tag is not None:
+        check_pretrained_tag(name, tag)
 
     def create():
         # open_clip logs "No pretrained weights loaded" for pretrained=None, which is misleading when
@@ -261,15 +251,16 @@ def load_clip(name: str, pretrained: str | os.PathLike | None = None, device: st
                 f"Run once with internet access, or use pretrained=None / a local checkpoint file.") from err
     else:
         clip, _, preprocess = create()
-    if weights is not None:
-        load_state(clip, weights)
+    if local is not None:
+        load_state(clip, local.path)
 
     # open_clip's eval transform ends with Normalize; drop it: the model normalises in-graph.
     transforms = [t for t in preprocess.transforms if type(t).__name__ != "Normalize"]
     preprocess.transforms = transforms
     pp = clip.visual.preprocess_cfg
     size = pp["size"] if isinstance(pp["size"], int) else pp["size"][0]
-    model = PixelCLIP(clip, pp["mean"], pp["std"], size, name, None if pretrained is None else str(pretrained))
+    model = PixelCLIP(clip, pp["mean"], pp["std"], size, name, None if pretrained is None else str(pretrained),
+                      head_spec=None if local is None else local.record.get("head"))
     model = model.to(device).eval()
     return model, preprocess, open_clip.get_tokenizer(name)
 

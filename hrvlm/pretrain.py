@@ -78,11 +78,18 @@ class PretrainConfig:
         return replace(PROFILES[name], **overrides)
 
 
-# Profiles as data: smoke is for tests and the CI book (seconds), mini the real one (≤ 5 min, 2 cores).
-PROFILES: dict[str, PretrainConfig] = {
-    "mini": PretrainConfig(),
-    "smoke": PretrainConfig(corpus_size=4096, steps=200, warmup=50, checkpoint_every=100, eval_profile="smoke"),
-}
+def _profile_configs() -> dict[str, PretrainConfig]:
+    """Each profile's ``pretrain`` entry of ``profiles.json`` (overrides of the defaults above)."""
+    from .profiles import get_profile, profile_names
+
+    def frozen(value):  # JSON lists -> the tuples the frozen config holds
+        return tuple(map(frozen, value)) if isinstance(value, list) else value
+
+    return {name: PretrainConfig(**{k: frozen(v) for k, v in get_profile(name).pretrain.items()})
+            for name in profile_names() if get_profile(name).pretrain is not None}
+
+
+PROFILES: dict[str, PretrainConfig] = _profile_configs()
 
 
 def run_dir(config: PretrainConfig) -> Path:
@@ -170,8 +177,7 @@ def _load_checkpoint(path: Path):
 
 
 # ----------------------------------------------------------------------------- evaluation
-def zeroshot_report(model, tokenizer, profile: str = "mini", datasets=None, checkpoint: str = "in-memory",
-                    progress: bool = False) -> dict[str, float]:
+def zeroshot_report(model, tokenizer, profile: str = "mini", datasets=None, progress: bool = False) -> dict[str, float]:
     """Clean zero-shot top-1 (through :func:`hrvlm.evaluate.evaluate`) on the mini evaluation sets of
     ``profile``, plus ``"zero-shot average"`` over all of them but the fine-tuning set."""
     from .evaluate import evaluate
@@ -181,7 +187,7 @@ def zeroshot_report(model, tokenizer, profile: str = "mini", datasets=None, chec
     acc = {}
     for name in datasets or prof.eval_datasets:
         record = evaluate(model, tokenizer, name, n=prof.eval_n, dataset_options=prof.dataset_options,
-                          checkpoint=checkpoint, batch_size=250, progress=progress)[0]
+                          batch_size=250, progress=progress)[0]
         acc[name] = record["clean_acc"]
     others = [v for k, v in acc.items() if k != prof.train_dataset]
     acc["zero-shot average"] = float(np.mean(others))
@@ -293,6 +299,20 @@ def ensure_pretrained(model_name: str | None = None, profile: str = "mini", prog
 def ensure_smoke(model_name: str | None = None) -> Path:
     """The smoke profile's weights (``load_clip(name, pretrained="mini-smoke")``): tests and the CI book."""
     return ensure_pretrained(model_name, "smoke")
+
+
+def _register_weights() -> None:
+    """``load_clip(model, pretrained=<profile's tag>)`` builds (or finds) that profile's weights."""
+    import functools
+
+    from .profiles import get_profile
+    from .weights import register_weights
+
+    for name in PROFILES:
+        register_weights(get_profile(name).pretrained, functools.partial(ensure_pretrained, profile=name))
+
+
+_register_weights()
 
 
 # ----------------------------------------------------------------------------- command line

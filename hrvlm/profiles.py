@@ -4,7 +4,9 @@
 paper's setting (CLIP ViT-B/32 from OpenAI, ImageNet, 14 zero-shot sets).  Chapters take a profile name
 and read everything else from here, so the code path is the same in all three.  ``eps_unit`` is the
 analogue of 1/255: the paper's attacks at 1, 2 and 4/255 become 1×, 2× and 4× it.  The values are in
-``hrvlm/resources/profiles.json``.
+``hrvlm/resources/profiles.json``, the one home of profiles: the pretraining configuration
+(:mod:`hrvlm.pretrain`), the training loop's settings (:mod:`hrvlm.train`) and every method's settings
+per profile are read from there too.
 """
 from __future__ import annotations
 
@@ -27,6 +29,9 @@ class Profile:
     eps_unit: float                   # L∞ ε in [0, 1] pixel units playing the role of 1/255
     eval_n: int | None                # images per evaluation set (fixed subsets)
     dataset_options: dict             # options passed to every dataset factory (e.g. mini sizes)
+    pretrain: dict | None = None      # PretrainConfig overrides (None: the weights are an open_clip tag)
+    train: dict | None = None         # hrvlm.train.TrainConfig settings
+    methods: dict | None = None       # method name -> its settings (+ optional "loop": train overrides)
 
     def eps(self, multiple: float = 1.0) -> float:
         """``multiple`` × the profile's ε unit (the analogue of ``multiple``/255)."""
@@ -36,11 +41,19 @@ class Profile:
     def zeroshot_datasets(self) -> tuple[str, ...]:
         return tuple(d for d in self.eval_datasets if d != self.train_dataset)
 
+    def method(self, name: str) -> dict:
+        """The settings of method ``name`` in this profile (a ``ValueError`` if the profile lacks it)."""
+        methods = self.methods or {}
+        if name not in methods:
+            raise ValueError(f"profile {self.name!r} has no settings for method {name!r} (it has {sorted(methods)}); "
+                             f"add profiles.{self.name}.methods.{name!r} to {PROFILE_FILE.name}")
+        return dict(methods[name])
+
 
 @functools.lru_cache(maxsize=None)
 def get_profile(name: str) -> Profile:
     """The profile ``name`` (``smoke``, ``mini`` or ``full``)."""
-    table = json.loads(PROFILE_FILE.read_text())["profiles"]
+    table = _table()
     if name not in table:
         raise KeyError(f"unknown profile {name!r}; choose one of {sorted(table)}")
     entry = dict(table[name])
@@ -50,4 +63,9 @@ def get_profile(name: str) -> Profile:
 
 
 def profile_names() -> list[str]:
-    return sorted(json.loads(PROFILE_FILE.read_text())["profiles"])
+    return sorted(_table())
+
+
+@functools.lru_cache(maxsize=1)
+def _table() -> dict:
+    return json.loads(PROFILE_FILE.read_text())["profiles"]

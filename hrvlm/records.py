@@ -35,7 +35,7 @@ except ImportError:  # pragma: no cover - Windows
 SCHEMA = 1
 
 # The configuration that determines a record's numbers: equal keys mean "already computed".
-KEY_FIELDS = ("schema", "hrvlm_version", "method", "model", "checkpoint", "dataset", "split",
+KEY_FIELDS = ("schema", "hrvlm_version", "method", "model", "checkpoint", "head", "dataset", "split",
               "dataset_options", "dataset_size", "n", "subset_ids_hash", "level", "tree", "classnames_hash", "attack",
               "resolution", "templates", "templates_hash", "seed", "batch_size")
 # Where and how it ran: recorded, not keyed.

@@ -1,8 +1,9 @@
-"""Zero-shot classification: class prompts from templates → a text classifier → logits.
+"""Zero-shot classification: class prompts from templates → text features → a head → logits.
 
 As CLIP_benchmark does: every template (a string with a ``{c}`` placeholder, stored as data in
-``hrvlm/resources/templates``) is filled with each class name; the prompt embeddings of a class are
-L2-normalised, averaged over templates and normalised again.  Logits are ``scale · cos(image, class)``.
+``hrvlm/resources/templates``) is filled with each class name (:func:`encode_prompts`).  The logits
+themselves live in one place, the heads (:mod:`hrvlm.heads`); :class:`ZeroShotClassifier` is the
+cosine head's leaf level under its familiar name: ``scale · cos(image, class)``.
 """
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from torch import nn
+
+from .heads import CosineHead, LevelHead
+from .heads.cosine import cosine_prototypes
 
 TEMPLATE_DIR = Path(__file__).parent / "resources" / "templates"
 
@@ -50,23 +53,15 @@ def encode_prompts(model, tokenizer, classnames: Sequence[str], templates: Seque
     return feats.view(len(classnames), len(templates), -1)
 
 
-@torch.no_grad()
 def class_embeddings(model, tokenizer, classnames: Sequence[str], templates: Sequence[str],
                      batch_size: int = 256) -> torch.Tensor:
-    """``[C, D]`` unit-norm text embedding per class, averaged over templates."""
-    check_templates(templates)
-    if not classnames:
-        raise ValueError("classnames is empty")
-    device = next(model.parameters()).device
-    prompts = [t.format(c=c) for c in classnames for t in templates]
-    feats = torch.cat([model.encode_text(tokenizer(prompts[i:i + batch_size]).to(device), normalize=True)
-                       for i in range(0, len(prompts), batch_size)])
-    feats = feats.view(len(classnames), len(templates), -1).mean(dim=1)
-    return nn.functional.normalize(feats, dim=-1)
+    """``[C, D]`` unit-norm text embedding per class, averaged over templates (the cosine head's prototypes)."""
+    return cosine_prototypes(encode_prompts(model, tokenizer, classnames, templates, batch_size))
 
 
-class ZeroShotClassifier(nn.Module):
-    """``images in [0, 1] → logits [B, C]`` for a fixed set of class embeddings.
+class ZeroShotClassifier(LevelHead):
+    """``images in [0, 1] → logits [B, C]`` for a fixed set of unit-norm class embeddings ``weights``:
+    a one-level :class:`~hrvlm.heads.CosineHead`.
 
     This is the function attacks differentiate through; the class embeddings are a buffer, so
     gradients flow to the image only.  ``logit_scale`` defaults to the model's (``exp`` of its
@@ -74,12 +69,7 @@ class ZeroShotClassifier(nn.Module):
     """
 
     def __init__(self, model, weights: torch.Tensor, logit_scale: float | None = None):
-        super().__init__()
-        self.model = model
-        self.register_buffer("weights", weights.detach().clone())
-        if logit_scale is None:
-            logit_scale = float(model.logit_scale.detach().exp().clamp(max=100.0))
-        self.logit_scale = float(logit_scale)
+        super().__init__(CosineHead(model, [weights.detach()[:, None, :]], logit_scale), 0)
 
     @classmethod
     def from_classnames(cls, model, tokenizer, classnames: Sequence[str], templates: Sequence[str],
@@ -87,9 +77,9 @@ class ZeroShotClassifier(nn.Module):
         return cls(model, class_embeddings(model, tokenizer, classnames, templates), logit_scale)
 
     @property
-    def num_classes(self) -> int:
-        return self.weights.shape[0]
+    def weights(self) -> torch.Tensor:
+        return self.head.prototypes(0)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        feats = self.model.encode_image(images, normalize=True)
-        return self.logit_scale * feats @ self.weights.to(feats.dtype).t()
+    @property
+    def logit_scale(self) -> float:
+        return self.head.logit_scale

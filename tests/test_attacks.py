@@ -13,11 +13,12 @@ import torch
 import torch.nn.functional as F
 import torchattacks
 
-from hrvlm.attacks import (ATTACKS, APGD, APGDT, CW, FABT, PGD, AutoAttack, HierarchicalClassifier, MomentumPGD,
+from hrvlm.attacks import (ATTACKS, APGD, APGDT, CW, FABT, PGD, AutoAttack, MomentumPGD,
                            Square, ThreatModel, attack_settings, build_attack, ce_loss, dlr_loss, level_weights, pgd_maximize, superclass_attack,
                            text_perturbation, transfer_outcome, transfer_summary,
                            universal_hierarchical_perturbation)
 from hrvlm.attacks.apgd import checkpoints
+from hrvlm.heads import build_head
 from hrvlm.hierarchy import Tree
 from hrvlm.models import load_clip
 from hrvlm.zeroshot import ZeroShotClassifier, load_templates
@@ -308,7 +309,7 @@ def hier(clip, task):
     tree = Tree(name="t", depth=2, nodes=[LEAVES, ["mammal", "vehicle", "plant"], ["entity"]],
                 names=[LEAVES, ["mammal", "vehicle", "plant"], ["entity"]],
                 ancestor=np.array([[0, 1, 2, 3, 4], [0, 0, 1, 2, 1], [0, 0, 0, 0, 0]]))
-    return tree, HierarchicalClassifier.from_tree(model, tokenizer, tree, load_templates("simple"))
+    return tree, build_head(None, model, tokenizer, tree.names, load_templates("simple"))
 
 
 def test_superclass_attack_at_level_zero_is_the_leaf_attack(clip, task, hier):

@@ -162,7 +162,9 @@ def test_fixed_subset_and_provenance(clip, synthetic, tmp_path):
     c, = run(clip, n=9)
     assert a["subset_ids_hash"] == b["subset_ids_hash"] != c["subset_ids_hash"]
     assert a["clean_correct"] == b["clean_correct"] and a["n"] == 8 and a["dataset_size"] == N
-    assert a["checkpoint"] == "random-init" and a["templates"] == "simple" and a["split"] == "test"
+    assert a["checkpoint"] == ev.checkpoint_id(clip[0]) and a["checkpoint"].startswith("sha256:")
+    assert a["head"] == {"kind": "cosine"} and a["head_built"]["kind"] == "cosine"
+    assert a["templates"] == "simple" and a["split"] == "test"
     assert a["attack"] is None and a["robust_acc"] is None and a["wall_time_s"] > 0
     assert {"torch", "open_clip_torch", "torchattacks", "numpy"} <= set(a["libraries"])
     assert a["code"]["hrvlm"] and a["device"].startswith("cpu") and a["seed"] == 0
@@ -229,3 +231,27 @@ def test_mini_world_dataset_with_its_wordnet_forest(clip):
     assert records[1]["tree"].startswith("mini-finetune/") and 1 < records[1]["num_classes"] < 10
     assert records[0]["num_classes"] == 10 and records[0]["dataset_options"] == {"profile": "smoke"}
     assert records[0]["subset_ids_hash"] == records[1]["subset_ids_hash"] and records[1]["leaf_clean_acc"] is not None
+
+
+def test_changed_weights_never_get_the_stored_record(synthetic, tmp_path):
+    """The stale-result trap: a model fine-tuned in memory keeps its ``pretrained`` tag, but its
+    records are keyed by its weights, so the pretrained model's stored result never comes back."""
+    from hrvlm.models import load_clip
+
+    torch.manual_seed(0)
+    model, _, tokenizer = load_clip("hrvlm-tiny")
+    store = tmp_path / "records.jsonl"
+    attack = build_attack("pgd", 4 / 255, steps=2)
+    before, = ev.evaluate(model, tokenizer, "test-synthetic", attack, store=store, progress=False)
+    again, = ev.evaluate(model, tokenizer, "test-synthetic", attack, store=store, progress=False)
+    assert again["created"] == before["created"]  # unchanged weights: the stored record is reused
+    with torch.no_grad():
+        for p in model.clip.visual.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    after, = ev.evaluate(model, tokenizer, "test-synthetic", attack, store=store, progress=False)
+    assert after["checkpoint"] != before["checkpoint"] and after["created"] != before["created"]
+    assert len(RecordStore(store)) == 2
+    # a different head on the same weights is a different record too
+    scaled, = ev.evaluate(model, tokenizer, "test-synthetic", attack, store=store, progress=False,
+                          head={"kind": "cosine", "logit_scale": 10.0})
+    assert scaled["head_built"] == {"kind": "cosine", "logit_scale": 10.0} and len(RecordStore(store)) == 3

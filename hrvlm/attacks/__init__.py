@@ -1,7 +1,7 @@
 """Adversarial attacks on image classifiers in [0, 1] pixel space, sharing one interface.
 
 ``attack = build_attack("pgd", eps=1/255, steps=20)``; ``adv = attack(forward, images, labels)`` where
-``forward`` maps images in [0, 1] to logits (e.g. a :class:`hrvlm.zeroshot.ZeroShotClassifier`);
+``forward`` maps images in [0, 1] to logits (e.g. ``head.level(l)`` of a :class:`hrvlm.heads.Head`);
 ``attack.config()`` is the full, recordable configuration.  The ε-ball, box and random-start rules live
 in :class:`ThreatModel` only; every PGD-like loop is :func:`pgd_maximize`.
 """
@@ -13,7 +13,7 @@ import inspect
 from .apgd import APGD
 from .autoattack import APGDT, FABT, AutoAttack, Square
 from .base import Attack, ce_loss, dlr_loss, margin_loss
-from .hierarchical import (HierarchicalClassifier, level_weights, superclass_attack, text_perturbation,
+from .hierarchical import (level_weights, superclass_attack, text_perturbation,
                            transfer_outcome, transfer_summary, universal_hierarchical_perturbation)
 from .pgd import CW, PGD, MomentumPGD, pgd_maximize
 from .threat import ThreatModel
@@ -67,7 +67,7 @@ def build_attack(name: str, eps: float, norm: str = "linf", **settings) -> Attac
     return factory(ThreatModel(norm, eps), **settings)
 
 
-__all__ = ["APGD", "APGDT", "ATTACKS", "Attack", "AutoAttack", "CW", "FABT", "HierarchicalClassifier",
+__all__ = ["APGD", "APGDT", "ATTACKS", "Attack", "AutoAttack", "CW", "FABT",
            "MomentumPGD", "PGD", "Square", "ThreatModel", "attack_settings", "build_attack", "ce_loss", "dlr_loss",
            "level_weights", "margin_loss", "pgd_maximize", "superclass_attack", "text_perturbation",
            "transfer_outcome", "transfer_summary", "universal_hierarchical_perturbation"]

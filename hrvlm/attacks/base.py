@@ -1,7 +1,7 @@
 """What every attack shares: the ``Attack`` interface, the attack context, per-sample losses.
 
 An attack is an object ``attack(forward, images, labels) -> adversarial images`` where ``forward``
-maps images in [0, 1] to logits ``[B, C]`` (e.g. :class:`hrvlm.zeroshot.ZeroShotClassifier`).  The
+maps images in [0, 1] to logits ``[B, C]`` (e.g. ``head.level(l)`` of a :class:`hrvlm.heads.Head`).  The
 attack holds its :class:`~hrvlm.attacks.threat.ThreatModel` and reports its full configuration with
 :meth:`Attack.config` (for the records store).
 """

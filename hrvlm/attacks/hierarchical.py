@@ -1,7 +1,9 @@
 """Hierarchical threat settings (HRVLM, Fig. 1) and HRVLM's training perturbations.
 
 A class tree (:class:`hrvlm.hierarchy.Tree`: ``names[level]`` readable names, ``level_labels(y, level)``;
-level 0 = leaves) gives one zero-shot classifier per level.  On top of the ordinary attacks:
+level 0 = leaves) gives one classifier per level: a :class:`hrvlm.heads.Head` built over ``tree.names``
+(``build_head(spec, model, tokenizer, tree.names, templates)``), whatever its kind, so the attacks
+below hit the classifier a method deploys.  On top of the ordinary attacks:
 
 (a) :func:`superclass_attack` attacks the level-``l`` classifier with the images' level-``l`` labels
     (e.g. "mammal" instead of "kit fox"); at level 0 it *is* the leaf attack.
@@ -17,7 +19,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from hrvlm.zeroshot import ZeroShotClassifier, class_embeddings
+from hrvlm.heads import Head
 
 from .base import Attack, attack_context, ce_loss, make_generator
 from .pgd import pgd_maximize
@@ -31,46 +33,14 @@ def level_weights(depth: int) -> list[float]:
     return [1 - level / (depth + 1) for level in range(depth + 1)]
 
 
-class HierarchicalClassifier(nn.Module):
-    """``images → [logits_0, …, logits_L]``: one zero-shot head per tree level, the image encoded once.
-
-    ``level(l)`` is the level-``l`` :class:`ZeroShotClassifier` (same model, same logit scale).
-    """
-
-    def __init__(self, model, weights: Sequence[torch.Tensor], logit_scale: float | None = None):
-        super().__init__()
-        self.model = model
-        self.heads = nn.ModuleList(ZeroShotClassifier(model, w, logit_scale) for w in weights)
-
-    @classmethod
-    def from_tree(cls, model, tokenizer, tree, templates: Sequence[str],
-                  logit_scale: float | None = None) -> "HierarchicalClassifier":
-        """Class embeddings of every level from its names (``tree.names[level]``) filled into ``templates``."""
-        return cls(model, [class_embeddings(model, tokenizer, names, templates) for names in tree.names],
-                   logit_scale)
-
-    @property
-    def depth(self) -> int:
-        return len(self.heads) - 1
-
-    def level(self, level: int) -> ZeroShotClassifier:
-        if not 0 <= level <= self.depth:
-            raise ValueError(f"level must be in 0..{self.depth}, got {level}")
-        return self.heads[level]
-
-    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
-        feats = self.model.encode_image(images, normalize=True)
-        return [h.logit_scale * feats @ h.weights.to(feats.dtype).t() for h in self.heads]
-
-
 def _level_labels(tree, leaf_labels: torch.Tensor, level: int) -> torch.Tensor:
     labels = tree.level_labels(leaf_labels, level)
     return torch.as_tensor(labels, dtype=torch.long, device=leaf_labels.device)
 
 
-def superclass_attack(attack: Attack, classifier: HierarchicalClassifier, tree, level: int,
+def superclass_attack(attack: Attack, classifier: Head, tree, level: int,
                       images: torch.Tensor, leaf_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Attack the level-``level`` classifier with the images' level labels; returns ``(adv, level_labels)``.
+    """Attack the level-``level`` head of ``classifier`` with the images' level labels; returns ``(adv, level_labels)``.
 
     At level 0 this is exactly ``attack(classifier.level(0), images, leaf_labels)``.  A level with a
     single class (the root) has nothing to attack and raises.
@@ -114,7 +84,7 @@ def universal_hierarchical_perturbation(forward_levels, level_labels: Sequence[t
                                         seed: int | None = 0, autocast: torch.dtype | None = None) -> torch.Tensor:
     """One image perturbation δ for all levels: PGD on ``Σ_l ω_l CE(logits_l, y_l)`` (HRVLM's HITA, Eq. 10).
 
-    ``forward_levels``: images → list of per-level logits (a :class:`HierarchicalClassifier`, which
+    ``forward_levels``: images → list of per-level logits (a :class:`~hrvlm.heads.Head`, which
     encodes each image once) or a sequence of per-level forwards.  ``weights`` default to
     :func:`level_weights`; HRVLM trains with ε = α = 1/255 and 3 steps (``step_size`` defaults to ε).
     Returns the adversarial images (the last iterate unless ``keep_best``).

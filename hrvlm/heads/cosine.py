@@ -13,6 +13,12 @@ from torch import nn
 from .base import Head, register_head
 
 
+def cosine_prototypes(text_features: torch.Tensor) -> torch.Tensor:
+    """``[C, T, D]`` raw prompt features → ``[C, D]``: each prompt normalised, averaged, normalised."""
+    per_template = nn.functional.normalize(text_features.float(), dim=-1)
+    return nn.functional.normalize(per_template.mean(dim=1), dim=-1)
+
+
 @register_head("cosine")
 class CosineHead(Head):
     """``logit_scale`` defaults to the model's (``exp`` of its learned log-scale, clamped at 100 as CLIP
@@ -29,8 +35,7 @@ class CosineHead(Head):
         return self.model.encode_image(images, normalize=True)
 
     def prototypes_from_text(self, text_features: torch.Tensor) -> torch.Tensor:
-        per_template = nn.functional.normalize(text_features.float(), dim=-1)
-        return nn.functional.normalize(per_template.mean(dim=1), dim=-1)
+        return cosine_prototypes(text_features)
 
     def scores(self, features: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
         return self.logit_scale * features @ prototypes.to(features.dtype).t()

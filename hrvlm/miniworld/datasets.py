@@ -23,7 +23,6 @@ from ..storage import atomic_write_bytes, cache_dir, config_hash
 from . import captions as _captions
 from .render import Style, item_factors, render_item, world
 
-PROFILES = ("smoke", "mini")
 RENDER_VERSION = 1  # bump when the renderer's pixels change, so cached arrays are rebuilt
 
 
