@@ -16,6 +16,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "hierarchy": ("hrvlm.hierarchy", "show class trees and forests, and WordNet coverage per dataset"),
     "data": ("hrvlm.data.cli", "list datasets, or fetch a real one (the only command that downloads data)"),
     "pretrain": ("hrvlm.pretrain", "pretrain the tiny CLIP of the mini world (cached, resumable)"),
+    "train": ("hrvlm.train", "fine-tune with a registered method (resumable; torchrun for several processes)"),
+    "export": ("hrvlm.export", "write a fine-tuned run as a checkpoint plain open_clip loads"),
     "eval": ("hrvlm.evaluate", "clean and robust zero-shot accuracy at every level of a hierarchy"),
     "book": ("hrvlm.book", "execute the notebooks with papermill and build the Jupyter Book"),
     "bench": ("hrvlm.benchmarks", "print speed and quality figures (never timed tests)"),

@@ -14,8 +14,6 @@ deterministic on the CPU.  A run lives in ``cache_dir("pretrained", f"{model}-{c
 from __future__ import annotations
 
 import argparse
-import hashlib
-import io
 import json
 import math
 import time
@@ -26,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .checkpoints import load_checkpoint, save_checkpoint
 from .storage import atomic_write_bytes, atomic_write_json, cache_dir, config_hash, file_sha256
 
 
@@ -154,26 +153,12 @@ def caption_phase(step: int, config: PretrainConfig) -> int:
 
 
 def _save_checkpoint(path: Path, model, optimizer, scheduler, step: int, elapsed: float) -> None:
-    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "step": step, "elapsed": elapsed, "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state()}
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    data = buf.getvalue()
-    atomic_write_bytes(path / "checkpoint.pt", data)
-    atomic_write_json(path / "checkpoint.json", {"step": step, "sha256": hashlib.sha256(data).hexdigest()})
+    save_checkpoint(path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                           "scheduler": scheduler.state_dict(), "step": step, "elapsed": elapsed,
+                           "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state()})
 
 
-def _load_checkpoint(path: Path):
-    """The saved training state, or None if absent or not matching its recorded sha256."""
-    ckpt, meta = path / "checkpoint.pt", path / "checkpoint.json"
-    if not (ckpt.is_file() and meta.is_file()):
-        return None
-    try:
-        if json.loads(meta.read_text())["sha256"] != file_sha256(ckpt):
-            return None
-        return torch.load(ckpt, map_location="cpu", weights_only=False)
-    except (OSError, ValueError, KeyError, RuntimeError):
-        return None
+_load_checkpoint = load_checkpoint
 
 
 # ----------------------------------------------------------------------------- evaluation

@@ -63,6 +63,8 @@ def resolve(pretrained: str | os.PathLike, model_name: str) -> LocalWeights | No
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint {path} does not exist")
         return LocalWeights(path)
+    if os.sep in text and not text.startswith("hf-hub:"):  # a path, not a tag: it must be a run
+        runs.run_path(text)
     if runs.is_run(text):
         record = runs.read_record(text)
         if record["model"] != model_name:

@@ -1,0 +1,590 @@
+"""The training loop: one harness for every robust fine-tuning method (``hrvlm train``).
+
+A method (:mod:`hrvlm.methods`) says what to attack, what to minimise and which parameters train; this
+loop does the rest, the same way for all of them:
+
+* **config as data** (:class:`TrainConfig`): the profile's ``train`` settings, updated by the method's
+  ``loop`` entry and command-line overrides (:func:`config_from_profile`); checked before any model
+  loads;
+* **data**: batch ``t`` is a seeded function of ``(seed, t)`` (epoch-wise permutations, drop-last), so
+  the data position is the step; under DDP each rank takes its contiguous slice of the same global
+  batch; captions come from the dataset when asked for (:func:`caption_source`);
+* **modes**: the whole model is in ``eval()`` while the method perturbs (attacks see the deployed
+  function), then back to training mode for the loss.  BatchNorm (the mini world's CNN tower) stays in
+  eval mode in training too by default (``batchnorm="frozen"``): the running statistics of pretraining
+  are used everywhere, so the attacked function and the trained one are the same, each image's loss is
+  independent of the others in its batch (which makes a DDP run equal a single-process one), and the
+  extra forwards of the attack never update the statistics.  ``batchnorm="batch"`` trains with batch
+  statistics instead;
+* **precision**: bf16 autocast on GPUs with bf16, fp16 with a gradient scaler on those without (T4),
+  float32 on the CPU; ``precision=`` forces one (fp16 runs on the CPU too, for tests);
+* AdamW or SGD, linear warm-up + cosine decay, gradient clipping;
+* **checkpoints** every ``checkpoint_every`` steps and every ``checkpoint_seconds``, written atomically
+  with their sha256: model, optimiser, scheduler, scaler, method state and parameters, every RNG of
+  every rank, the step (= data position) and the timings.  Re-running the same command resumes; the
+  result is bit-identical to an uninterrupted run on the CPU (tested);
+* **the run folder** (:mod:`hrvlm.runs`): ``model.safetensors`` and ``run.json`` (config, method,
+  head spec, profile, seed, steps, wall times, per-epoch times, environment, sha256s), which
+  ``load_clip(model, pretrained=<run>)`` and ``hrvlm eval --pretrained <run>`` consume.
+
+Multi-GPU/multi-process training runs under ``torchrun`` with PyTorch DDP (gloo on the CPU, NCCL on
+GPUs): ``torchrun --nproc_per_node 2 -m hrvlm.cli train --method M --profile P``.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import random
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import runs
+from .checkpoints import load_checkpoint, save_checkpoint
+from .storage import atomic_write_bytes, atomic_write_json, canonical_json, config_hash, file_sha256
+
+OPTIMIZERS = ("adamw", "sgd")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+BATCHNORM_MODES = ("frozen", "batch")
+RANDOM_INIT = "random-init"  # TrainConfig.pretrained for no pretrained weights
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a fine-tuning run (its hash names the run folder)."""
+
+    method: str
+    profile: str = "mini"
+    method_settings: dict = field(default_factory=dict)
+    model: str | None = None            # default: the profile's
+    pretrained: str | None = None       # default: the profile's; "random-init" for none (tests)
+    dataset: str | None = None          # default: the profile's fine-tuning set
+    dataset_options: dict | None = None  # default: the profile's
+    split: str = "train"
+    captions: str | None = None         # caption source for the batch (None: no captions)
+    steps: int = 100
+    batch_size: int = 128
+    optimizer: str = "adamw"
+    lr: float = 1e-5
+    weight_decay: float = 1e-4
+    momentum: float = 0.9               # SGD only
+    warmup: int = 0
+    grad_clip: float | None = 1.0       # max global gradient norm (None: no clipping)
+    eps: float = 1.0                    # training ε as a multiple of the profile's eps_unit
+    precision: str = "auto"
+    batchnorm: str = "frozen"
+    seed: int = 0
+    checkpoint_every: int = 100         # steps
+    checkpoint_seconds: float = 900.0   # and at least this often (wall time)
+    num_workers: int = 0
+
+    def check(self) -> None:
+        """A ``ValueError`` naming the first bad value (before any model or data is loaded)."""
+        from .methods import METHODS, build_method
+        from .profiles import get_profile
+
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose one of {sorted(METHODS)}")
+        try:
+            get_profile(self.profile)
+        except KeyError as err:
+            raise ValueError(err.args[0]) from None
+        positive = {"steps": self.steps, "batch_size": self.batch_size, "lr": self.lr,
+                    "checkpoint_every": self.checkpoint_every, "checkpoint_seconds": self.checkpoint_seconds}
+        for name, value in positive.items():
+            if not value > 0:
+                raise ValueError(f"{name} must be > 0, got {value!r}")
+        for name, value in (("eps", self.eps), ("warmup", self.warmup), ("weight_decay", self.weight_decay),
+                            ("momentum", self.momentum), ("seed", self.seed), ("num_workers", self.num_workers)):
+            if not value >= 0:
+                raise ValueError(f"{name} must be >= 0, got {value!r}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip!r}")
+        for name, value, known in (("optimizer", self.optimizer, OPTIMIZERS), ("precision", self.precision, PRECISIONS),
+                                   ("batchnorm", self.batchnorm, BATCHNORM_MODES)):
+            if value not in known:
+                raise ValueError(f"unknown {name} {value!r}; choose one of {known}")
+        build_method(self.method, self.method_settings)  # its own settings check
+
+    def resolved(self) -> "TrainConfig":
+        """The profile's model, weights and data filled in where left ``None``."""
+        from .profiles import get_profile
+
+        prof = get_profile(self.profile)
+        return dataclasses.replace(
+            self, model=self.model or prof.model, pretrained=self.pretrained or prof.pretrained,
+            dataset=self.dataset or prof.train_dataset,
+            dataset_options=dict(prof.dataset_options if self.dataset_options is None else self.dataset_options))
+
+    def name(self) -> str:
+        """``<method>-<profile>-s<seed>-<hash>``: a default run name, unique per configuration."""
+        return f"{self.method}-{self.profile}-s{self.seed}-{config_hash(asdict(self), length=10)}"
+
+
+LOOP_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("method", "profile", "method_settings"))
+
+
+def config_from_profile(method: str, profile: str = "mini", method_settings: dict | None = None,
+                        **overrides) -> TrainConfig:
+    """The profile's ``train`` settings, then ``profiles.<profile>.methods.<method>.loop``, then
+    ``overrides``; the method's settings from its profile entry updated by ``method_settings``.
+    Raises a ``ValueError`` for an unknown profile or method, or a profile that lacks the method."""
+    from .methods import METHODS
+    from .profiles import get_profile
+
+    try:
+        prof = get_profile(profile)
+    except KeyError as err:
+        raise ValueError(err.args[0]) from None
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
+    entry = prof.method(method)
+    loop = {**(prof.train or {}), **entry.pop("loop", {}), **{k: v for k, v in overrides.items() if v is not None}}
+    unknown = sorted(set(loop) - set(LOOP_FIELDS))
+    if unknown:
+        raise ValueError(f"unknown training setting(s) {unknown}; the loop's settings: {sorted(LOOP_FIELDS)}")
+    config = TrainConfig(method=method, profile=profile, method_settings={**entry, **(method_settings or {})}, **loop)
+    config.check()
+    return config
+
+
+# ----------------------------------------------------------------------------- pieces
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype: ``auto`` = bf16 on GPUs with bf16, fp16 on older GPUs, None (fp32) on CPU."""
+    if precision == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def set_train_mode(model: nn.Module, batchnorm: str) -> None:
+    """``model.train()``, with BatchNorm layers back in eval mode when ``batchnorm == "frozen"``."""
+    model.train()
+    if batchnorm == "frozen":
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
+
+@contextlib.contextmanager
+def attack_mode(model: nn.Module):
+    """The whole model in eval mode inside the block; every module's own flag restored after it."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+def lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
+    from .pretrain import lr_factor
+
+    def factor(step: int) -> float:
+        return lr_factor(step, warmup, total)
+    return factor
+
+
+def _no_decay(name: str, p: nn.Parameter) -> bool:
+    # gains, biases, norms, embeddings and temperatures are not decayed (as CLIP/open_clip do)
+    return p.ndim < 2 or any(k in name for k in ("bn", "ln", "norm", "embedding", "logit_scale"))
+
+
+def build_optimizer(config: TrainConfig, named: list[tuple[str, nn.Parameter]]) -> torch.optim.Optimizer:
+    decay = [p for n, p in named if not _no_decay(n, p)]
+    rest = [p for n, p in named if _no_decay(n, p)]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
+    return torch.optim.AdamW(groups, lr=config.lr)
+
+
+def caption_source(dataset, option: str | None) -> Callable[[int], str] | None:
+    """Captions of item ``i`` for the batch: ``None`` (no captions); a caption quality the dataset itself
+    provides (``dataset.caption(i, option)``: the mini world's ``name``, ``template``, ``detailed``,
+    ``gloss``); otherwise :func:`hrvlm.captions.captioner` (captions files, class names and glosses)."""
+    if option is None:
+        return None
+    if callable(getattr(dataset, "caption", None)):
+        dataset.caption(0, option)  # an unknown quality fails here, before training
+
+        def caption(i: int) -> str:
+            return dataset.caption(i, option)
+        return caption
+    try:
+        from .captions import captioner
+    except ImportError:
+        raise ValueError(f"captions={option!r}: the dataset has no captions of its own and hrvlm.captions "
+                         f"provides no captioner") from None
+    return captioner(option, dataset)
+
+
+class _Steps(torch.utils.data.Sampler):
+    """The local indices of batches ``start .. end-1`` (a batch sampler for the DataLoader)."""
+
+    def __init__(self, start: int, end: int, batch_size: int, n: int, seed: int, rank: int, world: int):
+        from .pretrain import batch_indices
+
+        self.range, self.indices = range(start, end), batch_indices
+        self.batch_size, self.n, self.seed, self.rank, self.local = batch_size, n, seed, rank, batch_size // world
+
+    def __len__(self) -> int:
+        return len(self.range)
+
+    def __iter__(self):
+        for step in self.range:
+            idx = self.indices(step, self.batch_size, self.n, self.seed)
+            yield idx[self.rank * self.local:(self.rank + 1) * self.local].tolist()
+
+
+class _Indexed(torch.utils.data.Dataset):
+    """``(image, label, index)`` items, so the batch knows its dataset indices (captions, provenance)."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int):
+        image, label = self.data[i][:2]
+        return image, label, i
+
+
+class _Objective(nn.Module):
+    """The method's loss as a module's forward, over the model and the method's own parameters: what
+    DDP wraps (its gradient hooks need a forward call)."""
+
+    def __init__(self, model: nn.Module, method, extras: dict[str, nn.Parameter]):
+        super().__init__()
+        self.model = model
+        self.extras = nn.ParameterDict(extras)
+        self.method = [method]  # not a submodule: its frozen copies are not trained
+
+    def forward(self, batch, adv):
+        return self.method[0].loss(batch, adv)
+
+
+# ----------------------------------------------------------------------------- distributed
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed() -> Dist:
+    """Join the process group that ``torchrun`` describes (``WORLD_SIZE`` > 1), else a single process."""
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Dist()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local)
+    return Dist(dist.get_rank(), dist.get_world_size(), local)
+
+
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _gather(obj, d: Dist) -> list:
+    if d.world == 1:
+        return [obj]
+    import torch.distributed as dist
+
+    out = [None] * d.world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def _broadcast_flag(flag: bool, d: Dist) -> bool:
+    if d.world == 1:
+        return flag
+    import torch.distributed as dist
+
+    out = [flag]
+    dist.broadcast_object_list(out, src=0)
+    return bool(out[0])
+
+
+def _mean(value: float, d: Dist) -> float:
+    if d.world == 1:
+        return value
+    import torch.distributed as dist
+
+    t = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(t)
+    return float(t) / d.world
+
+
+# ----------------------------------------------------------------------------- run folders
+def _claim(out: Path, config: TrainConfig) -> None:
+    """Write the run's config, or check that an existing run folder holds the same one."""
+    path = out / runs.CONFIG
+    wanted = json.loads(canonical_json(asdict(config)))
+    if path.is_file():
+        held = json.loads(path.read_text())
+        if held != wanted:
+            diff = sorted(k for k in set(held) | set(wanted) if held.get(k) != wanted.get(k))
+            raise ValueError(f"run folder {out} holds another configuration (differs in {diff}); "
+                             f"choose another --out or delete the folder")
+        return
+    atomic_write_json(path, wanted)
+
+
+# ----------------------------------------------------------------------------- the loop
+def train(config: TrainConfig, out: str | os.PathLike | None = None, *, stop_after: int | None = None,
+          progress: bool = True, device: str | torch.device | None = None) -> Path:
+    """Fine-tune with ``config`` into run folder ``out`` (default ``<cache>/runs/<config.name()>``);
+    returns the folder.  A finished run is returned as is; an interrupted one resumes.  ``stop_after``
+    ends this call after that many total steps (a checkpoint is written there), as an interruption would.
+    """
+    from .data.registry import get_dataset, get_spec
+    from .methods import Batch, TrainContext, build_method
+    from .models import load_clip
+    from .profiles import get_profile
+
+    config.check()
+    config = config.resolved()
+    d = init_distributed()
+    if config.batch_size % d.world:
+        raise ValueError(f"batch_size {config.batch_size} is not divisible by the {d.world} processes")
+    out = Path(out) if out is not None else runs.runs_root() / config.name()
+    if (out / runs.RECORD).is_file():
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    if d.main:
+        _claim(out, config)
+    spec = get_spec(config.dataset)
+    method = build_method(config.method, config.method_settings)
+
+    device = torch.device(device or (f"cuda:{d.local_rank}" if torch.cuda.is_available() else "cpu"))
+    autocast = resolve_precision(config.precision, device)
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed)
+    random.seed(config.seed)
+    model, _, tokenizer = load_clip(config.model, None if config.pretrained == RANDOM_INIT else config.pretrained,
+                                    device=device)
+    data = get_dataset(config.dataset, config.split, **{**config.dataset_options, "image_size": model.image_size})
+    if hasattr(data, "materialize"):
+        data.materialize()
+    if config.batch_size > len(data):
+        raise ValueError(f"batch_size {config.batch_size} exceeds the {len(data)} training images of {config.dataset}")
+    captions = caption_source(data, config.captions)
+    eps = get_profile(config.profile).eps(config.eps)
+    # setup sees the pretrained weights, also when resuming: frozen copies are of the original model
+    method.setup(TrainContext(model=model, tokenizer=tokenizer, dataset=spec, eps=eps, device=device,
+                              autocast=autocast, seed=config.seed))
+
+    named = list(method.trainable_parameters(model))
+    extras = dict(method.extra_parameters())
+    trainable = {id(p) for _, p in named}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in trainable)
+    params = named + [(f"method.{k}", p) for k, p in extras.items()]
+    if not params:  # e.g. CLIP: the reference row, nothing to fine-tune
+        return _finish(out, config, model, method, extras, d, timing={}, losses=[], steps=0, device=device)
+
+    optimizer = build_optimizer(config, params)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config.warmup, config.steps))
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast is torch.float16)
+    if scaler.is_enabled():  # a step skipped on overflow still advances the schedule: intended, not a bug
+        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
+    objective = _Objective(model, method, extras)
+    if d.world > 1:
+        objective = nn.parallel.DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None)
+
+    start, timing, losses = 0, {"elapsed": 0.0, "epoch_times_s": [], "epoch_start": 0.0}, []
+    state = load_checkpoint(out)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        for k, v in state["extras"].items():
+            extras[k].data.copy_(v)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        method.load_state_dict(state["method"])
+        start, timing, losses = int(state["step"]), state["timing"], list(state["losses"])
+
+    def checkpoint(step: int, elapsed: float) -> None:
+        rng = _gather(_rng_state(), d)
+        if d.main:
+            save_checkpoint(out, {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                   "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                                   "method": method.state_dict(), "rng": rng, "losses": losses,
+                                   "extras": {k: v.detach().cpu() for k, v in extras.items()},
+                                   "timing": {**timing, "elapsed": elapsed}})
+
+    end = config.steps if stop_after is None else min(config.steps, stop_after)
+    per_epoch = len(data) // config.batch_size
+    loader = torch.utils.data.DataLoader(
+        _Indexed(data), batch_sampler=_Steps(start, end, config.batch_size, len(data), config.seed, d.rank, d.world),
+        num_workers=config.num_workers)
+    batches = iter(loader)  # draws a seed from torch's RNG: before the RNG state is restored
+    if state is not None:
+        _set_rng_state(state["rng"][d.rank])
+    bar = _progress(progress and d.main, start, config)
+    t0, last_save, base = time.perf_counter(), time.perf_counter(), timing["elapsed"]
+    set_train_mode(model, config.batchnorm)
+    for step, (images, labels, index) in enumerate(batches, start=start):
+        batch = Batch(images, labels.long(), None if captions is None else [captions(int(i)) for i in index],
+                      index).to(device)
+        with attack_mode(model):
+            adv = method.perturb(batch)
+        with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+            loss, logs = objective(batch, adv)
+        optimizer.zero_grad(set_to_none=True)  # also drops whatever an attack left in .grad
+        scaler.scale(loss).backward()
+        if config.grad_clip is not None:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_([p for _, p in params], config.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        losses.append(_mean(float(loss.detach()), d))
+        elapsed = base + time.perf_counter() - t0
+        if per_epoch and (step + 1) % per_epoch == 0:
+            timing["epoch_times_s"].append(round(elapsed - timing["epoch_start"], 3))
+            timing["epoch_start"] = elapsed
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.4f}", **{"img/s": f"{(step + 1 - start) * config.batch_size / (elapsed - base):.1f}"})
+        due = (step + 1) % config.checkpoint_every == 0 or step + 1 == end
+        if _broadcast_flag(due or time.perf_counter() - last_save >= config.checkpoint_seconds, d):
+            checkpoint(step + 1, elapsed)
+            last_save = time.perf_counter()
+    if bar is not None:
+        bar.close()
+    if end < config.steps:
+        return out
+    timing = {**timing, "elapsed": base + time.perf_counter() - t0, "steps_per_epoch": per_epoch}
+    return _finish(out, config, model, method, extras, d, timing=timing, losses=losses, steps=config.steps,
+                   device=device)
+
+
+def _progress(enabled: bool, start: int, config: TrainConfig):
+    """A tqdm bar on a terminal only (logs and notebooks get none)."""
+    if not (enabled and sys.stderr.isatty()):
+        return None
+    from tqdm import tqdm
+
+    return tqdm(initial=start, total=config.steps, desc=f"train {config.method}", mininterval=1.0)
+
+
+def _finish(out: Path, config: TrainConfig, model, method, extras, d: Dist, *, timing: dict, losses: list,
+            steps: int, device: torch.device) -> Path:
+    """Write the weights and the run record (rank 0); the run is finished once ``run.json`` exists."""
+    from safetensors.torch import save as save_safetensors
+
+    from . import __version__
+    from .environment import device_name, git_commit, library_versions
+    from .weights import state_digest
+
+    model.eval()
+    if d.main:
+        atomic_write_bytes(out / runs.WEIGHTS, save_safetensors(
+            {k: v.detach().cpu().contiguous() for k, v in model.clip.state_dict().items()}))
+        files = [runs.WEIGHTS]
+        if extras:
+            atomic_write_bytes(out / runs.METHOD_WEIGHTS, save_safetensors(
+                {k: v.detach().cpu().contiguous() for k, v in extras.items()}))
+            files.append(runs.METHOD_WEIGHTS)
+        train_s, per_epoch = timing.get("elapsed", 0.0), timing.get("steps_per_epoch")
+        record = {
+            "model": config.model, "pretrained": config.pretrained, "profile": config.profile,
+            "method": method.config(), "head": method.head_spec(), "config": asdict(config), "seed": config.seed,
+            "steps": steps, "world_size": d.world, "precision": str(resolve_precision(config.precision, device)),
+            "train_time_s": round(train_s, 3), "epoch_times_s": timing.get("epoch_times_s", []),
+            # the paper reports time per epoch; runs shorter than one epoch get it extrapolated
+            "steps_per_epoch": per_epoch,
+            "epoch_time_s_estimate": round(train_s / steps * per_epoch, 3) if steps and per_epoch else None,
+            "images_per_s": round(steps * config.batch_size / train_s, 2) if steps and train_s else None,
+            "losses": losses, "weights_digest": state_digest(model.clip),
+            "environment": {"code": {"hrvlm": __version__, "git": git_commit()},
+                            "libraries": library_versions(("torch", "open_clip_torch", "numpy")),
+                            "device": device_name(device), "torch_threads": torch.get_num_threads()},
+            "sha256": {name: file_sha256(out / name) for name in files},
+        }
+        atomic_write_json(out / runs.RECORD, record)
+    if d.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+    return out
+
+
+# ----------------------------------------------------------------------------- command line
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--method", required=True, help="a registered method (hrvlm.methods.METHODS)")
+    parser.add_argument("--profile", default="mini", help="profile whose settings to use (smoke, mini, full)")
+    parser.add_argument("--steps", type=int, default=None, help="override the profile's number of steps")
+    parser.add_argument("--batch-size", type=int, default=None, help="override the global batch size")
+    parser.add_argument("--lr", type=float, default=None, help="override the learning rate")
+    parser.add_argument("--eps", type=float, default=None, help="training ε as a multiple of the profile's ε unit")
+    parser.add_argument("--precision", choices=PRECISIONS, default=None, help="default: auto")
+    parser.add_argument("--seed", type=int, default=None, help="override the seed")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                        help="a method setting, e.g. --set lambda_=10 (repeatable)")
+    parser.add_argument("--out", default=None, help="run folder (default <cache>/runs/<method>-<profile>-s<seed>-<hash>)")
+    parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _settings(pairs: list[str]) -> dict:
+    settings = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set takes KEY=VALUE, got {pair!r}")
+        try:
+            settings[key] = json.loads(value)
+        except json.JSONDecodeError:
+            settings[key] = value
+    return settings
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = config_from_profile(args.method, args.profile, _settings(args.set), steps=args.steps,
+                                     batch_size=args.batch_size, lr=args.lr, eps=args.eps,
+                                     precision=args.precision, seed=args.seed)
+    except ValueError as err:
+        print(f"hrvlm train: {err}", file=sys.stderr)
+        return 2
+    out = train(config, args.out, progress=not args.no_progress, device=args.device)
+    if int(os.environ.get("RANK", "0")) == 0:
+        record = runs.read_record(out)
+        print(json.dumps({k: record[k] for k in ("steps", "train_time_s", "epoch_time_s_estimate", "images_per_s",
+                                                  "head")}, indent=2))
+        print(f"run: {out}\nevaluate: hrvlm eval --pretrained {out} --datasets {config.resolved().dataset}")
+    return 0

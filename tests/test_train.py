@@ -1,0 +1,297 @@
+"""The training harness: resume exactness, modes around attacks, run folders, bad configs, DDP, export.
+
+Runs fine-tune a random-init tiny CNN CLIP (BatchNorm tower) on the smoke mini world's fine-tuning set
+with a test-local method (``tests/_train_methods.py``), a few steps each.
+"""
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import _train_methods
+from hrvlm import cli, runs
+from hrvlm import train as tr
+from hrvlm.methods import build_method
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TESTS = Path(__file__).resolve().parent
+BASE = dict(method=_train_methods.NAME, profile="smoke", model="hrvlm-tiny-cnn", pretrained=tr.RANDOM_INIT, steps=4,
+            batch_size=16, lr=1e-3, warmup=1, checkpoint_every=2, seed=3)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def probe_method():
+    _train_methods.register()
+    yield
+    _train_methods.unregister()
+
+
+def config(**kw) -> tr.TrainConfig:
+    return tr.TrainConfig(**{**BASE, **kw})
+
+
+def weights(run: Path) -> dict:
+    return load_file(str(run / runs.WEIGHTS))
+
+
+def test_resume_is_bit_identical(tmp_path):
+    """4 steps, stop, 4 more == 8 uninterrupted (bit-identical on the CPU: same ops, same order, every RNG,
+    the optimiser, scheduler, method state and extra parameter restored)."""
+    cfg = config(steps=8)
+    whole = tr.train(cfg, tmp_path / "whole", progress=False)
+    part = tr.train(cfg, tmp_path / "part", stop_after=4, progress=False)
+    assert not (part / runs.RECORD).exists() and json.loads((part / "checkpoint.json").read_text())["step"] == 4
+    tr.train(cfg, tmp_path / "part", progress=False)
+    a, b = weights(whole), weights(tmp_path / "part")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ra, rb = runs.read_record(whole), runs.read_record(tmp_path / "part")
+    assert ra["losses"] == rb["losses"] and len(ra["losses"]) == 8
+    assert ra["weights_digest"] == rb["weights_digest"]
+    ma, mb = load_file(str(whole / runs.METHOD_WEIGHTS)), load_file(str(tmp_path / "part" / runs.METHOD_WEIGHTS))
+    assert torch.equal(ma["temperature"], mb["temperature"]) and ma["temperature"] != 0
+    # the run changed the weights, and a finished run is returned as is
+    assert ra["losses"][0] != ra["losses"][-1]
+    assert tr.train(cfg, whole, progress=False) == whole and runs.read_record(whole)["losses"] == ra["losses"]
+
+
+def test_fp16_with_loss_scaling_resumes_exactly_on_cpu(tmp_path):
+    cfg = config(steps=4, precision="fp16")
+    whole = tr.train(cfg, tmp_path / "whole", progress=False)
+    tr.train(cfg, tmp_path / "part", stop_after=2, progress=False)
+    state = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=False)
+    assert state["scaler"]["scale"] > 0  # the scaler's state is saved
+    tr.train(cfg, tmp_path / "part", progress=False)
+    a, b = weights(whole), weights(tmp_path / "part")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert runs.read_record(whole)["precision"] == "torch.float16"
+
+
+def test_attacks_see_eval_mode_and_training_mode_is_restored(tmp_path, monkeypatch):
+    methods = []
+    from hrvlm.methods import build_method as real
+
+    def spy(name, settings=None):
+        methods.append(real(name, settings))
+        return methods[-1]
+
+    monkeypatch.setattr("hrvlm.methods.build_method", spy)
+    tr.train(config(steps=2), tmp_path / "frozen", progress=False)
+    seen = methods[-1].seen
+    assert len(seen["perturb"]) == len(seen["loss"]) == 2
+    for flags in seen["perturb"]:  # inside every attack: the whole model in eval mode
+        assert not any(training for _, training in flags)
+    for flags in seen["loss"]:  # the loss: training mode restored, BatchNorm frozen (running statistics)
+        assert all(training != name.startswith("BatchNorm") for name, training in flags)
+    tr.train(config(steps=2, batchnorm="batch"), tmp_path / "batch", progress=False)
+    for flags in methods[-1].seen["loss"]:
+        assert all(training for _, training in flags)
+    for flags in methods[-1].seen["perturb"]:
+        assert not any(training for _, training in flags)
+
+
+def test_set_train_mode_and_attack_mode():
+    from hrvlm.models import ConvTower
+
+    tower = ConvTower(4)
+    tower.features[0].eval()  # a caller's own flag survives the attack block
+    with tr.attack_mode(tower):
+        assert not any(m.training for m in tower.modules())
+    assert not tower.features[0].training and tower.training
+    tr.set_train_mode(tower, "frozen")
+    assert tower.training and not tower.features[0][1].training
+    tr.set_train_mode(tower, "batch")
+    assert all(m.training for m in tower.modules())
+
+
+def test_run_folder_loads_by_path_and_name_with_its_head_and_fresh_records(tmp_path, monkeypatch):
+    from hrvlm.evaluate import checkpoint_id, evaluate
+    from hrvlm.models import load_clip
+
+    (tmp_path / "runs").mkdir()
+    monkeypatch.setattr(runs, "runs_root", lambda: tmp_path / "runs")
+    run = tr.train(config(steps=2), progress=False)  # default folder: <cache>/runs/<name>
+    assert run.parent == runs.runs_root() and run.name == config(steps=2).resolved().name()
+    record = runs.read_record(run.name)
+    assert record["method"]["name"] == _train_methods.NAME and record["profile"] == "smoke"
+    assert record["head"]["kind"] == "cosine" and record["seed"] == 3 and record["steps"] == 2
+    assert record["sha256"][runs.WEIGHTS] and record["environment"]["device"].startswith("cpu")
+    assert record["epoch_time_s_estimate"] > 0 and record["steps_per_epoch"] == 256 // 16
+    tuned, _, tokenizer = load_clip("hrvlm-tiny-cnn", pretrained=run.name)
+    by_path, _, _ = load_clip("hrvlm-tiny-cnn", pretrained=str(run))
+    assert tuned.head_spec == record["head"] and checkpoint_id(tuned) == checkpoint_id(by_path) == record["weights_digest"]
+    base, _, _ = load_clip("hrvlm-tiny-cnn", pretrained=None)
+    torch.manual_seed(0)
+    store = tmp_path / "records.jsonl"
+    kw = dict(n=16, store=store, progress=False, dataset_options={"profile": "smoke"})
+    before, = evaluate(base, tokenizer, "mini-finetune", **kw)
+    after, = evaluate(tuned, tokenizer, "mini-finetune", **kw)
+    assert after["checkpoint"] != before["checkpoint"] and after["head"] == record["head"]
+    with pytest.raises(ValueError, match="fine-tuned 'hrvlm-tiny-cnn', not 'hrvlm-tiny'"):
+        load_clip("hrvlm-tiny", pretrained=run.name)
+    with pytest.raises(runs.RunNotFound):
+        load_clip("hrvlm-tiny-cnn", pretrained=str(tmp_path / "nothing-here"))
+    (run / runs.WEIGHTS).write_bytes(b"corrupt")
+    with pytest.raises(runs.RunNotFound, match="sha256"):
+        load_clip("hrvlm-tiny-cnn", pretrained=run.name)
+
+
+def test_a_run_folder_keeps_its_configuration(tmp_path):
+    tr.train(config(steps=2), tmp_path / "run", stop_after=1, progress=False)
+    with pytest.raises(ValueError, match=r"another configuration \(differs in \['lr'\]\)"):
+        tr.train(config(steps=2, lr=0.5), tmp_path / "run", progress=False)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(method="nope"), "unknown method 'nope'"),
+    (dict(eps=-1.0), "eps must be >= 0"),
+    (dict(steps=0), "steps must be > 0"),
+    (dict(optimizer="adam"), "unknown optimizer 'adam'"),
+    (dict(profile="huge"), "unknown profile 'huge'"),
+    (dict(method_settings={"attack_stepz": 3}), "has no setting"),
+])
+def test_bad_configs_fail_before_any_model_loads(change, message, monkeypatch, tmp_path):
+    def no_model(*a, **k):
+        raise AssertionError("a model was loaded for a bad config")
+
+    monkeypatch.setattr("hrvlm.models.load_clip", no_model)
+    with pytest.raises(ValueError, match=message):
+        tr.train(config(**change), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_bad_configs_are_one_line_errors(monkeypatch, capsys):
+    monkeypatch.setattr("hrvlm.models.load_clip", lambda *a, **k: pytest.fail("model loaded"))
+    assert cli.main(["train", "--method", "nope", "--profile", "smoke"]) == 2
+    assert "unknown method 'nope'" in capsys.readouterr().err
+    # the smoke profile has no settings for the test-local method
+    assert cli.main(["train", "--method", _train_methods.NAME, "--profile", "smoke"]) == 2
+    err = capsys.readouterr().err
+    assert "profile 'smoke' has no settings for method 'test-ce'" in err and err.count("\n") == 1
+    assert cli.main(["train", "--method", _train_methods.NAME, "--profile", "smoke", "--steps", "0"]) == 2
+
+
+def test_profile_settings_reach_the_config(monkeypatch):
+    from hrvlm.profiles import get_profile
+
+    prof = get_profile("smoke")
+    methods = {**prof.methods, _train_methods.NAME: {"attack_steps": 1, "loop": {"lr": 0.25}}}
+    monkeypatch.setattr("hrvlm.profiles.get_profile", lambda name: replace(prof, methods=methods))
+    cfg = tr.config_from_profile(_train_methods.NAME, "smoke", steps=3)
+    assert cfg.method_settings == {"attack_steps": 1} and cfg.lr == 0.25 and cfg.steps == 3
+    assert cfg.batch_size == prof.train["batch_size"]
+    with pytest.raises(ValueError, match="unknown training setting"):
+        tr.config_from_profile(_train_methods.NAME, "smoke", stepz=3)
+
+
+def test_precision_policy():
+    cpu = torch.device("cpu")
+    assert tr.resolve_precision("auto", cpu) is None and tr.resolve_precision("fp16", cpu) is torch.float16
+    assert tr.resolve_precision("bf16", cpu) is torch.bfloat16 and tr.resolve_precision("fp32", cpu) is None
+
+
+def test_captions_come_from_the_dataset():
+    from hrvlm.data import get_dataset
+
+    data = get_dataset("mini-finetune", "train", profile="smoke")
+    source = tr.caption_source(data, "detailed")
+    assert source(3) == data.caption(3, "detailed") and tr.caption_source(data, None) is None
+
+
+def test_training_on_a_local_imagefolder(tmp_path):
+    """ImageNet from a local folder (a fabricated 3-class ImageFolder; nothing is downloaded)."""
+    from PIL import Image
+
+    from hrvlm.data import DatasetSpec, register
+    from hrvlm.data.real import build
+
+    g = torch.Generator().manual_seed(0)
+    for c, wnid in enumerate(("n01440764", "n01443537", "n01484850")):
+        folder = tmp_path / "imagenet" / "train" / wnid
+        folder.mkdir(parents=True)
+        for i in range(4):
+            pixels = (torch.rand(40, 48, 3, generator=g) * 255).byte().numpy()
+            Image.fromarray(pixels).save(folder / f"{wnid}_{i}.JPEG")
+    register(DatasetSpec(name="test-imagefolder", profile="full", classnames=("tench", "goldfish", "shark"),
+                         templates="simple", factory=lambda split, **kw: build("imagenet", split, **kw),
+                         splits=("train",)), replace=True)
+    run = tr.train(config(dataset="test-imagefolder", dataset_options={"root": str(tmp_path)}, batch_size=6,
+                          steps=3), tmp_path / "run", progress=False)
+    record = runs.read_record(run)
+    assert len(record["losses"]) == 3 and record["steps_per_epoch"] == 2 and len(record["epoch_times_s"]) == 1
+
+
+def test_export_round_trip_loads_in_plain_open_clip(tmp_path):
+    import open_clip
+
+    from hrvlm.export import export
+    from hrvlm.models import load_clip, register_configs
+
+    run = tr.train(config(steps=2), tmp_path / "run", progress=False)
+    register_configs()  # hrvlm's tiny configs; open_clip's own models need nothing
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    tuned, _, _ = load_clip("hrvlm-tiny-cnn", pretrained=str(run))
+    with torch.no_grad():
+        expected = tuned.encode_image(x)
+    for suffix in (".safetensors", ".pt"):
+        out = export(run, tmp_path / f"robust{suffix}")
+        plain, _, _ = open_clip.create_model_and_transforms("hrvlm-tiny-cnn", pretrained=str(out))
+        plain.eval()
+        with torch.no_grad():
+            got = plain.encode_image((x - tuned.mean) / tuned.std, normalize=True)
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+        assert json.loads(out.with_name(out.name + ".json").read_text())["open_clip_model"] == "hrvlm-tiny-cnn"
+    with pytest.raises(ValueError, match="suffix"):
+        export(run, tmp_path / "robust.ckpt")
+
+
+SCRIPT = """
+import json, sys
+import torch
+torch.set_num_threads(1)
+sys.path.insert(0, {tests!r})
+import _train_methods
+_train_methods.register()
+from hrvlm.train import TrainConfig, train
+train(TrainConfig(**json.loads(sys.argv[1])), sys.argv[2], progress=False)
+"""
+
+
+def test_ddp_two_processes_match_one(tmp_path):
+    """torchrun, 2 CPU processes (gloo), each half of the same global batch: the same losses and weights
+    as one process, within float32 reduction-order noise (the gradient is averaged across ranks instead
+    of within one batch): 1e-5 relative on the losses, 1e-5 absolute on the weights.  Exact equality is
+    not expected; equality at all needs per-image losses, hence BatchNorm frozen (the default)."""
+    cfg = config(steps=3, batch_size=16)
+    single = tr.train(cfg, tmp_path / "single", progress=False)
+    script = tmp_path / "ddp_train.py"
+    script.write_text(SCRIPT.format(tests=str(TESTS)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(TESTS.parent)}
+    payload = json.dumps({k: v for k, v in vars(cfg).items()})
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(script), payload, str(tmp_path / "ddp")], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    one, two = runs.read_record(single), runs.read_record(tmp_path / "ddp")
+    assert two["world_size"] == 2 and one["world_size"] == 1
+    torch.testing.assert_close(torch.tensor(two["losses"]), torch.tensor(one["losses"]), rtol=1e-5, atol=1e-6)
+    a, b = weights(single), weights(tmp_path / "ddp")
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-5)
+
+
+def test_a_method_with_nothing_to_train_writes_the_reference_run(tmp_path, monkeypatch):
+    method = build_method(_train_methods.NAME)
+    monkeypatch.setattr(type(method), "trainable_parameters", lambda self, model: iter(()))
+    monkeypatch.setattr(type(method), "extra_parameters", lambda self: {})
+    monkeypatch.setattr(type(method), "setup", lambda self, ctx: None)
+    monkeypatch.setattr(type(method), "head_spec", lambda self: {"kind": "cosine"})
+    run = tr.train(config(steps=2), tmp_path / "run", progress=False)
+    record = runs.read_record(run)
+    assert record["steps"] == 0 and record["losses"] == [] and record["pretrained"] == tr.RANDOM_INIT
