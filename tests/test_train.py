@@ -295,3 +295,26 @@ def test_a_method_with_nothing_to_train_writes_the_reference_run(tmp_path, monke
     run = tr.train(config(steps=2), tmp_path / "run", progress=False)
     record = runs.read_record(run)
     assert record["steps"] == 0 and record["losses"] == [] and record["pretrained"] == tr.RANDOM_INIT
+
+
+def test_checkpoints_every_n_steps_and_every_t_seconds(tmp_path, monkeypatch):
+    saved = []
+    monkeypatch.setattr(tr, "save_checkpoint", lambda folder, state: saved.append(state["step"]))
+    tr.train(config(steps=5, checkpoint_every=2, checkpoint_seconds=1e9), tmp_path / "steps", progress=False)
+    assert saved == [2, 4, 5]
+    saved.clear()
+    tr.train(config(steps=3, checkpoint_every=100, checkpoint_seconds=1e-9), tmp_path / "time", progress=False)
+    assert saved == [1, 2, 3]
+
+
+def test_hrvlm_eval_consumes_a_run(tmp_path, capsys):
+    run = tr.train(config(steps=2), tmp_path / "run", progress=False)
+    store = tmp_path / "records.jsonl"
+    assert cli.main(["eval", "--pretrained", str(run), "--datasets", "mini-finetune", "--profile", "smoke",
+                     "--n", "8", "--attack", "none", "--store", str(store)]) == 0
+    from hrvlm.records import RecordStore
+
+    record, = RecordStore(store).records()
+    assert record["model"] == "hrvlm-tiny-cnn" and record["method"] == _train_methods.NAME
+    assert record["head"] == runs.read_record(run)["head"]
+    assert record["checkpoint"] == runs.read_record(run)["weights_digest"]
