@@ -266,7 +266,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="pgd, mpgd and cw only (default eps/4); an error with apgd-*/autoattack*, which adapt "
                              "their step size: evaluate those in a separate call")
     parser.add_argument("--restarts", type=int, default=None, help="default: each attack's own")
-    parser.add_argument("--n", type=int, default=None, help="images per dataset (fixed subset); default all")
+    # --num-images: under torchrun, whose argparse takes "--n" for an abbreviation of its own options
+    parser.add_argument("--n", "--num-images", dest="n", type=int, default=None,
+                        help="images per dataset (fixed subset); default all")
     parser.add_argument("--levels", type=_csv(int), default=[0], help="tree levels, e.g. 0,1,2")
     parser.add_argument("--tree", type=int, default=0, help="which tree of the dataset's forest")
     parser.add_argument("--depth", type=int, default=5, help="depth of the dataset's forest")
@@ -277,7 +279,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", default=None, help="records file (default <cache>/records/results.jsonl)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    parser.add_argument("--device", default=None, help="default: cuda if available (this rank's under torchrun), "
+                                                        "else cpu")
     parser.add_argument("--num-workers", type=int, default=0)
 
 
@@ -295,10 +298,12 @@ def build_attacks(names: Sequence[str], eps_values: Sequence[float], norm: str =
 
 
 def run(args: argparse.Namespace) -> int:
+    from .distributed import init_distributed
     from .models import load_clip
     from .runs import is_run, read_record
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    d = init_distributed()
+    device = d.device(args.device)
     attacks = build_attacks(args.attack, args.eps, args.norm, steps=args.steps, step_size=args.step_size,
                             restarts=args.restarts)
     run_record = read_record(args.pretrained) if args.pretrained is not None and is_run(args.pretrained) else {}
@@ -307,12 +312,19 @@ def run(args: argparse.Namespace) -> int:
     model, _, tokenizer = load_clip(model_name, args.pretrained, device=device)
     store = Path(args.store) if args.store else cache_dir("records") / "results.jsonl"
     options = {k: v for k, v in (("profile", args.profile), ("root", args.root)) if v is not None}
-    records = []
-    for name in args.datasets:
-        records += evaluate(model, tokenizer, name, attacks, args.levels, args.n, split=args.split, store=store,
-                            method=method, templates=args.templates, resolution=args.resolution,
-                            tree=args.tree, depth=args.depth, batch_size=args.batch_size, seed=args.seed,
-                            num_workers=args.num_workers, dataset_options=options)
+
+    def evaluate_all(names) -> list:
+        return [record for name in names for record in evaluate(
+            model, tokenizer, name, attacks, args.levels, args.n, split=args.split, store=store, method=method,
+            templates=args.templates, resolution=args.resolution, tree=args.tree, depth=args.depth,
+            batch_size=args.batch_size, seed=args.seed, num_workers=args.num_workers, dataset_options=options)]
+
+    if d.world > 1:  # under torchrun: each rank its share of the datasets, into the shared (locked) store
+        evaluate_all(args.datasets[d.rank::d.world])
+        d.barrier()
+        if not d.main:
+            return 0
+    records = evaluate_all(args.datasets)  # after the split: every chunk is stored, nothing is recomputed
     table = records_to_frame(records)
     columns = [c for c in ("dataset", "level", "attack_name", "attack_eps", "n", "clean_acc", "robust_acc",
                            "leaf_robust_acc", "transfer_success_rate") if c in table]

@@ -51,11 +51,13 @@ from torch import nn
 
 from . import runs
 from .checkpoints import load_checkpoint, save_checkpoint
+from .distributed import Dist, init_distributed
 from .storage import atomic_write_bytes, atomic_write_json, canonical_json, config_hash, file_sha256
 
 OPTIMIZERS = ("adamw", "sgd")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 BATCHNORM_MODES = ("frozen", "batch")
+PRECISION_NAMES = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 RANDOM_INIT = "random-init"  # TrainConfig.pretrained for no pretrained weights
 
 
@@ -115,6 +117,15 @@ class TrainConfig:
             if value not in known:
                 raise ValueError(f"unknown {name} {value!r}; choose one of {known}")
         build_method(self.method, self.method_settings)  # its own settings check
+        from .data.registry import get_spec
+
+        resolved = self.resolved()
+        try:
+            spec = get_spec(resolved.dataset)
+        except KeyError as err:
+            raise ValueError(err.args[0]) from None
+        if self.split not in spec.splits:
+            raise ValueError(f"dataset {spec.name!r} has no split {self.split!r}; its splits are {list(spec.splits)}")
 
     def resolved(self) -> "TrainConfig":
         """The profile's model, weights and data filled in where left ``None``."""
@@ -271,39 +282,13 @@ class _Objective(nn.Module):
         super().__init__()
         self.model = model
         self.extras = nn.ParameterDict(extras)
-        self.method = [method]  # not a submodule: its frozen copies are not trained
+        self.method = method  # a plain object: its frozen copies are no part of what trains
 
     def forward(self, batch, adv):
-        return self.method[0].loss(batch, adv)
+        return self.method.loss(batch, adv)
 
 
-# ----------------------------------------------------------------------------- distributed
-@dataclass(frozen=True)
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed() -> Dist:
-    """Join the process group that ``torchrun`` describes (``WORLD_SIZE`` > 1), else a single process."""
-    import torch.distributed as dist
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return Dist()
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local)
-    return Dist(dist.get_rank(), dist.get_world_size(), local)
-
-
+# ----------------------------------------------------------------------------- RNG
 def _rng_state() -> dict:
     return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
@@ -315,36 +300,6 @@ def _set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
     if state.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _gather(obj, d: Dist) -> list:
-    if d.world == 1:
-        return [obj]
-    import torch.distributed as dist
-
-    out = [None] * d.world
-    dist.all_gather_object(out, obj)
-    return out
-
-
-def _broadcast_flag(flag: bool, d: Dist) -> bool:
-    if d.world == 1:
-        return flag
-    import torch.distributed as dist
-
-    out = [flag]
-    dist.broadcast_object_list(out, src=0)
-    return bool(out[0])
-
-
-def _mean(value: float, d: Dist) -> float:
-    if d.world == 1:
-        return value
-    import torch.distributed as dist
-
-    t = torch.tensor([value], dtype=torch.float64)
-    dist.all_reduce(t)
-    return float(t) / d.world
 
 
 # ----------------------------------------------------------------------------- run folders
@@ -379,6 +334,10 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, *, stop_aft
     d = init_distributed()
     if config.batch_size % d.world:
         raise ValueError(f"batch_size {config.batch_size} is not divisible by the {d.world} processes")
+    if d.world > 1 and config.batchnorm == "batch" and d.device(device).type != "cuda":
+        # torch's SyncBatchNorm runs on GPUs only; per-rank statistics would change the results
+        raise ValueError("batchnorm='batch' with several CPU processes would normalise each rank's part of the "
+                         "batch separately; use batchnorm='frozen' (the default) or one process")
     out = Path(out) if out is not None else runs.runs_root() / config.name()
     if (out / runs.RECORD).is_file():
         return out
@@ -388,7 +347,7 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, *, stop_aft
     spec = get_spec(config.dataset)
     method = build_method(config.method, config.method_settings)
 
-    device = torch.device(device or (f"cuda:{d.local_rank}" if torch.cuda.is_available() else "cpu"))
+    device = d.device(device)
     autocast = resolve_precision(config.precision, device)
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
@@ -421,6 +380,8 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, *, stop_aft
     if scaler.is_enabled():  # a step skipped on overflow still advances the schedule: intended, not a bug
         warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
     objective = _Objective(model, method, extras)
+    if d.world > 1 and config.batchnorm == "batch":
+        nn.SyncBatchNorm.convert_sync_batchnorm(model)  # in place: the method's references stay valid
     if d.world > 1:
         objective = nn.parallel.DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None)
 
@@ -437,7 +398,7 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, *, stop_aft
         start, timing, losses = int(state["step"]), state["timing"], list(state["losses"])
 
     def checkpoint(step: int, elapsed: float) -> None:
-        rng = _gather(_rng_state(), d)
+        rng = d.gather(_rng_state())
         if d.main:
             save_checkpoint(out, {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                    "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
@@ -471,7 +432,7 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, *, stop_aft
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
-        losses.append(_mean(float(loss.detach()), d))
+        losses.append(d.mean(float(loss.detach())))
         elapsed = base + time.perf_counter() - t0
         if per_epoch and (step + 1) % per_epoch == 0:
             timing["epoch_times_s"].append(round(elapsed - timing["epoch_start"], 3))
@@ -480,7 +441,7 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, *, stop_aft
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.4f}", **{"img/s": f"{(step + 1 - start) * config.batch_size / (elapsed - base):.1f}"})
         due = (step + 1) % config.checkpoint_every == 0 or step + 1 == end
-        if _broadcast_flag(due or time.perf_counter() - last_save >= config.checkpoint_seconds, d):
+        if d.broadcast(due or time.perf_counter() - last_save >= config.checkpoint_seconds):
             checkpoint(step + 1, elapsed)
             last_save = time.perf_counter()
     if bar is not None:
@@ -523,7 +484,7 @@ def _finish(out: Path, config: TrainConfig, model, method, extras, d: Dist, *, t
         record = {
             "model": config.model, "pretrained": config.pretrained, "profile": config.profile,
             "method": method.config(), "head": method.head_spec(), "config": asdict(config), "seed": config.seed,
-            "steps": steps, "world_size": d.world, "precision": str(resolve_precision(config.precision, device)),
+            "steps": steps, "world_size": d.world, "precision": PRECISION_NAMES[resolve_precision(config.precision, device)],
             "train_time_s": round(train_s, 3), "epoch_times_s": timing.get("epoch_times_s", []),
             # the paper reports time per epoch; runs shorter than one epoch get it extrapolated
             "steps_per_epoch": per_epoch,
@@ -536,10 +497,7 @@ def _finish(out: Path, config: TrainConfig, model, method, extras, d: Dist, *, t
             "sha256": {name: file_sha256(out / name) for name in files},
         }
         atomic_write_json(out / runs.RECORD, record)
-    if d.world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
+    d.barrier()
     return out
 
 

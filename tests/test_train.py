@@ -70,7 +70,7 @@ def test_fp16_with_loss_scaling_resumes_exactly_on_cpu(tmp_path):
     tr.train(cfg, tmp_path / "part", progress=False)
     a, b = weights(whole), weights(tmp_path / "part")
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert runs.read_record(whole)["precision"] == "torch.float16"
+    assert runs.read_record(whole)["precision"] == "fp16"
 
 
 def test_attacks_see_eval_mode_and_training_mode_is_restored(tmp_path, monkeypatch):
@@ -318,3 +318,25 @@ def test_hrvlm_eval_consumes_a_run(tmp_path, capsys):
     assert record["model"] == "hrvlm-tiny-cnn" and record["method"] == _train_methods.NAME
     assert record["head"] == runs.read_record(run)["head"]
     assert record["checkpoint"] == runs.read_record(run)["weights_digest"]
+
+
+def test_eval_splits_datasets_across_torchrun_ranks(tmp_path):
+    """``hrvlm eval`` under torchrun: each rank evaluates its share of the datasets into the shared store;
+    rank 0 prints the whole table.  The records equal a single process's, bit for bit."""
+    from hrvlm.records import RecordStore
+
+    run = tr.train(config(steps=2), tmp_path / "run", progress=False)
+    args = ["eval", "--pretrained", str(run), "--datasets", "mini-heldout,mini-outline,mini-colours", "--profile",
+            "smoke", "--num-images", "8", "--attack", "pgd", "--steps", "2", "--eps", "2/255"]
+    assert cli.main(args + ["--store", str(tmp_path / "one.jsonl")]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(TESTS.parent)}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "--module", "hrvlm.cli", *args, "--store", str(tmp_path / "two.jsonl")], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("mini-outline") == 1  # one table, from rank 0
+    one = {r["key"]: r for r in RecordStore(tmp_path / "one.jsonl").records()}
+    two = {r["key"]: r for r in RecordStore(tmp_path / "two.jsonl").records()}
+    assert one.keys() == two.keys() and len(one) == 3
+    for key in one:
+        assert (one[key]["clean_correct"], one[key]["robust_correct"]) == (two[key]["clean_correct"], two[key]["robust_correct"])

@@ -1,0 +1,67 @@
+"""Several processes, one job: PyTorch's process group as ``torchrun`` sets it up (gloo on the CPU,
+NCCL on GPUs).  Training (:mod:`hrvlm.train`) runs DDP over it; evaluation (:mod:`hrvlm.evaluate`)
+splits its datasets across ranks.  With ``WORLD_SIZE`` unset or 1 everything is a no-op.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def device(self, requested: str | torch.device | None = None) -> torch.device:
+        """``requested``, else this rank's GPU, else the CPU."""
+        return torch.device(requested or (f"cuda:{self.local_rank}" if torch.cuda.is_available() else "cpu"))
+
+    def gather(self, obj) -> list:
+        """``obj`` of every rank, in rank order."""
+        if self.world == 1:
+            return [obj]
+        out = [None] * self.world
+        torch.distributed.all_gather_object(out, obj)
+        return out
+
+    def broadcast(self, obj):
+        """Rank 0's ``obj`` on every rank."""
+        if self.world == 1:
+            return obj
+        out = [obj]
+        torch.distributed.broadcast_object_list(out, src=0)
+        return out[0]
+
+    def mean(self, value: float) -> float:
+        if self.world == 1:
+            return value
+        t = torch.tensor([value], dtype=torch.float64)
+        torch.distributed.all_reduce(t)
+        return float(t) / self.world
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            torch.distributed.barrier()
+
+
+def init_distributed() -> Dist:
+    """Join the process group that ``torchrun`` describes (``WORLD_SIZE`` > 1), else a single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Dist()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local)
+    return Dist(dist.get_rank(), dist.get_world_size(), local)
