@@ -126,6 +126,12 @@ class TrainConfig:
             raise ValueError(err.args[0]) from None
         if self.split not in spec.splits:
             raise ValueError(f"dataset {spec.name!r} has no split {self.split!r}; its splits are {list(spec.splits)}")
+        weights = resolved.pretrained
+        if os.sep in weights and not weights.startswith("hf-hub:"):  # a file or a run: it must exist now
+            from .weights import WEIGHT_SUFFIXES
+
+            if not (Path(weights).is_file() if Path(weights).suffix in WEIGHT_SUFFIXES else runs.is_run(weights)):
+                raise ValueError(f"pretrained={weights!r}: no such checkpoint file or run folder")
 
     def resolved(self) -> "TrainConfig":
         """The profile's model, weights and data filled in where left ``None``."""
@@ -372,7 +378,7 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, *, stop_aft
         p.requires_grad_(id(p) in trainable)
     params = named + [(f"method.{k}", p) for k, p in extras.items()]
     if not params:  # e.g. CLIP: the reference row, nothing to fine-tune
-        return _finish(out, config, model, method, extras, d, timing={}, losses=[], steps=0, device=device)
+        return _finish(out, config, model, method, extras, d, timing={}, losses=[], logs=[], steps=0, device=device)
 
     optimizer = build_optimizer(config, params)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config.warmup, config.steps))
@@ -385,7 +391,7 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, *, stop_aft
     if d.world > 1:
         objective = nn.parallel.DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None)
 
-    start, timing, losses = 0, {"elapsed": 0.0, "epoch_times_s": [], "epoch_start": 0.0}, []
+    start, timing, losses, logs = 0, {"elapsed": 0.0, "epoch_times_s": [], "epoch_start": 0.0}, [], []
     state = load_checkpoint(out)
     if state is not None:
         model.load_state_dict(state["model"])
@@ -395,14 +401,14 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, *, stop_aft
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         method.load_state_dict(state["method"])
-        start, timing, losses = int(state["step"]), state["timing"], list(state["losses"])
+        start, timing, losses, logs = int(state["step"]), state["timing"], list(state["losses"]), list(state["logs"])
 
     def checkpoint(step: int, elapsed: float) -> None:
         rng = d.gather(_rng_state())
         if d.main:
             save_checkpoint(out, {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                    "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                                   "method": method.state_dict(), "rng": rng, "losses": losses,
+                                   "method": method.state_dict(), "rng": rng, "losses": losses, "logs": logs,
                                    "extras": {k: v.detach().cpu() for k, v in extras.items()},
                                    "timing": {**timing, "elapsed": elapsed}})
 
@@ -423,7 +429,7 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, *, stop_aft
         with attack_mode(model):
             adv = method.perturb(batch)
         with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
-            loss, logs = objective(batch, adv)
+            loss, figures = objective(batch, adv)
         optimizer.zero_grad(set_to_none=True)  # also drops whatever an attack left in .grad
         scaler.scale(loss).backward()
         if config.grad_clip is not None:
@@ -432,7 +438,8 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, *, stop_aft
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
-        losses.append(d.mean(float(loss.detach())))
+        losses.append(d.mean(float(loss.detach())))  # the global batch's loss
+        logs.append(figures)  # the method's figures, on rank 0's part of the batch
         elapsed = base + time.perf_counter() - t0
         if per_epoch and (step + 1) % per_epoch == 0:
             timing["epoch_times_s"].append(round(elapsed - timing["epoch_start"], 3))
@@ -449,8 +456,8 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, *, stop_aft
     if end < config.steps:
         return out
     timing = {**timing, "elapsed": base + time.perf_counter() - t0, "steps_per_epoch": per_epoch}
-    return _finish(out, config, model, method, extras, d, timing=timing, losses=losses, steps=config.steps,
-                   device=device)
+    return _finish(out, config, model, method, extras, d, timing=timing, losses=losses, logs=logs,
+                   steps=config.steps, device=device)
 
 
 def _progress(enabled: bool, start: int, config: TrainConfig):
@@ -463,7 +470,7 @@ def _progress(enabled: bool, start: int, config: TrainConfig):
 
 
 def _finish(out: Path, config: TrainConfig, model, method, extras, d: Dist, *, timing: dict, losses: list,
-            steps: int, device: torch.device) -> Path:
+            logs: list, steps: int, device: torch.device) -> Path:
     """Write the weights and the run record (rank 0); the run is finished once ``run.json`` exists."""
     from safetensors.torch import save as save_safetensors
 
@@ -490,7 +497,7 @@ def _finish(out: Path, config: TrainConfig, model, method, extras, d: Dist, *, t
             "steps_per_epoch": per_epoch,
             "epoch_time_s_estimate": round(train_s / steps * per_epoch, 3) if steps and per_epoch else None,
             "images_per_s": round(steps * config.batch_size / train_s, 2) if steps and train_s else None,
-            "losses": losses, "weights_digest": state_digest(model.clip),
+            "losses": losses, "logs": logs, "weights_digest": state_digest(model.clip),
             "environment": {"code": {"hrvlm": __version__, "git": git_commit()},
                             "libraries": library_versions(("torch", "open_clip_torch", "numpy")),
                             "device": device_name(device), "torch_threads": torch.get_num_threads()},
@@ -505,6 +512,9 @@ def _finish(out: Path, config: TrainConfig, model, method, extras, d: Dist, *, t
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", required=True, help="a registered method (hrvlm.methods.METHODS)")
     parser.add_argument("--profile", default="mini", help="profile whose settings to use (smoke, mini, full)")
+    parser.add_argument("--model", default=None, help="override the profile's model")
+    parser.add_argument("--pretrained", default=None,
+                        help=f"override the profile's weights (a tag, checkpoint file or run; {RANDOM_INIT!r}: none)")
     parser.add_argument("--steps", type=int, default=None, help="override the profile's number of steps")
     parser.add_argument("--batch-size", type=int, default=None, help="override the global batch size")
     parser.add_argument("--lr", type=float, default=None, help="override the learning rate")
@@ -534,6 +544,7 @@ def _settings(pairs: list[str]) -> dict:
 def run(args: argparse.Namespace) -> int:
     try:
         config = config_from_profile(args.method, args.profile, _settings(args.set), steps=args.steps,
+                                     model=args.model, pretrained=args.pretrained,
                                      batch_size=args.batch_size, lr=args.lr, eps=args.eps,
                                      precision=args.precision, seed=args.seed)
     except ValueError as err:
@@ -544,5 +555,7 @@ def run(args: argparse.Namespace) -> int:
         record = runs.read_record(out)
         print(json.dumps({k: record[k] for k in ("steps", "train_time_s", "epoch_time_s_estimate", "images_per_s",
                                                   "head")}, indent=2))
-        print(f"run: {out}\nevaluate: hrvlm eval --pretrained {out} --datasets {config.resolved().dataset}")
+        resolved = config.resolved()
+        where = "".join(f" --{k} {v}" for k, v in resolved.dataset_options.items() if k in ("profile", "root"))
+        print(f"run: {out}\nevaluate: hrvlm eval --pretrained {out} --datasets {resolved.dataset}{where}")
     return 0

@@ -155,6 +155,8 @@ def test_a_run_folder_keeps_its_configuration(tmp_path):
     (dict(optimizer="adam"), "unknown optimizer 'adam'"),
     (dict(profile="huge"), "unknown profile 'huge'"),
     (dict(method_settings={"attack_stepz": 3}), "has no setting"),
+    (dict(pretrained="/nonexistent/run"), "no such checkpoint file or run folder"),
+    (dict(dataset="mini-nothing"), "unknown dataset 'mini-nothing'"),
 ])
 def test_bad_configs_fail_before_any_model_loads(change, message, monkeypatch, tmp_path):
     def no_model(*a, **k):
@@ -188,6 +190,22 @@ def test_profile_settings_reach_the_config(monkeypatch):
     assert cfg.batch_size == prof.train["batch_size"]
     with pytest.raises(ValueError, match="unknown training setting"):
         tr.config_from_profile(_train_methods.NAME, "smoke", stepz=3)
+
+
+def test_hrvlm_train_command(monkeypatch, tmp_path, capsys):
+    from hrvlm.profiles import get_profile
+
+    prof = get_profile("smoke")
+    methods = {**prof.methods, _train_methods.NAME: {"loop": {"batch_size": 16}}}
+    monkeypatch.setattr("hrvlm.profiles.get_profile", lambda name: replace(prof, methods=methods))
+    args = ["train", "--method", _train_methods.NAME, "--profile", "smoke", "--model", "hrvlm-tiny-cnn",
+            "--pretrained", tr.RANDOM_INIT, "--steps", "2", "--set", "attack_steps=1", "--out", str(tmp_path / "run")]
+    assert cli.main(args) == 0
+    printed = capsys.readouterr().out
+    assert f"hrvlm eval --pretrained {tmp_path / 'run'} --datasets mini-finetune --profile smoke" in printed
+    record = runs.read_record(tmp_path / "run")
+    assert record["method"] == {"name": _train_methods.NAME, "attack_steps": 1, "random_start": False}
+    assert record["config"]["batch_size"] == 16 and len(record["logs"]) == 2 and "loss" in record["logs"][0]
 
 
 def test_precision_policy():
