@@ -58,7 +58,7 @@ def default_split(spec) -> str:
     return next((s for s in ("test", "val") if s in spec.splits), spec.splits[0])
 
 
-def _accepted(factory, options: dict) -> dict:
+def accepted_options(factory, options: dict) -> dict:
     """The ``options`` that ``factory`` accepts (mini-world factories take no ``resolution``)."""
     params = inspect.signature(factory).parameters
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):
@@ -131,7 +131,7 @@ def evaluate(model, tokenizer, dataset: str, attacks=(), levels: Sequence[int] =
     size = model.image_size
 
     options = {**spec.options, **(dataset_options or {})}
-    data = spec.factory(split=split, **_accepted(spec.factory, {**options, "image_size": size, "resolution": resolution}))
+    data = spec.factory(split=split, **accepted_options(spec.factory, {**options, "image_size": size, "resolution": resolution}))
     ids = _subset_ids(dataset, split, len(data), n, subset)
     hierarchy = _load_tree(spec, tree, depth) if levels[-1] > 0 else None
     if hierarchy is not None:

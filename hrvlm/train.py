@@ -330,7 +330,8 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, *, stop_aft
     returns the folder.  A finished run is returned as is; an interrupted one resumes.  ``stop_after``
     ends this call after that many total steps (a checkpoint is written there), as an interruption would.
     """
-    from .data.registry import get_dataset, get_spec
+    from .data.registry import get_spec
+    from .evaluate import accepted_options
     from .methods import Batch, TrainContext, build_method
     from .models import load_clip
     from .profiles import get_profile
@@ -360,7 +361,10 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, *, stop_aft
     random.seed(config.seed)
     model, _, tokenizer = load_clip(config.model, None if config.pretrained == RANDOM_INIT else config.pretrained,
                                     device=device)
-    data = get_dataset(config.dataset, config.split, **{**config.dataset_options, "image_size": model.image_size})
+    # training images at the model's resolution (real sets resized first, as TeCoA and FARE train at 224 px):
+    # the training attack's ε-ball lives in the pixels the model sees
+    data = spec.factory(split=config.split, **accepted_options(spec.factory, {
+        **spec.options, **config.dataset_options, "image_size": model.image_size, "resolution": "resize-first"}))
     if hasattr(data, "materialize"):
         data.materialize()
     if config.batch_size > len(data):

@@ -222,24 +222,30 @@ def test_captions_come_from_the_dataset():
     assert source(3) == data.caption(3, "detailed") and tr.caption_source(data, None) is None
 
 
-def test_training_on_a_local_imagefolder(tmp_path):
-    """ImageNet from a local folder (a fabricated 3-class ImageFolder; nothing is downloaded)."""
+@pytest.mark.parametrize("name", ["imagenet", "tinyimagenet"])
+def test_training_on_local_imagenet_folders(name, tmp_path):
+    """ImageNet from a local ImageFolder and TinyImageNet as extracted from its zip, both fabricated here
+    (3 classes × 4 images; nothing is downloaded), through the real datasets' own loaders."""
     from PIL import Image
 
     from hrvlm.data import DatasetSpec, register
     from hrvlm.data.real import build
 
     g = torch.Generator().manual_seed(0)
-    for c, wnid in enumerate(("n01440764", "n01443537", "n01484850")):
-        folder = tmp_path / "imagenet" / "train" / wnid
+    wnids = ("n01440764", "n01443537", "n01484850")
+    for wnid in wnids:
+        folder = tmp_path / ("imagenet/train" if name == "imagenet" else "tiny-imagenet-200/train") / wnid
+        folder = folder if name == "imagenet" else folder / "images"
         folder.mkdir(parents=True)
         for i in range(4):
-            pixels = (torch.rand(40, 48, 3, generator=g) * 255).byte().numpy()
+            pixels = (torch.rand(64, 64, 3, generator=g) * 255).byte().numpy()
             Image.fromarray(pixels).save(folder / f"{wnid}_{i}.JPEG")
-    register(DatasetSpec(name="test-imagefolder", profile="full", classnames=("tench", "goldfish", "shark"),
-                         templates="simple", factory=lambda split, **kw: build("imagenet", split, **kw),
+    if name == "tinyimagenet":
+        (tmp_path / "tiny-imagenet-200" / "wnids.txt").write_text("\n".join(wnids))
+    register(DatasetSpec(name=f"test-{name}", profile="full", classnames=("tench", "goldfish", "shark"),
+                         templates="simple", factory=lambda split, **kw: build(name, split, **kw),
                          splits=("train",)), replace=True)
-    run = tr.train(config(dataset="test-imagefolder", dataset_options={"root": str(tmp_path)}, batch_size=6,
+    run = tr.train(config(dataset=f"test-{name}", dataset_options={"root": str(tmp_path)}, batch_size=6,
                           steps=3), tmp_path / "run", progress=False)
     record = runs.read_record(run)
     assert len(record["losses"]) == 3 and record["steps_per_epoch"] == 2 and len(record["epoch_times_s"]) == 1
