@@ -57,13 +57,13 @@ def main(argv=None) -> int:
     from ..attacks import build_attack
     from ..methods import METHODS
     from ..models import load_clip
-    from ..profiles import get_profile
+    from ..profiles import get_profile, profile_names
     from ..runs import read_record
     from ..storage import cache_dir
     from ..train import config_from_profile, train
 
     parser = argparse.ArgumentParser(prog="hrvlm bench train", description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", default="mini", choices=["smoke", "mini"])
+    parser.add_argument("--profile", default="mini", choices=profile_names())
     parser.add_argument("--methods", default=None, help="comma-separated subset (default: every registered one)")
     parser.add_argument("--steps", type=int, default=None, help="override the profile's training steps (all methods)")
     parser.add_argument("--n", type=int, default=None, help="images per evaluation set (default: the profile's eval_n)")

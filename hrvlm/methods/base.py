@@ -10,8 +10,25 @@ A method is a small object the training loop (:mod:`hrvlm.train`) drives without
   (:func:`hrvlm.heads.build_head`), so robust accuracy is measured white-box on *that* head.
 
 Settings are data: ``defaults`` lists every setting with its default value (the per-profile values
-live in ``hrvlm/resources/profiles.json``); an unknown setting or a bad value is a ``ValueError`` at
-construction, before any model is loaded.  Methods register by name (:func:`register_method`).
+live in ``hrvlm/resources/profiles.json`` as ``profiles.<profile>.methods.<name>``, where an optional
+``loop`` object overrides the loop's settings for that method); an unknown setting or a bad value is a
+``ValueError`` at construction, before any model is loaded.  Methods register by name
+(:func:`register_method`).
+
+What the loop guarantees (:mod:`hrvlm.train`):
+
+* ``setup`` runs once, on the *pretrained* weights (also when a run resumes), before
+  ``trainable_parameters`` is asked; a frozen copy made there (``copy.deepcopy(ctx.model)``) is the
+  original model — freeze it yourself (``requires_grad_(False)``, ``eval()``);
+* parameters not returned by ``trainable_parameters`` get ``requires_grad=False``; a method with no
+  trainable and no extra parameters (CLIP) is written as a run without training steps;
+* ``perturb`` runs with the whole model in ``eval()`` (BatchNorm on running statistics), outside
+  autocast (attacks take their own ``autocast``: ``ctx.autocast``); ``.grad`` it leaves is discarded;
+* ``loss`` runs in training mode (BatchNorm frozen unless the run says ``batchnorm="batch"``), inside
+  autocast, as the forward of the module DDP wraps; return a mean over the batch so that DDP's gradient
+  average equals the single-process gradient;
+* randomness: draw from torch's global RNG (restored exactly on resume) or from seeds kept in
+  ``state_dict``; ``head_spec`` is asked once training ends (it may hold learned values).
 """
 from __future__ import annotations
 
