@@ -367,6 +367,9 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, *, stop_aft
         **spec.options, **config.dataset_options, "image_size": model.image_size, "resolution": "resize-first"}))
     if hasattr(data, "materialize"):
         data.materialize()
+    from .weights import state_digest
+
+    start_digest = state_digest(model.clip)  # the identity of the starting weights (a tag alone is not one)
     if config.batch_size > len(data):
         raise ValueError(f"batch_size {config.batch_size} exceeds the {len(data)} training images of {config.dataset}")
     captions = caption_source(data, config.captions)
@@ -382,7 +385,8 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, *, stop_aft
         p.requires_grad_(id(p) in trainable)
     params = named + [(f"method.{k}", p) for k, p in extras.items()]
     if not params:  # e.g. CLIP: the reference row, nothing to fine-tune
-        return _finish(out, config, model, method, extras, d, timing={}, losses=[], logs=[], steps=0, device=device)
+        return _finish(out, config, model, method, extras, d, timing={}, losses=[], logs=[], steps=0, device=device,
+                       start_digest=start_digest)
 
     optimizer = build_optimizer(config, params)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config.warmup, config.steps))
@@ -420,7 +424,7 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, *, stop_aft
     per_epoch = len(data) // config.batch_size
     loader = torch.utils.data.DataLoader(
         _Indexed(data), batch_sampler=_Steps(start, end, config.batch_size, len(data), config.seed, d.rank, d.world),
-        num_workers=config.num_workers)
+        num_workers=config.num_workers, pin_memory=device.type == "cuda")
     batches = iter(loader)  # draws a seed from torch's RNG: before the RNG state is restored
     if state is not None:
         _set_rng_state(state["rng"][d.rank])
@@ -461,7 +465,7 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, *, stop_aft
         return out
     timing = {**timing, "elapsed": base + time.perf_counter() - t0, "steps_per_epoch": per_epoch}
     return _finish(out, config, model, method, extras, d, timing=timing, losses=losses, logs=logs,
-                   steps=config.steps, device=device)
+                   steps=config.steps, device=device, start_digest=start_digest)
 
 
 def _progress(enabled: bool, start: int, config: TrainConfig):
@@ -474,7 +478,7 @@ def _progress(enabled: bool, start: int, config: TrainConfig):
 
 
 def _finish(out: Path, config: TrainConfig, model, method, extras, d: Dist, *, timing: dict, losses: list,
-            logs: list, steps: int, device: torch.device) -> Path:
+            logs: list, steps: int, device: torch.device, start_digest: str) -> Path:
     """Write the weights and the run record (rank 0); the run is finished once ``run.json`` exists."""
     from safetensors.torch import save as save_safetensors
 
@@ -493,7 +497,8 @@ def _finish(out: Path, config: TrainConfig, model, method, extras, d: Dist, *, t
             files.append(runs.METHOD_WEIGHTS)
         train_s, per_epoch = timing.get("elapsed", 0.0), timing.get("steps_per_epoch")
         record = {
-            "model": config.model, "pretrained": config.pretrained, "profile": config.profile,
+            "model": config.model, "pretrained": config.pretrained, "pretrained_digest": start_digest,
+            "profile": config.profile,
             "method": method.config(), "head": method.head_spec(), "config": asdict(config), "seed": config.seed,
             "steps": steps, "world_size": d.world, "precision": PRECISION_NAMES[resolve_precision(config.precision, device)],
             "train_time_s": round(train_s, 3), "epoch_times_s": timing.get("epoch_times_s", []),

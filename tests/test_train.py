@@ -126,7 +126,9 @@ def test_run_folder_loads_by_path_and_name_with_its_head_and_fresh_records(tmp_p
     tuned, _, tokenizer = load_clip("hrvlm-tiny-cnn", pretrained=run.name)
     by_path, _, _ = load_clip("hrvlm-tiny-cnn", pretrained=str(run))
     assert tuned.head_spec == record["head"] and checkpoint_id(tuned) == checkpoint_id(by_path) == record["weights_digest"]
+    torch.manual_seed(BASE["seed"])  # the run's starting weights (random init under its seed)
     base, _, _ = load_clip("hrvlm-tiny-cnn", pretrained=None)
+    assert checkpoint_id(base) == record["pretrained_digest"] != record["weights_digest"]
     torch.manual_seed(0)
     store = tmp_path / "records.jsonl"
     kw = dict(n=16, store=store, progress=False, dataset_options={"profile": "smoke"})
