@@ -26,7 +26,8 @@ What the loop guarantees (:mod:`hrvlm.train`):
   autocast (attacks take their own ``autocast``: ``ctx.autocast``); ``.grad`` it leaves is discarded;
 * ``loss`` runs in training mode (BatchNorm frozen unless the run says ``batchnorm="batch"``), inside
   autocast, as the forward of the module DDP wraps; return a mean over the batch so that DDP's gradient
-  average equals the single-process gradient;
+  average equals the single-process gradient (a batch-contrastive term, e.g. QT-AFT's InfoNCE, sees only
+  its rank's part of the batch: the same as one process only with one rank);
 * randomness: draw from torch's global RNG (restored exactly on resume) or from seeds kept in
   ``state_dict``; ``head_spec`` is asked once training ends (it may hold learned values).
 """
