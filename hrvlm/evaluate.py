@@ -21,6 +21,7 @@ import functools
 import inspect
 import math
 import time
+import warnings
 from fractions import Fraction
 from pathlib import Path
 from typing import Sequence
@@ -101,7 +102,7 @@ def _load_tree(spec, tree, depth: int):
 
     trees = forest_for_dataset(spec.hierarchy, depth=depth).trees
     if not 0 <= tree < len(trees):
-        raise ValueError(f"{spec.name}: tree index {tree} out of range; its forest has {len(trees)} trees")
+        raise ValueError(f"{spec.name}: no tree {tree}; its forest has {len(trees)} tree(s), give 0..{len(trees) - 1}")
     return trees[tree]
 
 
@@ -111,6 +112,30 @@ def _attack_list(attacks) -> list:
         if not (callable(attack) and callable(getattr(attack, "config", None))):
             raise TypeError(f"{attack!r} is not an attack: use hrvlm.attacks.build_attack(name, eps, ...)")
     return attacks
+
+
+def check_attacks(attacks) -> list:
+    """The attacks, each run once on a toy problem (one 4×4 image, three fixed logits) so that bad
+    settings (negative steps, zero restarts, ...) fail now, by the attack's own checks, and not after
+    the model has loaded.  Costs milliseconds (about a second for ``autoattack-standard``'s Square),
+    once per attack configuration and process."""
+    attacks = _attack_list(attacks)
+    images, labels = torch.full((1, 3, 4, 4), 0.5), torch.zeros(1, dtype=torch.long)
+
+    def toy(x):
+        return torch.tensor([[1.0, 0.0, -1.0]]) + 0.01 * x.flatten(1)[:, :3]
+
+    with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):  # the caller's RNG stream is untouched
+        warnings.simplefilter("ignore")
+        for attack in attacks:
+            key = config_hash(attack.config())
+            if key not in _CHECKED_ATTACKS:  # a configuration is checked once per process
+                attack(toy, images, labels)
+                _CHECKED_ATTACKS.add(key)
+    return attacks
+
+
+_CHECKED_ATTACKS: set[str] = set()
 
 
 def _positive(name: str, value, allow_zero: bool = False) -> None:
@@ -126,7 +151,7 @@ def check_levels(tree, levels: Sequence[int], attacked: bool) -> None:
     usable = [lv for lv in range(tree.depth + 1) if not attacked or tree.num_classes(lv) > 1]
     for level in levels:
         if level > tree.depth:
-            raise ValueError(f"level {level} exceeds the depth of tree {tree.name!r}: use levels 0..{tree.depth}")
+            raise ValueError(f"level {level} exceeds the depth {tree.depth} of tree {tree.name!r}: use levels 0..{tree.depth}")
         if level not in usable:
             raise ValueError(f"level {level} of tree {tree.name!r} has a single class, which cannot be attacked: "
                              f"use levels {usable[0]}..{usable[-1]} (or --attack none)")
@@ -140,8 +165,9 @@ def check_request(dataset: str, levels: Sequence[int] = (0,), attacks=(), n: int
     ``ValueError``/``KeyError``/``FileNotFoundError`` saying what to change.
 
     Checks the dataset name and split, that a real dataset's files are present, the levels against the
-    dataset's tree (depth, single-class levels when attacked), the attacks, the sizes, the template
-    set, the resolution policy and the records store path.  Returns ``(spec, split, levels, tree)``:
+    dataset's tree (depth, single-class levels when attacked), the sizes, the template set, the
+    resolution policy and the records store path.  Attack settings are checked by :func:`check_attacks`
+    (the CLI calls both), which runs the attacks, so not on every call here.  Returns ``(spec, split, levels, tree)``:
     the registered spec, the split, the sorted levels and the tree (``None`` when only level 0).
     """
     from .data.real import REAL, require_files
@@ -374,6 +400,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.datasets:
         raise ValueError("--datasets names no dataset: give comma-separated registered names, e.g. mini-heldout "
                          "(hrvlm data list shows them)")
+    check_attacks(attacks)
     for name in args.datasets:  # the whole request, before the model loads
         check_request(name, args.levels, attacks, args.n, split=args.split, store=store, templates=args.templates,
                       resolution=args.resolution, tree=args.tree, depth=args.depth, batch_size=args.batch_size,

@@ -203,13 +203,14 @@ def cached_weights(name: str, tag: str) -> Path | None:
     """
     import open_clip
     from huggingface_hub import try_to_load_from_cache
+    from open_clip.constants import HF_WEIGHTS_NAME
+    from open_clip.pretrained import _get_safe_alternatives  # open_clip's own rule, not a copy of it
 
     cfg = open_clip.get_pretrained_cfg(name, tag) or {}
     if cfg.get("hf_hub"):
         repo, filename = os.path.split(cfg["hf_hub"])
-        filename = filename or "open_clip_pytorch_model.bin"
-        candidates = [filename[:-4] + ".safetensors"] if filename.endswith((".bin", ".pth")) else []
-        for candidate in candidates + [filename]:
+        filename = filename or HF_WEIGHTS_NAME
+        for candidate in [*_get_safe_alternatives(filename), filename]:
             found = try_to_load_from_cache(repo, candidate)
             if isinstance(found, str):
                 return Path(found)
