@@ -6,7 +6,7 @@ subcommand runs, so ``hrvlm --help`` stays fast.
 
 **Errors.**  A request the user can fix (an unknown name, a level the tree does not have, a missing
 file) is reported here, once for every subcommand, as one line ``hrvlm CMD: error: ...`` with exit
-code 2 and no traceback (:func:`user_error`); ``hrvlm --debug CMD ...`` shows the traceback.  Any
+code 2 and no traceback (:func:`user_error`); ``--debug`` (before or after ``CMD``) shows the traceback.  Any
 other exception is a bug and keeps its traceback.
 """
 from __future__ import annotations
@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     chosen = next((a for a in argv if not a.startswith("-")), None)
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         if name == chosen:
             importlib.import_module(module).configure_parser(p)
     args = parser.parse_args(argv)

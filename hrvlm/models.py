@@ -111,7 +111,8 @@ class PixelCLIP(nn.Module):
         return int(self.clip.text_projection.shape[1])
 
     def check_images(self, images: torch.Tensor) -> None:
-        """Raise a ValueError that says what to do if ``images`` is not ``[B, 3, S, S]`` in [0, 1]."""
+        """Raise a ValueError that says what to do if ``images`` is not a non-empty floating-point
+        ``[B, 3, S, S]`` batch of finite values in [0, 1] (NaN passes a range test, so it is checked first)."""
         s = self.image_size
         if not torch.is_tensor(images) or not images.is_floating_point():
             raise ValueError(f"{self.name}: images must be a floating-point tensor, got {type(images).__name__}"

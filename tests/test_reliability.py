@@ -179,9 +179,11 @@ def test_cli_bad_request_fails_before_work_with_one_line(argv, message, tmp_path
     _one_error_line(capsys.readouterr().err, argv[0], message)
 
 
-def test_debug_shows_the_traceback(capsys):
+@pytest.mark.parametrize("argv", [["--debug", "wordnet", "status", "--download"],
+                                  ["wordnet", "status", "--download", "--debug"]])
+def test_debug_shows_the_traceback(argv):
     with pytest.raises(ValueError, match="conflicting actions"):
-        main(["--debug", "wordnet", "status", "--download"])
+        main(argv)
 
 
 def test_a_bug_keeps_its_traceback(monkeypatch):

@@ -333,8 +333,8 @@ def fetch(name: str, root: str | os.PathLike | None = None, splits: Sequence[str
             reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
             raise DatasetMissing(
                 f"downloading {name} (split {split!r}) from {download_source(name)} failed ({reason}). Without "
-                f"network, download it elsewhere and extract it under {root} so that "
-                f"{', '.join(str(p) for p in info.missing(root, split))} exist") from None
+                f"network, download it elsewhere and extract it under {root} (needed: "
+                f"{', '.join(str(p) for p in info.missing(root, split))})") from None
         _require_files(info, root, split)
     return root
 
