@@ -761,6 +761,10 @@ def run(args: argparse.Namespace) -> int:
         tree = load_tree_file(args.path, args.depth, leaves)
         print(f"ok: {tree!r}")
         return 0
+    if args.action in ("export", "draw") and Path(args.out).is_dir():
+        raise IsADirectoryError(f"--out {args.out} is a folder; give a file name, e.g. {Path(args.out) / 'forest.json'}")
+    if args.action == "draw" and args.leaves < 1:
+        raise ValueError(f"--leaves {args.leaves}: draw at least one leaf")
     forest = forest_for_dataset(args.dataset, args.depth, args.max_trees)
     if args.action == "show":
         _check_show(forest, args.tree, args.level)

@@ -126,6 +126,8 @@ VERBS = [
 CLI = [
     (["hierarchy", "show", "mini-heldout", "--level=-1"], r"--level -1: .* levels 0..5"),
     (["hierarchy", "show", "mini-heldout", "--tree", "99"], r"--tree 99: .* give 0..0"),
+    (["hierarchy", "export", "mini-heldout", "--out", "FOLDER"], "is a folder; give a file name"),
+    (["hierarchy", "draw", "mini-heldout", "--out", "FOLDER/x.png", "--leaves", "0"], "draw at least one leaf"),
     (["eval", "--model", "hrvlm-tiny-cnn", "--pretrained", "mini", "--datasets", "mini-heldout",
       "--levels", "0,1,2,3,4,5", "--n", "50"], "use levels 0..4"),
     (["eval", "--datasets", "mini-heldout", "--store", "FOLDER"], "is a folder"),
