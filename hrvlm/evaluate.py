@@ -164,7 +164,7 @@ def check_request(dataset: str, levels: Sequence[int] = (0,), attacks=(), n: int
     """Check a whole :func:`evaluate` request before any model or data is loaded; raise a one-line
     ``ValueError``/``KeyError``/``FileNotFoundError`` saying what to change.
 
-    Checks the dataset name and split, that a real dataset's files are present, the levels against the
+    Checks the dataset name, split and options (a real dataset's files are present), the levels against the
     dataset's tree (depth, single-class levels when attacked), the sizes, the template set, the
     resolution policy and the records store path.  Attack settings are checked by :func:`check_attacks`
     (the CLI calls both), which runs the attacks, so not on every call here.  Returns ``(spec, split, levels, tree)``:
@@ -193,6 +193,8 @@ def check_request(dataset: str, levels: Sequence[int] = (0,), attacks=(), n: int
     options = {**spec.options, **(dataset_options or {})}
     if dataset in REAL and spec.profile == "full":
         require_files(dataset, split, options.get("root"))
+    elif spec.profile == "mini":  # generated lazily: building it checks its options (profile, n) in milliseconds
+        spec.factory(split=split, **_accepted(spec.factory, options))
     hierarchy = _load_tree(spec, tree, depth) if levels[-1] > 0 else None
     if hierarchy is not None:
         check_levels(hierarchy, levels, attacked=bool(attacks))

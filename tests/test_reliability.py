@@ -71,6 +71,8 @@ API = [
     ("eval-resolution", lambda c: check_request("mini-heldout", resolution="x"), ValueError, "resolution policy"),
     ("eval-store-folder", lambda c: check_request("mini-heldout", store=c.tmp), IsADirectoryError,
      "is a folder; give a file such as"),
+    ("eval-mini-option", lambda c: check_request("mini-heldout", dataset_options={"profile": "nosuch"}), ValueError,
+     "unknown profile 'nosuch' for mini-heldout"),
     ("eval-real-dataset-absent", lambda c: check_request("cifar10", dataset_options={"root": c.tmp}),
      DatasetMissing, "hrvlm data fetch cifar10"),
     ("eval-not-an-attack", lambda c: check_request("mini-heldout", attacks=["pgd"]), TypeError, "is not an attack"),
