@@ -20,6 +20,7 @@ import datetime
 import inspect
 import math
 import time
+import warnings
 from fractions import Fraction
 from pathlib import Path
 from typing import Sequence
@@ -84,7 +85,7 @@ def _load_tree(spec, tree, depth: int):
 
     trees = forest_for_dataset(spec.hierarchy, depth=depth).trees
     if not 0 <= tree < len(trees):
-        raise ValueError(f"{spec.name}: tree index {tree} out of range; its forest has {len(trees)} trees")
+        raise ValueError(f"{spec.name}: no tree {tree}; its forest has {len(trees)} tree(s), give 0..{len(trees) - 1}")
     return trees[tree]
 
 
@@ -94,6 +95,96 @@ def _attack_list(attacks) -> list:
         if not (callable(attack) and callable(getattr(attack, "config", None))):
             raise TypeError(f"{attack!r} is not an attack: use hrvlm.attacks.build_attack(name, eps, ...)")
     return attacks
+
+
+def check_attacks(attacks) -> list:
+    """The attacks, each run once on a toy problem (one 4×4 image, three fixed logits) so that bad
+    settings (negative steps, zero restarts, ...) fail now, by the attack's own checks, and not after
+    the model has loaded.  Costs milliseconds (about a second for ``autoattack-standard``'s Square),
+    once per attack configuration and process."""
+    attacks = _attack_list(attacks)
+    images, labels = torch.full((1, 3, 4, 4), 0.5), torch.zeros(1, dtype=torch.long)
+
+    def toy(x):
+        return torch.tensor([[1.0, 0.0, -1.0]]) + 0.01 * x.flatten(1)[:, :3]
+
+    with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):  # the caller's RNG stream is untouched
+        warnings.simplefilter("ignore")
+        for attack in attacks:
+            key = config_hash(attack.config())
+            if key not in _CHECKED_ATTACKS:  # a configuration is checked once per process
+                attack(toy, images, labels)
+                _CHECKED_ATTACKS.add(key)
+    return attacks
+
+
+_CHECKED_ATTACKS: set[str] = set()
+
+
+def _positive(name: str, value, allow_zero: bool = False) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < (0 if allow_zero else 1):
+        raise ValueError(f"{name} must be {'a non-negative' if allow_zero else 'a positive'} integer, got {value!r}")
+
+
+def check_levels(tree, levels: Sequence[int], attacked: bool) -> None:
+    """Levels must exist in ``tree``, and an attacked level needs two classes or more (a single class,
+    the root, has nothing to attack); the error names the levels that can be evaluated."""
+    usable = [lv for lv in range(tree.depth + 1) if not attacked or tree.num_classes(lv) > 1]
+    for level in levels:
+        if level > tree.depth:
+            raise ValueError(f"level {level} exceeds the depth {tree.depth} of tree {tree.name!r}: use levels 0..{tree.depth}")
+        if level not in usable:
+            raise ValueError(f"level {level} of tree {tree.name!r} has a single class, which cannot be attacked: "
+                             f"use levels {usable[0]}..{usable[-1]} (or --attack none)")
+
+
+def check_request(dataset: str, levels: Sequence[int] = (0,), attacks=(), n: int | None = None, *,
+                  split: str | None = None, store=None, templates: str | None = None,
+                  resolution: str = DEFAULT_RESOLUTION, tree=0, depth: int = 5, batch_size: int = 64,
+                  num_workers: int = 0, dataset_options: dict | None = None):
+    """Check a whole :func:`evaluate` request before any model or data is loaded; raise a one-line
+    ``ValueError``/``KeyError``/``FileNotFoundError`` saying what to change.
+
+    Checks the dataset name, split and options (a real dataset's files are present), the levels against the
+    dataset's tree (depth, single-class levels when attacked), the sizes, the template set, the
+    resolution policy and the records store path.  Attack settings are checked by :func:`check_attacks`
+    (the CLI calls both), which runs the attacks, so not on every call here.  Returns ``(spec, split, levels, tree)``:
+    the registered spec, the split, the sorted levels and the tree (``None`` when only level 0).
+    """
+    from .data.real import REAL, require_files
+    from .records import check_store_path
+
+    if not isinstance(dataset, str) or not dataset.strip():
+        raise ValueError(f"no dataset named: give registered dataset names, e.g. mini-heldout (got {dataset!r})")
+    spec = get_spec(dataset)
+    split = split or default_split(spec)
+    if split not in spec.splits:
+        raise ValueError(f"dataset {dataset!r} has no split {split!r}; its splits are {list(spec.splits)}")
+    check_resolution(resolution)
+    attacks = _attack_list(attacks)
+    levels = sorted({int(level) for level in levels})
+    if not levels or levels[0] < 0:
+        raise ValueError(f"levels must be non-negative integers (0 = the dataset's classes), got {levels}")
+    for name, value in (("n", n), ("batch_size", batch_size), ("depth", depth)):
+        _positive(name, value)
+    _positive("num_workers", num_workers, allow_zero=True)
+    load_templates(templates or spec.templates)
+    if store is not None and not hasattr(store, "append"):
+        check_store_path(store)
+    options = {**spec.options, **(dataset_options or {})}
+    if dataset in REAL and spec.profile == "full":
+        require_files(dataset, split, options.get("root"))
+    elif spec.profile == "mini":  # generated lazily: building it checks its options (profile, n) in milliseconds
+        spec.factory(split=split, **_accepted(spec.factory, options))
+    hierarchy = _load_tree(spec, tree, depth) if levels[-1] > 0 else None
+    if hierarchy is not None:
+        check_levels(hierarchy, levels, attacked=bool(attacks))
+        if len(hierarchy.nodes[0]) != spec.num_classes:
+            raise ValueError(f"tree {hierarchy.name!r} has {len(hierarchy.nodes[0])} leaves but {dataset} "
+                             f"has {spec.num_classes} classes")
+    return spec, split, levels, hierarchy
 
 
 def _rate(correct: torch.Tensor) -> float:
@@ -120,26 +211,16 @@ def evaluate(model, tokenizer, dataset: str, attacks=(), levels: Sequence[int] =
 
     Returns one record per (level, attack) chunk (see :mod:`hrvlm.records`), stored or new.
     """
-    spec = get_spec(dataset)
-    split = split or default_split(spec)
-    check_resolution(resolution)
+    spec, split, levels, hierarchy = check_request(
+        dataset, levels, attacks, n, split=split, store=store, templates=templates, resolution=resolution, tree=tree,
+        depth=depth, batch_size=batch_size, num_workers=num_workers, dataset_options=dataset_options)
     attacks = _attack_list(attacks)
-    levels = sorted({int(level) for level in levels})
-    if not levels or levels[0] < 0:
-        raise ValueError(f"levels must be non-negative integers, got {levels}")
     device = next(model.parameters()).device
     size = model.image_size
 
     options = {**spec.options, **(dataset_options or {})}
     data = spec.factory(split=split, **accepted_options(spec.factory, {**options, "image_size": size, "resolution": resolution}))
     ids = _subset_ids(dataset, split, len(data), n, subset)
-    hierarchy = _load_tree(spec, tree, depth) if levels[-1] > 0 else None
-    if hierarchy is not None:
-        if levels[-1] > hierarchy.depth:
-            raise ValueError(f"level {levels[-1]} exceeds the depth {hierarchy.depth} of tree {hierarchy.name!r}")
-        if len(hierarchy.nodes[0]) != spec.num_classes:
-            raise ValueError(f"tree {hierarchy.name!r} has {len(hierarchy.nodes[0])} leaves but {dataset} "
-                             f"has {spec.num_classes} classes")
     template_set = templates or spec.templates
     prompts = load_templates(template_set)
     names = [list(spec.classnames)] + [list(hierarchy.names[lv]) for lv in range(1, levels[-1] + 1)]
@@ -245,6 +326,7 @@ def parse_eps(text: str) -> float:
 def _csv(kind):
     def parse(text: str):
         return [kind(t) for t in text.split(",") if t.strip()]
+    parse.__name__ = kind.__name__  # argparse names it in errors: "invalid int value"
     return parse
 
 
@@ -293,6 +375,10 @@ def build_attacks(names: Sequence[str], eps_values: Sequence[float], norm: str =
     """
     from .attacks import build_attack
 
+    if not names:
+        raise ValueError("no attack named: give attack names, or 'none' for clean accuracy only")
+    if any(name != "none" for name in names) and not eps_values:
+        raise ValueError("no eps given: give at least one budget, e.g. 1/255")
     settings = {k: v for k, v in settings.items() if v is not None}
     return [build_attack(name, eps, norm=norm, **settings) for name in names if name != "none" for eps in eps_values]
 
@@ -309,9 +395,17 @@ def run(args: argparse.Namespace) -> int:
     run_record = read_record(args.pretrained) if args.pretrained is not None and is_run(args.pretrained) else {}
     model_name = args.model or run_record.get("model", "hrvlm-tiny")
     method = args.method or run_record.get("method", {}).get("name", "clip")
-    model, _, tokenizer = load_clip(model_name, args.pretrained, device=device)
     store = Path(args.store) if args.store else cache_dir("records") / "results.jsonl"
     options = {k: v for k, v in (("profile", args.profile), ("root", args.root)) if v is not None}
+    if not args.datasets:
+        raise ValueError("--datasets names no dataset: give comma-separated registered names, e.g. mini-heldout "
+                         "(hrvlm data list shows them)")
+    check_attacks(attacks)
+    for name in args.datasets:  # the whole request, before the model loads
+        check_request(name, args.levels, attacks, args.n, split=args.split, store=store, templates=args.templates,
+                      resolution=args.resolution, tree=args.tree, depth=args.depth, batch_size=args.batch_size,
+                      num_workers=args.num_workers, dataset_options=options)
+    model, _, tokenizer = load_clip(model_name, args.pretrained, device=device)
 
     def evaluate_all(names) -> list:
         return [record for name in names for record in evaluate(

@@ -405,10 +405,14 @@ def _no_duplicate_keys(pairs):
 def read_tree_file(path) -> dict:
     """Parse and check a ``hrvlm-tree/1`` file (see the module docstring); errors name the problem."""
     path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"tree file {path} does not exist (or is not a file)")
     try:
-        obj = json.loads(path.read_text(), object_pairs_hook=_no_duplicate_keys)
+        obj = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_no_duplicate_keys)
     except HierarchyError as err:
         raise HierarchyError(f"{path}: {err}") from None
+    except UnicodeDecodeError:
+        raise HierarchyError(f"{path}: not a UTF-8 text file; a tree file is JSON (format {TREE_FORMAT})") from None
     except json.JSONDecodeError as err:
         raise HierarchyError(f"{path}: not valid JSON ({err})") from None
     try:
@@ -426,10 +430,18 @@ def check_tree_spec(obj: dict) -> None:
         if key not in obj:
             raise HierarchyError(f"missing field {key!r} (a tree file has name, leaves, parents, provenance)")
     leaves, parents = obj["leaves"], obj["parents"]
-    if not isinstance(leaves, list) or not leaves or len(set(leaves)) != len(leaves):
-        raise HierarchyError("'leaves' must be a non-empty list of distinct class names")
+    if not isinstance(leaves, list) or not leaves or not all(isinstance(x, str) for x in leaves):
+        raise HierarchyError("'leaves' must be a non-empty list of class names (strings)")
+    if len(set(leaves)) != len(leaves):
+        raise HierarchyError("'leaves' must be a list of distinct class names")
     if not isinstance(parents, dict):
         raise HierarchyError("'parents' must map each node to its parent")
+    for key in ("names", "provenance"):
+        if not isinstance(obj.get(key, {}), dict):
+            raise HierarchyError(f"{key!r} must be a JSON object (node → readable name / field → value), "
+                                 f"not a {type(obj[key]).__name__}")
+    if not all(isinstance(v, str) for v in obj.get("names", {}).values()):
+        raise HierarchyError("'names' must map nodes to readable names (strings)")
     for child, parent in parents.items():
         if not isinstance(parent, str):
             raise HierarchyError(f"node {child!r} has parent {parent!r}: a tree gives each node exactly one "
@@ -727,6 +739,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--max-trees", type=int, default=5)
 
 
+def _check_show(forest: Forest, tree: int | None, level: int | None) -> None:
+    """``hierarchy show --tree/--level`` must name a tree and a level the forest has."""
+    if tree is not None and not 0 <= tree < len(forest):
+        raise ValueError(f"--tree {tree}: {forest.name} has {len(forest)} trees, give 0..{len(forest) - 1}")
+    if level is not None and not 0 <= level <= forest.depth:
+        raise ValueError(f"--level {level}: the trees of {forest.name} have levels 0..{forest.depth}")
+
+
 def run(args: argparse.Namespace) -> int:
     from .storage import atomic_write_json
 
@@ -741,7 +761,13 @@ def run(args: argparse.Namespace) -> int:
         tree = load_tree_file(args.path, args.depth, leaves)
         print(f"ok: {tree!r}")
         return 0
+    if args.action in ("export", "draw") and Path(args.out).is_dir():
+        raise IsADirectoryError(f"--out {args.out} is a folder; give a file name, e.g. {Path(args.out) / 'forest.json'}")
+    if args.action == "draw" and args.leaves < 1:
+        raise ValueError(f"--leaves {args.leaves}: draw at least one leaf")
     forest = forest_for_dataset(args.dataset, args.depth, args.max_trees)
+    if args.action == "show":
+        _check_show(forest, args.tree, args.level)
     if args.action == "export":
         print(f"wrote {atomic_write_json(args.out, forest.to_json())}")
     elif args.action == "draw":

@@ -110,7 +110,8 @@ class PixelCLIP(nn.Module):
         return int(self.clip.text_projection.shape[1])
 
     def check_images(self, images: torch.Tensor) -> None:
-        """Raise a ValueError that says what to do if ``images`` is not ``[B, 3, S, S]`` in [0, 1]."""
+        """Raise a ValueError that says what to do if ``images`` is not a non-empty floating-point
+        ``[B, 3, S, S]`` batch of finite values in [0, 1] (NaN passes a range test, so it is checked first)."""
         s = self.image_size
         if not torch.is_tensor(images) or not images.is_floating_point():
             raise ValueError(f"{self.name}: images must be a floating-point tensor, got {type(images).__name__}"
@@ -118,6 +119,10 @@ class PixelCLIP(nn.Module):
         if images.dim() != 4 or images.shape[1] != 3 or tuple(images.shape[2:]) != (s, s):
             raise ValueError(f"{self.name}: images must have shape [batch, 3, {s}, {s}], got {list(images.shape)}; "
                              f"resize with the model's preprocess (or torch.nn.functional.interpolate) first")
+        if images.shape[0] == 0:
+            raise ValueError(f"{self.name}: the batch is empty (shape {list(images.shape)}); pass at least one image")
+        if not bool(torch.isfinite(images).all()):
+            raise ValueError(f"{self.name}: images contain NaN or inf; they must be finite values in [0, 1]")
         lo, hi = images.aminmax()
         if lo < 0 or hi > 1:
             raise ValueError(f"{self.name}: images must be in [0, 1] pixel space (CLIP's normalisation is applied "
@@ -135,7 +140,10 @@ class PixelCLIP(nn.Module):
     def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         if self.check_inputs:
             self.check_images(images)
-        x = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
+        # Any floating dtype is accepted (float64 from numpy, float16 from a pipeline) and cast, inside the
+        # graph, to the weights' dtype: gradients still flow back to the caller's tensor.
+        x = images.to(self.logit_scale.dtype)
+        x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
         return self.clip.encode_image(x, normalize=normalize)
 
     def encode_text(self, tokens: torch.Tensor, normalize: bool = True) -> torch.Tensor:
@@ -159,22 +167,96 @@ def _network_reachable(timeout: float = 3.0) -> bool:
     try:
         with socket.create_connection(_HUB_HOST, timeout=timeout):
             return True
-    except OSError:
+    except Exception:  # a probe never fails: any error (OSError offline, a test's socket guard) = unreachable
         return False
 
 
+def _hub_offline_requested() -> bool:
+    """``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE`` as huggingface_hub reads them, now (not at its import)."""
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_OFFLINE or any(
+        os.environ.get(k, "").upper() in ("1", "ON", "YES", "TRUE") for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
 @contextmanager
-def _env(**values: str):
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
+def _hub_offline():
+    """Make huggingface_hub resolve files from its cache only, without a request.
+
+    Why patch the constant: huggingface_hub reads ``HF_HUB_OFFLINE`` once, when its ``constants`` module
+    is imported (open_clip imports it), so setting the environment variable later has no effect, and an
+    offline download retries for ~47 s.  ``constants.is_offline_mode()`` reads the module attribute.
+    """
+    from huggingface_hub import constants
+
+    previous, constants.HF_HUB_OFFLINE = constants.HF_HUB_OFFLINE, True
     try:
         yield
     finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        constants.HF_HUB_OFFLINE = previous
+
+
+def cached_weights(name: str, tag: str) -> Path | None:
+    """The local file of open_clip's pretrained ``name``/``tag`` if a previous download left it in the
+    Hugging Face hub cache (or open_clip's URL cache, ``~/.cache/clip``); ``None`` otherwise.  Never
+    touches the network.  Mirrors open_clip's choice: the hub entry (preferring ``.safetensors``), else the URL.
+    """
+    import open_clip
+    from huggingface_hub import try_to_load_from_cache
+    from open_clip.constants import HF_WEIGHTS_NAME
+    from open_clip.pretrained import _get_safe_alternatives  # open_clip's own rule, not a copy of it
+
+    cfg = open_clip.get_pretrained_cfg(name, tag) or {}
+    if cfg.get("hf_hub"):
+        repo, filename = os.path.split(cfg["hf_hub"])
+        filename = filename or HF_WEIGHTS_NAME
+        for candidate in [*_get_safe_alternatives(filename), filename]:
+            found = try_to_load_from_cache(repo, candidate)
+            if isinstance(found, str):
+                return Path(found)
+        return None
+    if cfg.get("url"):
+        path = Path("~/.cache/clip").expanduser() / os.path.basename(cfg["url"])
+        return path if path.is_file() else None
+    return None
+
+
+def _check_hub_weights(name: str, tag: str) -> bool:
+    """True if the weights of an open_clip tag are cached (load them offline); else check that the
+    network is there to download them, and fail at once, in one line, when it is not."""
+    if cached_weights(name, tag) is not None:
+        return True
+    if _hub_offline_requested():
+        why = "HF_HUB_OFFLINE is set"
+    elif not _network_reachable():
+        why = f"{_HUB_HOST[0]} is unreachable"
+    else:
+        return False
+    raise PretrainedUnavailable(
+        f"pretrained weights {name}/{tag} are not cached and {why}: download them once with network access "
+        f"(load_clip({name!r}, {tag!r}) online), or use a local checkpoint file, 'mini', or pretrained=None")
+
+
+def _check_model_name(name) -> None:
+    import open_clip
+
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"model name must be a non-empty string such as 'hrvlm-tiny-cnn' or 'ViT-B-32-quickgelu', "
+                        f"got {name!r}")
+    if open_clip.get_model_config(name) is None:
+        raise KeyError(f"unknown model {name!r}; hrvlm configs: {register_configs()}, "
+                       f"or any of open_clip.list_models()")
+
+
+def _refuse_plain_folder(name: str, pretrained) -> None:
+    """A folder given as ``pretrained`` that is not a hrvlm run or checkpoint (nor an open_clip tag) is
+    an error, not a tag to look up."""
+    import open_clip
+
+    if Path(pretrained).is_dir() and not open_clip.get_pretrained_cfg(name, str(pretrained)):
+        raise ValueError(f"pretrained={str(pretrained)!r} is a folder that is not a hrvlm run/checkpoint; pass a "
+                         f"checkpoint file (.safetensors, .pt), a run folder or name, a registered tag (e.g. 'mini') "
+                         f"or an open_clip tag")
 
 
 def check_pretrained_tag(name: str, tag: str) -> None:
@@ -217,14 +299,13 @@ def load_clip(name: str, pretrained: str | os.PathLike | None = None, device: st
     import open_clip
 
     register_configs()
-    if open_clip.get_model_config(name) is None:
-        raise KeyError(f"unknown model {name!r}; hrvlm configs: {register_configs()}, "
-                       f"or any of open_clip.list_models()")
+    _check_model_name(name)
     from .weights import resolve
 
     local = None if pretrained is None else resolve(pretrained, name)
     tag = str(pretrained) if pretrained is not None and local is None else None
     if tag is not None:
+        _refuse_plain_folder(name, tag)
         check_pretrained_tag(name, tag)
 
     def create():
@@ -237,18 +318,9 @@ def load_clip(name: str, pretrained: str | os.PathLike | None = None, device: st
         finally:
             logging.getLogger().removeFilter(quiet)
 
-    if tag is None:
-        clip, _, preprocess = create()
-    elif os.environ.get("HF_HUB_OFFLINE") == "1" or not _network_reachable():
-        # Offline: only a cached download can work; HF_HUB_OFFLINE makes open_clip fail at once instead
-        # of retrying for ~47 s.
-        try:
-            with _env(HF_HUB_OFFLINE="1"):
-                clip, _, preprocess = create()
-        except Exception as err:  # open_clip raises RuntimeError/OSError variants here
-            raise PretrainedUnavailable(
-                f"pretrained weights {name}/{tag} are not cached and the network is unreachable ({err}). "
-                f"Run once with internet access, or use pretrained=None / a local checkpoint file.") from err
+    if tag is not None and _check_hub_weights(name, tag):
+        with _hub_offline():  # cached: no request at all
+            clip, _, preprocess = create()
     else:
         clip, _, preprocess = create()
     if local is not None:

@@ -10,12 +10,18 @@ in the order of the sorted subset ids.
 every chunk would cost O(size) per chunk.  Instead each record is appended as *one* ``write`` of a
 complete line, then ``fsync``-ed, under an exclusive ``flock`` (so concurrent evaluators neither
 interleave lines nor store the same key twice: the key is re-checked under the lock).  A crash can
-at worst leave a torn last line; the next append starts a fresh line first, and the reader reports
-such lines (``warnings.warn``, or an error with ``strict=True``) and skips them: they never break
-reading and never hide other records.
+at worst leave a torn last line; the next append first ends it with a newline (under the lock no
+write is in flight, so an unterminated line is final), and the reader reports such lines
+(``warnings.warn``, or an error with ``strict=True``) and skips them: they never break reading and
+never hide other records.  A complete record that only lacks its newline counts as stored.
+
+**Checksums.**  Each record carries ``checksum``, the sha256 of its canonical JSON without that field
+(:func:`record_checksum`); a record edited by hand or damaged on disk no longer matches and is reported
+and skipped like a torn line.  ``hrvlm records verify STORE`` checks a whole store.
 """
 from __future__ import annotations
 
+import argparse
 import base64
 import json
 import os
@@ -70,11 +76,36 @@ def decode_bits(text: str, n: int) -> np.ndarray:
     return np.unpackbits(raw, count=n, bitorder="little").astype(bool)
 
 
+def record_checksum(record: dict) -> str:
+    """sha256 (32 hex digits) of the record's canonical JSON without its ``checksum`` field."""
+    return config_hash({k: v for k, v in record.items() if k != "checksum"}, length=32)
+
+
+def check_record(record) -> None:
+    """Raise ``ValueError`` unless ``record`` is a JSON object with a ``key`` and, if it carries a
+    ``checksum`` (records written before checksums carry none), a matching one."""
+    if not isinstance(record, dict) or not isinstance(record.get("key"), str):
+        raise ValueError("not a record (a JSON object with a 'key')")
+    if "checksum" in record and record["checksum"] != record_checksum(record):
+        raise ValueError(f"checksum mismatch for key {record['key']}: the record was edited or damaged "
+                         f"(recompute it: delete the line and re-run)")
+
+
+def check_store_path(path: str | os.PathLike) -> Path:
+    """A records store must be a file (existing or not), not a folder: checked before any work."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"records store {path} is a folder; give a file such as {path / 'results.jsonl'}")
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            raise NotADirectoryError(f"records store {path}: {parent} is a file, not a folder")
+    return path
+
+
 def _parse(line: bytes, where: str, strict: bool) -> dict | None:
     try:
         record = json.loads(line)
-        if not isinstance(record, dict) or not isinstance(record.get("key"), str):
-            raise ValueError("not a record (a JSON object with a 'key')")
+        check_record(record)
         return record
     except ValueError as err:
         message = f"{where}: skipping an incomplete or corrupt record ({err}); the rest of the store is intact"
@@ -96,7 +127,7 @@ class RecordStore:
     """
 
     def __init__(self, path: str | os.PathLike, strict: bool = False):
-        self.path, self.strict = Path(path), strict
+        self.path, self.strict = check_store_path(path), strict
         self._offset, self._line_no = 0, 0
         self._records: dict[str, dict] = {}
 
@@ -109,7 +140,7 @@ class RecordStore:
                 self._offset, self._line_no, self._records = 0, 0, {}
             f.seek(self._offset)
             data = f.read()
-        end = data.rfind(b"\n") + 1  # a trailing line without newline may still be being written
+        end = data.rfind(b"\n") + 1
         for line in data[:end].splitlines():
             self._line_no += 1
             if line.strip():
@@ -117,6 +148,11 @@ class RecordStore:
                 if record is not None:
                     self._records.setdefault(record["key"], record)
         self._offset += end
+        # A trailing line without newline may still be being written: it counts only if it is already a
+        # complete, checksummed record (it is read again, as a full line, once terminated).
+        tail = _complete(data[end:])
+        if tail is not None:
+            self._records.setdefault(tail["key"], tail)
 
     def records(self) -> list[dict]:
         self._refresh()
@@ -135,25 +171,36 @@ class RecordStore:
 
     def append(self, record: dict) -> bool:
         """Append ``record`` (its ``key`` set here) unless its key is stored; True if it was written."""
-        record = {**record, "key": record_key(record)}
+        record = json.loads(canonical_json({**record, "key": record_key(record)}))  # as it reads back
+        record["checksum"] = record_checksum(record)
         line = (canonical_json(record) + "\n").encode("utf-8")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             if fcntl is not None:
                 fcntl.flock(fd, fcntl.LOCK_EX)
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                os.write(fd, b"\n")  # end a line left unterminated (by a crash, an editor): it is final
             self._refresh()
             if record["key"] in self._records:
                 return False
-            size = os.fstat(fd).st_size
-            if size and os.pread(fd, 1, size - 1) != b"\n":
-                line = b"\n" + line  # isolate a torn line left by a crash
             os.write(fd, line)
             os.fsync(fd)
         finally:
             os.close(fd)  # also releases the lock
         self._refresh()
         return True
+
+
+def _complete(fragment: bytes) -> dict | None:
+    """The record in an unterminated last line if it is complete and checksummed, else ``None``."""
+    try:
+        record = json.loads(fragment)
+        check_record(record)
+    except ValueError:
+        return None
+    return record if "checksum" in record else None
 
 
 def records_to_frame(records: Iterable[dict], samples: bool = False):
@@ -181,3 +228,52 @@ def records_to_frame(records: Iterable[dict], samples: bool = False):
 def load_table(path: str | os.PathLike, samples: bool = False, strict: bool = False):
     """:func:`records_to_frame` of the store at ``path``."""
     return records_to_frame(read_records(path, strict=strict), samples=samples)
+
+
+# ---------------------------------------------------------------- command line
+def verify(path: str | os.PathLike) -> dict:
+    """Check every line of a store: ``{"records", "unverified", "problems": [(line, message), ...]}``.
+
+    ``records`` counts valid records with a matching checksum, ``unverified`` those written before
+    checksums (valid JSON, no checksum); problems are torn or corrupt lines, checksum mismatches,
+    repeated keys and a last line without its newline.
+    """
+    path = check_store_path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no records store at {path}")
+    data = path.read_bytes()
+    out: dict = {"records": 0, "unverified": 0, "problems": []}
+    seen: dict[str, int] = {}
+    lines = data.split(b"\n")
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            check_record(record)
+        except ValueError as err:
+            out["problems"].append((number, f"torn or corrupt line ({err})"))
+            continue
+        if record["key"] in seen:
+            out["problems"].append((number, f"key {record['key']} repeats line {seen[record['key']]}"))
+            continue
+        seen[record["key"]] = number
+        out["records" if "checksum" in record else "unverified"] += 1
+        if number == len(lines):
+            out["problems"].append((number, "last line lacks its newline (the next append adds it)"))
+    return out
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    check = sub.add_parser("verify", help="check every record's checksum, torn lines and repeated keys")
+    check.add_argument("store", help="a records file (JSON lines), e.g. ~/.cache/hrvlm/records/results.jsonl")
+
+
+def run(args: argparse.Namespace) -> int:
+    report = verify(args.store)
+    for number, message in report["problems"]:
+        print(f"{args.store}:{number}: {message}")
+    print(f"{args.store}: {report['records']} records verified, {report['unverified']} without checksum "
+          f"(written before checksums), {len(report['problems'])} problems")
+    return 1 if report["problems"] else 0

@@ -10,17 +10,24 @@ Where the reader comes from, in this order:
 
 Nothing here touches the network except :func:`download`, which the user calls explicitly
 (``hrvlm wordnet download``).
+
+The corpus in the hrvlm cache carries a manifest (``MANIFEST.json``: size, mtime and sha256 of every
+file) written when it is built or downloaded.  Each process checks sizes and mtimes before reading
+(:func:`verify_corpus`; ``hrvlm wordnet status`` also checks the sha256s): a damaged corpus is rebuilt
+from Debian's files when they are there, else reported with the command that repairs it.
 """
 from __future__ import annotations
 
 import argparse
 import functools
+import json
 import os
 import shutil
+import tempfile
 import warnings
 from pathlib import Path
 
-from .storage import cache_dir
+from .storage import atomic_write_json, cache_dir, file_sha256
 
 DEBIAN_DIR = Path(os.environ.get("HRVLM_DEBIAN_WORDNET", "/usr/share/wordnet"))
 
@@ -47,8 +54,15 @@ HOW_TO_GET = """WordNet 3.0 was not found. Any one of these provides it:
   3. an existing NLTK data folder holding corpora/wordnet: export NLTK_DATA=/path/to/nltk_data"""
 
 
+MANIFEST = "MANIFEST.json"
+
+
 class WordNetMissing(RuntimeError):
     """No WordNet 3.0 corpus could be found or built without the network."""
+
+
+class WordNetCorrupt(WordNetMissing):
+    """hrvlm's WordNet corpus no longer matches its manifest and cannot be rebuilt here."""
 
 
 def lexnames_text() -> str:
@@ -73,15 +87,81 @@ def build_from_debian(root: Path | None = None, source: Path | None = None) -> P
     if missing:
         raise WordNetMissing(f"Debian WordNet files missing in {source}: {', '.join(missing)}.\n{HOW_TO_GET}")
     target = root / "corpora" / "wordnet"
-    staging = root / "corpora" / ".wordnet.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".wordnet.partial.", dir=target.parent))  # one per process
     for name in _DEBIAN_FILES:
         shutil.copyfile(source / name, staging / name)
     (staging / "lexnames").write_text(lexnames_text())
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
+    write_manifest(staging)
+    _replace_folder(staging, target)
     return target
+
+
+def _replace_folder(new: Path, target: Path) -> None:
+    """Move ``new`` to ``target``, setting any old ``target`` aside first (a concurrent builder that
+    got there first wins; its corpus is as good as ours)."""
+    old = target.with_name(f".{target.name}.old.{os.getpid()}")
+    if target.exists():
+        target.rename(old)
+    try:
+        new.rename(target)
+    except OSError:
+        shutil.rmtree(new, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def write_manifest(folder: Path) -> Path:
+    """Record size, mtime and sha256 of every file of a corpus folder in its ``MANIFEST.json``."""
+    files = {}
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.name != MANIFEST):
+        stat = path.stat()
+        files[str(path.relative_to(folder))] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+                                                "sha256": file_sha256(path)}
+    return atomic_write_json(Path(folder) / MANIFEST, {"files": files})
+
+
+def verify_corpus(folder: Path, checksums: bool = False) -> list[str] | None:
+    """Problems of a corpus folder against its manifest (sizes and mtimes; also the sha256s with
+    ``checksums``): ``[]`` when it matches, ``None`` when it has no manifest (built before manifests)."""
+    try:
+        files = json.loads((Path(folder) / MANIFEST).read_text())["files"]
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError):
+        return [f"{MANIFEST} is unreadable"]
+    problems = []
+    for name, want in files.items():
+        path = Path(folder) / name
+        if not path.is_file():
+            problems.append(f"{name} is missing")
+            continue
+        stat = path.stat()
+        if stat.st_size != want["size"]:
+            problems.append(f"{name} has {stat.st_size} bytes, {want['size']} when built")
+        elif (stat.st_mtime_ns != want["mtime_ns"] or checksums) and file_sha256(path) != want["sha256"]:
+            problems.append(f"{name} changed since it was built (sha256 differs)")
+    return problems
+
+
+def _check_built_corpus(folder: Path) -> None:
+    """Rebuild hrvlm's corpus if it fails :func:`verify_corpus` (or predates manifests) and Debian's
+    files are there; a damaged corpus that cannot be rebuilt is a :class:`WordNetCorrupt` error."""
+    problems = verify_corpus(folder)
+    if not problems and problems is not None:
+        return
+    debian = all((DEBIAN_DIR / name).is_file() for name in _DEBIAN_FILES)
+    if debian:
+        if problems:
+            warnings.warn(f"WordNet corpus at {folder} was damaged ({problems[0]}); rebuilt from {DEBIAN_DIR}")
+        build_from_debian(folder.parent.parent)
+    elif problems:
+        raise _damaged(folder, problems)
+
+
+def _damaged(folder: Path, problems: list[str]) -> WordNetCorrupt:
+    return WordNetCorrupt(f"the WordNet corpus at {folder} is damaged ({'; '.join(problems[:3])}): repair it with "
+                          f"`hrvlm wordnet build` (needs Debian's wordnet-base) or `hrvlm wordnet download`")
+
 
 
 def _find_nltk_corpus():
@@ -121,6 +201,8 @@ def get_wordnet():
         raise WordNetMissing(HOW_TO_GET)
     if kind == "debian":
         build_from_debian()
+    elif kind == "hrvlm-cache":
+        _check_built_corpus(nltk_data_root() / "corpora" / "wordnet")
     if kind in ("debian", "hrvlm-cache"):
         # NLTK only reads corpora from folders on its search path.
         root = str(nltk_data_root())
@@ -172,6 +254,8 @@ def download(quiet: bool = False) -> Path:
     root = nltk_data_root()
     if not nltk.download("wordnet", download_dir=str(root), quiet=quiet):
         raise WordNetMissing(f"nltk.download('wordnet') failed (no network?).\n{HOW_TO_GET}")
+    if (root / "corpora" / "wordnet").is_dir():
+        write_manifest(root / "corpora" / "wordnet")
     get_wordnet.cache_clear()
     return root
 
@@ -188,6 +272,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.action and args.what and args.action != args.what:
+        raise ValueError(f"conflicting actions: {args.what!r} and --{args.action}; give one of them")
     args.action = args.action or args.what or "status"
     if args.action == "download":
         print(f"downloaded WordNet into {download()}")
@@ -197,6 +283,10 @@ def run(args: argparse.Namespace) -> int:
     if kind == "missing":
         print(HOW_TO_GET)
         return 1
+    if kind == "hrvlm-cache":
+        problems = verify_corpus(path, checksums=True)
+        if problems:
+            raise _damaged(path, problems)
     wn = get_wordnet()
     print(f"WordNet {wn.get_version()} from {kind}: {locate()[1]}")
     return 0

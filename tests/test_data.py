@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from hrvlm.data import fixed_subset, get_dataset, get_spec, list_datasets
+from hrvlm.cli import main
 from hrvlm.data import cli as data_cli
 from hrvlm.data.real import (DEFAULT_RESOLUTION, REAL, DatasetMissing, InGraphResize, apply_resolution,
                              image_transform)
@@ -152,9 +153,10 @@ def test_data_cli_lists_and_refuses_without_hanging(tmp_path, capsys):
     assert _data_cli("list", "--root", str(tmp_path)) == 0
     out = capsys.readouterr().out
     assert "cifar10" in out and "missing test,train" in out and "mini-finetune" in out
-    assert _data_cli("fetch", "imagenet", "--root", str(tmp_path)) == 1
-    assert "one folder per wnid" in capsys.readouterr().out
-    assert _data_cli("fetch", "mini-finetune") == 2
+    assert main(["data", "fetch", "imagenet", "--root", str(tmp_path)]) == 2
+    assert "one folder per wnid" in capsys.readouterr().err
+    assert main(["data", "fetch", "mini-finetune"]) == 2
+    assert "generated, not fetched" in capsys.readouterr().err
     _tiny_imagenet(tmp_path)
     assert _data_cli("fetch", "tinyimagenet", "--root", str(tmp_path)) == 0  # present: nothing downloaded
     assert "present" in capsys.readouterr().out

@@ -90,14 +90,59 @@ def test_openai_weights_need_the_quickgelu_variant():
     models.check_pretrained_tag("ViT-B-32-quickgelu", "openai")  # the right pairing passes
 
 
-def test_pretrained_tag_offline_fails_fast_with_a_message(monkeypatch, tmp_path):
+@pytest.fixture
+def hub_online_at_import(monkeypatch, tmp_path):
+    """huggingface_hub as imported in a session without HF_HUB_OFFLINE, with an empty hub cache."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty hub cache
-    monkeypatch.setattr(models, "_network_reachable", lambda timeout=3.0: False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    return tmp_path / "hub"
+
+
+def _fails_fast_in_one_line(match: str) -> None:
     start = time.perf_counter()
-    with pytest.raises(PretrainedUnavailable, match="network is unreachable"):
+    with pytest.raises(PretrainedUnavailable, match=match) as err:
         load_clip("ViT-B-32-quickgelu", pretrained="openai")
-    assert time.perf_counter() - start < 20
+    assert time.perf_counter() - start < 5
+    assert "\n" not in str(err.value) and "pretrained=None" in str(err.value)
+
+
+def test_offline_tag_fails_at_once_when_HF_HUB_OFFLINE_is_set_after_the_hub_was_imported(hub_online_at_import,
+                                                                                           monkeypatch):
+    # huggingface_hub read the variable at import; setting it now must still stop any request
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(models, "_network_reachable", lambda timeout=3.0: pytest.fail("probed the network"))
+    _fails_fast_in_one_line("not cached and HF_HUB_OFFLINE is set")
+
+
+def test_offline_tag_fails_at_once_when_the_network_is_unreachable(hub_online_at_import):
+    # the probe hits the test's socket guard, as an offline machine's would fail: one line, no retries
+    _fails_fast_in_one_line("not cached and huggingface.co is unreachable")
+
+
+def test_cached_hub_weights_are_found_without_the_network(hub_online_at_import, monkeypatch):
+    repo = hub_online_at_import / "models--timm--vit_base_patch32_clip_224.openai"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc123")
+    weights = repo / "snapshots" / "abc123" / "open_clip_model.safetensors"
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(b"x")
+    monkeypatch.setattr(models, "_network_reachable", lambda timeout=3.0: pytest.fail("probed the network"))
+    assert models.cached_weights("ViT-B-32-quickgelu", "openai") == weights
+    assert models._check_hub_weights("ViT-B-32-quickgelu", "openai") is True  # load from the cache, offline
+
+
+def test_float64_images_are_cast_to_the_weights_dtype(tiny):
+    model, _, _ = tiny
+    x = torch.rand(2, 3, model.image_size, model.image_size)
+    expected = model.encode_image(x)
+    assert torch.allclose(model.encode_image(x.double()), expected, atol=1e-6)
+    x64 = x.double().requires_grad_()
+    model.encode_image(x64).sum().backward()  # gradients reach the caller's float64 tensor
+    assert x64.grad is not None and x64.grad.dtype == torch.float64
 
 
 def test_the_mini_worlds_conv_tower_is_registered_and_trains():

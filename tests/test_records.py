@@ -4,8 +4,9 @@ import threading
 import numpy as np
 import pytest
 
+from hrvlm.cli import main
 from hrvlm.records import (ENVIRONMENT_FIELDS, KEY_FIELDS, CorruptRecord, RecordStore, decode_bits, encode_bits,
-                           load_table, read_records, record_key, records_to_frame)
+                           load_table, read_records, record_checksum, record_key, records_to_frame, verify)
 
 
 def make_record(eps=1 / 255, level=0, attack=True, **extra):
@@ -100,3 +101,58 @@ def test_frame_one_row_per_record_with_flattened_provenance(tmp_path):
     assert decoded["clean_correct"].iloc[0].tolist() == [True, False] * 5
     assert not isinstance(decoded["robust_correct"].iloc[1], np.ndarray)  # clean-only: no bitmap
     assert records_to_frame([]).empty
+
+
+def test_a_complete_last_line_without_newline_is_stored_not_recomputed(tmp_path):
+    path = tmp_path / "r.jsonl"
+    RecordStore(path).append(make_record())
+    path.write_bytes(path.read_bytes().rstrip(b"\n"))  # e.g. saved by an editor that drops the final newline
+    store = RecordStore(path)
+    assert store.get(record_key(make_record())) is not None  # counts as stored: evaluate will not recompute
+    assert store.append(make_record()) is False
+    assert store.append(make_record(eps=2 / 255)) is True
+    lines = path.read_text().splitlines()
+    assert len(lines) == 2 and len({json.loads(line)["key"] for line in lines}) == 2
+    assert path.read_bytes().endswith(b"\n")
+
+
+def test_a_folder_is_not_a_store(tmp_path):
+    with pytest.raises(IsADirectoryError, match="is a folder; give a file such as"):
+        RecordStore(tmp_path)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(NotADirectoryError, match="is a file, not a folder"):
+        RecordStore(tmp_path / "file" / "r.jsonl")
+
+
+def test_a_record_edited_by_hand_fails_its_checksum(tmp_path, capsys):
+    path = tmp_path / "r.jsonl"
+    store = RecordStore(path)
+    store.append(make_record())
+    store.append(make_record(eps=2 / 255))
+    assert all(r["checksum"] == record_checksum(r) for r in read_records(path))
+    assert main(["records", "verify", str(path)]) == 0
+    assert "2 records verified" in capsys.readouterr().out
+    lines = path.read_text().splitlines()
+    lines[0] = lines[0].replace('"clean_acc":0.5', '"clean_acc":0.9')  # a "better" number typed in
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.warns(UserWarning, match="checksum mismatch"):
+        assert [r["attack"]["eps"] for r in read_records(path)] == [2 / 255]
+    with pytest.raises(CorruptRecord, match="r.jsonl:1: .*checksum mismatch"):
+        read_records(path, strict=True)
+    assert main(["records", "verify", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "r.jsonl:1: torn or corrupt line (checksum mismatch" in out and "1 problems" in out
+
+
+def test_records_verify_reports_torn_lines_repeats_and_old_records(tmp_path, capsys):
+    path = tmp_path / "r.jsonl"
+    RecordStore(path).append(make_record())
+    good = path.read_text()
+    old = {**make_record(eps=3 / 255), "key": record_key(make_record(eps=3 / 255))}  # written before checksums
+    path.write_text(good + json.dumps(old) + "\n" + good + '{"key": "half')
+    report = verify(path)
+    assert report["records"] == 1 and report["unverified"] == 1
+    assert [line for line, _ in report["problems"]] == [3, 4]
+    assert "repeats line 1" in report["problems"][0][1] and "torn" in report["problems"][1][1]
+    assert main(["records", "verify", str(tmp_path / "nothing.jsonl")]) == 2
+    assert "no records store at" in capsys.readouterr().err

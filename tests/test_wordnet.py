@@ -70,6 +70,64 @@ def test_cli_status_reports_the_source(capsys):
 def test_cli_download_is_explicit_and_reaches_nltk(monkeypatch, capsys):
     calls = []
     monkeypatch.setattr(nltk, "download", lambda *a, **k: calls.append((a, k)) or False)
-    with pytest.raises(wordnet.WordNetMissing, match="nltk.download"):
-        main(["wordnet", "--download"])
+    assert main(["wordnet", "--download"]) == 2
+    assert "nltk.download('wordnet') failed" in capsys.readouterr().err
     assert calls and calls[0][0] == ("wordnet",)
+
+
+needs_debian = pytest.mark.skipif(not (wordnet.DEBIAN_DIR / "data.noun").is_file(),
+                                  reason="Debian wordnet-base not installed")
+
+
+@pytest.fixture
+def own_corpus(tmp_cache, monkeypatch):
+    """A corpus built from Debian's files in an empty hrvlm cache, and a fresh reader cache."""
+    monkeypatch.setattr(nltk.data, "path", list(nltk.data.path))
+    wordnet.get_wordnet.cache_clear()
+    yield wordnet.build_from_debian()
+    wordnet.get_wordnet.cache_clear()
+
+
+def _garble(path, at=5000):
+    data = bytearray(path.read_bytes())
+    data[at:at + 8] = b"XXXXXXXX"
+    path.write_bytes(bytes(data))
+
+
+@needs_debian
+def test_damaged_corpus_is_detected_and_rebuilt(own_corpus):
+    assert wordnet.verify_corpus(own_corpus, checksums=True) == []
+    _garble(own_corpus / "data.noun")  # same size, new content
+    assert wordnet.verify_corpus(own_corpus) == ["data.noun changed since it was built (sha256 differs)"]
+    with pytest.warns(UserWarning, match="was damaged .*rebuilt from"):
+        wn = wordnet.get_wordnet()
+    assert wn.synset("cat.n.01").hypernyms() and wordnet.verify_corpus(own_corpus, checksums=True) == []
+
+
+@needs_debian
+def test_damaged_corpus_without_debian_says_how_to_repair(own_corpus, monkeypatch, capsys):
+    with open(own_corpus / "data.noun", "r+b") as f:
+        f.truncate(1000)
+    monkeypatch.setattr(wordnet, "DEBIAN_DIR", own_corpus.parent / "no-debian-here")
+    with pytest.raises(wordnet.WordNetCorrupt, match=r"data.noun has 1000 bytes.*hrvlm wordnet build"):
+        wordnet.get_wordnet()
+    assert main(["wordnet"]) == 2  # the status reports it too
+    assert "damaged" in capsys.readouterr().err
+
+
+@needs_debian
+def test_status_compares_checksums_even_when_mtime_is_kept(own_corpus, capsys):
+    import os
+
+    stat = (own_corpus / "data.noun").stat()
+    _garble(own_corpus / "data.noun")
+    os.utime(own_corpus / "data.noun", ns=(stat.st_atime_ns, stat.st_mtime_ns))  # bit rot keeps the mtime
+    assert wordnet.verify_corpus(own_corpus) == []  # the quick check cannot see it
+    assert main(["wordnet", "status"]) == 2
+    assert "sha256 differs" in capsys.readouterr().err
+
+
+def test_conflicting_action_spellings_are_refused_before_anything_runs(monkeypatch, capsys):
+    monkeypatch.setattr(nltk, "download", lambda *a, **k: pytest.fail("downloaded"))
+    assert main(["wordnet", "status", "--download"]) == 2
+    assert "conflicting actions: 'status' and --download" in capsys.readouterr().err

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from .real import REAL, DatasetMissing, data_root, fetch
+from .real import REAL, data_root, fetch
 from .registry import get_spec, list_datasets
 
 
@@ -40,14 +40,8 @@ def run(args: argparse.Namespace) -> int:
                   f"{spec.description}")
         return 0
     if args.name not in REAL:
-        known = sorted(REAL)
         hint = " (mini-world datasets are generated, not fetched)" if args.name.startswith("mini-") else ""
-        print(f"error: unknown real dataset {args.name!r}{hint}; known: {known}")
-        return 2
-    try:
-        root = fetch(args.name, args.root, splits=args.split)
-    except DatasetMissing as err:
-        print(f"error: {err}")
-        return 1
+        raise KeyError(f"unknown real dataset {args.name!r}{hint}; known: {sorted(REAL)}")
+    root = fetch(args.name, args.root, splits=args.split)
     print(f"{args.name}: present under {root}")
     return 0

@@ -322,14 +322,44 @@ def fetch(name: str, root: str | os.PathLike | None = None, splits: Sequence[str
         if info.fetch_note:
             _require_files(info, root, split)
         root.mkdir(parents=True, exist_ok=True)
-        if info.loader == "TinyImageNet":
-            from torchvision.datasets.utils import download_and_extract_archive
+        try:
+            if info.loader == "TinyImageNet":
+                from torchvision.datasets.utils import download_and_extract_archive
 
-            download_and_extract_archive(TINYIMAGENET_URL, str(root))
-        else:
-            _construct(info, root, split, transform=None, download=True)
+                download_and_extract_archive(TINYIMAGENET_URL, str(root))
+            else:
+                _construct(info, root, split, transform=None, download=True)
+        except (OSError, RuntimeError) as err:  # urllib's URLError (offline), HTTP errors, failed checksums
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise DatasetMissing(
+                f"downloading {name} (split {split!r}) from {download_source(name)} failed ({reason}). Without "
+                f"network, download it elsewhere and extract it under {root} (needed: "
+                f"{', '.join(str(p) for p in info.missing(root, split))})") from None
         _require_files(info, root, split)
     return root
+
+
+def download_source(name: str) -> str:
+    """Where ``hrvlm data fetch NAME`` downloads from (torchvision's URL for the set, as far as it says)."""
+    info = REAL[name]
+    if info.loader == "TinyImageNet":
+        return TINYIMAGENET_URL
+    import torchvision
+
+    cls = getattr(torchvision.datasets, info.loader, None)
+    for attr in ("url", "_URL", "_DATASET_URL", "_download_url_prefix"):
+        if isinstance(getattr(cls, attr, None), str):
+            return getattr(cls, attr)
+    resources = getattr(cls, "_RESOURCES", None)
+    if resources:
+        return resources[0][0].rsplit("/", 1)[0] + "/"
+    return f"the URLs of torchvision.datasets.{info.loader}"
+
+
+def require_files(name: str, split: str, root: str | os.PathLike | None = None) -> None:
+    """Raise :class:`DatasetMissing` (saying how to get them) unless real dataset ``name``'s ``split``
+    files are under the data root; checks files only, imports nothing."""
+    _require_files(REAL[name], data_root(root), split)
 
 
 def _register_all() -> None:
