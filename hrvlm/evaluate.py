@@ -157,7 +157,7 @@ def evaluate(model, tokenizer, dataset: str, attacks=(), levels: Sequence[int] =
             raise ValueError(f"tree {hierarchy.name!r} has {len(hierarchy.nodes[0])} leaves but {dataset} "
                              f"has {spec.num_classes} classes")
     template_set = templates or spec.templates
-    prompts = load_templates(template_set)
+    prompts = load_templates(template_set, dataset=spec.name)
     names = [list(spec.classnames)] + [list(hierarchy.names[lv]) for lv in range(1, levels[-1] + 1)]
 
     base = {
