@@ -95,7 +95,7 @@ def _assignments(source: str) -> dict[str, ast.Assign]:
 
 def parameter_names(source: str) -> list[str]:
     """Names assigned in a jupytext chapter's ``parameters`` cell (empty if it has none)."""
-    match = re.search(r'^# %%.*tags=\[[^\]]*"parameters"[^\]]*\].*\n(.*?)(?=^# %%|\Z)', source, re.M | re.S)
+    match = re.search(r'^# %%[^\n]*tags=\[[^\]\n]*"parameters"[^\]\n]*\][^\n]*\n(.*?)(?=^# %%|\Z)', source, re.M | re.S)
     return list(_assignments(match.group(1))) if match else []
 
 
@@ -207,10 +207,14 @@ def check_complete(path: Path, key: str | None = None) -> str | None:
 
 # ---------------------------------------------------------------- what an executed chapter depends on
 def library_hash() -> str:
-    """sha256 over the ``hrvlm`` package's code and data files (any change re-executes the chapters)."""
+    """sha256 over the ``hrvlm`` package's code and data files (any change re-executes the chapters).
+
+    This builder itself is left out: what it does to executed notebooks is versioned by :data:`STAMP_VERSION`.
+    """
     digest = hashlib.sha256()
     for path in sorted(PACKAGE.rglob("*")):
-        if path.is_file() and "__pycache__" not in path.parts and path.suffix not in (".pyc", ".pyo"):
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix not in (".pyc", ".pyo") \
+                and path != Path(__file__).resolve():
             digest.update(str(path.relative_to(PACKAGE)).encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
 
