@@ -284,6 +284,8 @@ def execute_notebook(root: Path, stem: str, out: Path, parameters: dict, timeout
     except PapermillExecutionError as err:
         raise BookError(f"chapter {stem}.py failed in cell {err.cell_index} (execution count {err.exec_count}): "
                         f"{err.ename}: {err.evalue}\n  executed copy with the traceback: {partial}") from None
+    except Exception as err:  # a cell timeout, a dead kernel: the chapter stopped without a cell error
+        raise BookError(f"chapter {stem}.py stopped: {type(err).__name__}: {str(err).strip()[:300]}") from err
     finally:
         staged_input.unlink(missing_ok=True)
     seconds = time.perf_counter() - start
@@ -337,8 +339,7 @@ def stage_sources(root: Path, source: Path) -> None:
         for path in [source / "_config.yml", *sorted((source / "book").rglob("*.md"))]:
             text = path.read_text()
             for prefix in ("github.com/", "colab.research.google.com/github/"):
-                text = text.replace(prefix + DEFAULT_REPOSITORY + "/", prefix + repository + "/")
-                text = re.sub(re.escape(prefix + DEFAULT_REPOSITORY) + r"\b", prefix + repository, text)
+                text = re.sub(re.escape(prefix + DEFAULT_REPOSITORY) + r"(?![\w.-])", prefix + repository, text)
             path.write_text(text)
 
 

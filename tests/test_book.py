@@ -249,6 +249,19 @@ def test_every_chapter_declares_profile_and_reads_sizes_from_the_profiles():
         assert not re.search(r'\{\s*"smoke"\s*:', source), f"{stem}: profile-dependent sizes belong in profiles.json"
 
 
+# Chapters not yet runnable under `full` here; each must leave this set when its issue lands.
+NOT_YET_FULL = {"notebooks/01_mini_world"}  # issue 12: chapter 01 looks up mini-world definitions for real datasets
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stem", [s for s in book.chapter_notebooks(ROOT) if s not in NOT_YET_FULL])
+def test_chapter_runs_under_the_full_profile_without_data_or_weights(stem, tmp_path):
+    """Real data and pretrained weights are absent here: a chapter says why a part does not apply, never crashes."""
+    out = tmp_path / "source" / f"{stem}.ipynb"
+    book.execute_notebook(ROOT, stem, out, {"profile": "full"}, 600, "k", tmp_path / "partial")
+    assert book.check_complete(out, "k") is None
+
+
 def actionlint_binary():
     for candidate in (shutil.which("actionlint"), Path(sys.executable).parent / "actionlint"):
         if candidate and Path(candidate).is_file():
@@ -280,3 +293,15 @@ def test_readme_has_a_colab_badge_per_chapter_and_the_pages_url_pattern():
     for stem in book.chapter_notebooks(ROOT):
         assert f"colab.research.google.com/github/{book.DEFAULT_REPOSITORY}/blob/main/{stem}.ipynb" in readme, stem
         assert (ROOT / f"{stem}.ipynb").is_file(), f"{stem}.ipynb (the jupytext pair Colab opens) is missing"
+
+
+def test_every_profile_sizes_the_book_chapters_with_the_same_keys():
+    from hrvlm.hierarchy import REAL_DATASETS
+    from hrvlm.profiles import get_profile, profile_names
+
+    entries = {name: get_profile(name).book for name in profile_names()}
+    assert len({frozenset(e) for e in entries.values()}) == 1, entries
+    for name, entry in entries.items():
+        assert entry["hierarchy_datasets"] == "all" or set(entry["hierarchy_datasets"]) <= set(REAL_DATASETS), name
+        assert entry["coverage_example"] in REAL_DATASETS
+        assert all(isinstance(entry[k], int) and entry[k] > 0 for k in ("margin_grid", "disk_tree_depth", "disk_tree_children"))
