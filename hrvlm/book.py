@@ -364,8 +364,8 @@ def build(profile: str = "mini", only: list[str] | None = None, parameters: dict
     for number, stem in enumerate(chapters, 1):
         out = source / f"{stem}.ipynb"
         tag = f"[hrvlm book] [{number}/{len(chapters)}] {stem}"
+        key = chapter_key(root / f"{stem}.py", params, library) if (root / f"{stem}.py").is_file() else ""
         if stem in selected:
-            key = chapter_key(root / f"{stem}.py", params, library) if (root / f"{stem}.py").is_file() else ""
             if not force and check_complete(out, key) is None:
                 print(f"{tag}: unchanged, reusing its executed copy", flush=True)
                 continue
@@ -377,7 +377,9 @@ def build(profile: str = "mini", only: list[str] | None = None, parameters: dict
             if reason:
                 raise BookError(f"{stem} cannot be published: {reason}; "
                                 f"run `hrvlm book --profile {profile} --only {Path(stem).name}`")
-            print(f"{tag}: not selected, publishing its last complete executed copy", flush=True)
+            stale = check_complete(out, key)
+            print(f"{tag}: not selected, publishing its last complete executed copy"
+                  + (f" (out of date: {stale})" if stale else ""), flush=True)
 
     print("[hrvlm book] building HTML with jupyter-book (-W: warnings are errors) ...", flush=True)
     cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build", str(source),
