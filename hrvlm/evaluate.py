@@ -222,7 +222,7 @@ def evaluate(model, tokenizer, dataset: str, attacks=(), levels: Sequence[int] =
     data = spec.factory(split=split, **accepted_options(spec.factory, {**options, "image_size": size, "resolution": resolution}))
     ids = _subset_ids(dataset, split, len(data), n, subset)
     template_set = templates or spec.templates
-    prompts = load_templates(template_set)
+    prompts = load_templates(template_set, dataset=spec.name)
     names = [list(spec.classnames)] + [list(hierarchy.names[lv]) for lv in range(1, levels[-1] + 1)]
     head = dict(head or getattr(model, "head_spec", None) or {"kind": "cosine"})
 

@@ -32,6 +32,7 @@ class Profile:
     pretrain: dict | None = None      # PretrainConfig overrides (None: the weights are an open_clip tag)
     train: dict | None = None         # hrvlm.train.TrainConfig settings
     methods: dict | None = None       # method name -> its settings (+ optional "loop": train overrides)
+    book: dict | None = None          # sizes of the book's theory and hierarchy chapters (see "book_keys")
 
     def eps(self, multiple: float = 1.0) -> float:
         """``multiple`` × the profile's ε unit (the analogue of ``multiple``/255)."""

@@ -184,3 +184,30 @@ def margin_table(
     columns["Euclidean cap 2λη²"] = np.append(cap, euclidean_margin_cap(edge, scale)) if limit else cap
     index = pd.Index([*etas.tolist(), "limit"] if limit else etas.tolist(), name="η")
     return pd.DataFrame(columns, index=index)
+
+
+def closed_form_check(etas, betas_true_deg=(0.0, 5.0, 20.0), rival_deg: float = 90.0,
+                      c: float = 1.0, scale: float = 1.0) -> pd.DataFrame:
+    """:func:`hyperbolic_log_margin` against margins measured point by point, on explicit 2-D configurations.
+
+    For each norm η in ``etas`` and angle β_c: the class prototype at angle 0, the rival at
+    ``rival_deg``, the image rotated by β_c away from the rival (so β_k = ``rival_deg`` + β_c), all of
+    norm η.  The measured margin is :func:`empirical_margin` (pairwise Poincaré distances and the
+    softmax; none of the closed form's algebra).  One row per β_c: the number of configurations, the
+    largest |measured − closed form| and the η where it occurs.  Requires every η < 1/√c.
+    """
+    etas = torch.as_tensor(np.asarray(etas, dtype=np.float64))
+    rows = []
+    for deg in betas_true_deg:
+        beta = np.deg2rad(deg)
+        angles = torch.tensor([0.0, np.deg2rad(rival_deg)], dtype=torch.float64)
+        unit = torch.stack([torch.cos(angles), torch.sin(angles)], dim=-1)
+        image_dir = torch.tensor([[np.cos(-beta), np.sin(-beta)]], dtype=torch.float64)
+        measured = torch.stack([empirical_margin(eta * image_dir, eta * unit, torch.tensor([0]), c, scale)[0]
+                                for eta in etas]).numpy()
+        closed = hyperbolic_log_margin(etas.numpy(), beta, beta + np.deg2rad(rival_deg), c, scale)
+        error = np.abs(measured - closed)
+        worst = int(np.argmax(error))
+        rows.append({"β_c (deg)": float(deg), "configurations": int(etas.numel()),
+                     "max |measured − closed|": float(error[worst]), "at η": float(etas[worst])})
+    return pd.DataFrame(rows).set_index("β_c (deg)")

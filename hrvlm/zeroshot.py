@@ -19,13 +19,28 @@ from .heads.cosine import cosine_prototypes
 TEMPLATE_DIR = Path(__file__).parent / "resources" / "templates"
 
 
-def load_templates(name: str) -> list[str]:
-    """Templates named ``name`` (a file in ``resources/templates``) or read from a JSON file path."""
+def load_templates(name: str, dataset: str | None = None) -> list[str]:
+    """Templates named ``name`` (a file in ``resources/templates``) or read from a JSON file path.
+
+    A file holds a list of strings, or ``{"source": ..., "templates": [...]}`` saying where they come
+    from.  A name that is a folder of per-dataset sets (``clip_benchmark``: CLIP_benchmark's ensembles)
+    takes that folder's set for ``dataset``.
+    """
     path = Path(name) if name.endswith(".json") else TEMPLATE_DIR / f"{name}.json"
+    family = TEMPLATE_DIR / name
+    if not path.is_file() and family.is_dir() and dataset is not None:
+        path = family / f"{dataset}.json"
+        if not path.is_file():
+            have = sorted(p.stem for p in family.glob("*.json"))
+            raise KeyError(f"template set {name!r} has no templates for {dataset!r} (it has {have}); "
+                           f"use the dataset's default set instead")
     if not path.is_file():
-        known = sorted(p.stem for p in TEMPLATE_DIR.glob("*.json"))
+        known = sorted(p.stem for p in TEMPLATE_DIR.glob("*.json")) + sorted(
+            f"{p.name} (per dataset)" for p in TEMPLATE_DIR.iterdir() if p.is_dir())
         raise KeyError(f"no template set {name!r}; known: {known}, or pass a path to a JSON list of strings")
     templates = json.loads(path.read_text())
+    if isinstance(templates, dict):
+        templates = templates.get("templates")
     check_templates(templates)
     return templates
 

@@ -41,11 +41,14 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from hrvlm import hierarchy as H
+from hrvlm.profiles import get_profile
 
 pd.set_option("display.width", 200)
 pd.set_option("display.max_columns", 20)
+sizes = get_profile(profile).book
 MINI = ["mini-pretrain", "mini-colours"]
-datasets = MINI + (["cifar10", "dtd"] if profile == "smoke" else list(H.REAL_DATASETS))
+real = sizes["hierarchy_datasets"]
+datasets = MINI + (list(H.REAL_DATASETS) if real == "all" else list(real))
 
 # %% [markdown]
 # ## The mini world
@@ -78,7 +81,7 @@ table
 # Classes left without a synset, with the reason, for one dataset:
 
 # %%
-missing = H.coverage("dtd" if profile == "smoke" else "cifar100")["missing"]
+missing = H.coverage(sizes["coverage_example"])["missing"]
 pd.Series(missing, name="reason").to_frame().head(10)
 
 # %% [markdown]

@@ -27,7 +27,7 @@
 # embedded with norm = depth.
 
 # %% tags=["parameters"]
-profile = "mini"  # "smoke" (seconds), "mini" (default), "full" (finer grids, bigger tree)
+profile = "mini"  # "smoke" (seconds), "mini" (default), "full": sizes from the profile's `book` entry
 seed = 0
 tree_root = "carnivore.n.01"  # WordNet synset at the centre of the disk picture
 
@@ -41,9 +41,11 @@ import torch
 from IPython.display import display
 
 from hrvlm import plots, theory
+from hrvlm.profiles import get_profile
 
-grid = {"smoke": 40, "mini": 300, "full": 1000}[profile]
-tree_depth, tree_children = {"smoke": (2, 3), "mini": (3, 4), "full": (3, 6)}[profile]
+sizes = get_profile(profile).book
+grid = sizes["margin_grid"]  # norms per curve
+tree_depth, tree_children = sizes["disk_tree_depth"], sizes["disk_tree_children"]
 torch.manual_seed(seed)
 pd.set_option("display.precision", 3)
 
@@ -109,26 +111,15 @@ pd.set_option("display.precision", 3)
 # %% [markdown]
 # ### Closed form against point-by-point distances
 #
-# Build the configuration explicitly in 2-D (class prototype at angle 0, rival at $90°$, image rotated by
-# $\beta_c$ away from the rival), measure the margin with `theory.empirical_margin` (which only uses
-# `geometry.pairwise_dist` and the softmax), and compare with the closed form.
+# `theory.closed_form_check` builds the configuration explicitly in 2-D (class prototype at angle 0, rival
+# at $90°$, image rotated by $\beta_c$ away from the rival) at every norm of the grid, measures the margin
+# with `theory.empirical_margin` (which only uses `geometry.pairwise_dist` and the softmax), and reports
+# the largest deviation from the closed form per angle. Deviations at the level of float64 rounding mean
+# the closed form is the margin of this configuration.
 
 # %%
-def unit(angle):
-    return torch.stack([torch.cos(angle), torch.sin(angle)], dim=-1)
-
-
-etas = torch.linspace(0.01, 0.999, grid, dtype=torch.float64)
-worst = 0.0
-for beta_deg in (0.0, 5.0, 20.0):
-    beta = torch.tensor(np.deg2rad(beta_deg), dtype=torch.float64)
-    for eta in etas:
-        image = eta * unit(-beta)[None]
-        prototypes = eta * unit(torch.tensor([0.0, np.pi / 2], dtype=torch.float64))
-        measured = theory.empirical_margin(image, prototypes, torch.tensor([0])).item()
-        closed = theory.hyperbolic_log_margin(eta.item(), beta.item(), beta.item() + np.pi / 2)
-        worst = max(worst, abs(measured - closed))
-print(f"largest |measured - closed form| over {3 * grid} configurations: {worst:.2e}")
+check = theory.closed_form_check(np.linspace(0.01, 0.999, grid), betas_true_deg=(0.0, 5.0, 20.0))
+check
 
 # %% [markdown]
 # ## Margin versus depth

@@ -155,3 +155,20 @@ def test_margin_table_other_settings():
     assert table.loc[0.5, "hyperbolic β_c=10°"] == pytest.approx(expected)
     with pytest.raises(ValueError):
         T.hyperbolic_log_margin(1.0, 0.0, 1.0, c=1.0)
+
+
+@pytest.mark.parametrize("c", [0.5, 1.0, 4.0])
+def test_closed_form_check_agrees_to_float64_precision(c):
+    etas = np.linspace(0.01, 0.999, 50) / math.sqrt(c)
+    table = T.closed_form_check(etas, betas_true_deg=(0, 5, 20), c=c, scale=2.0)
+    assert list(table.index) == [0.0, 5.0, 20.0]
+    assert (table["configurations"] == 50).all()
+    assert (table["max |measured − closed|"] < 1e-7).all()
+
+
+def test_closed_form_check_detects_a_wrong_closed_form(monkeypatch):
+    """The check measures independently: a closed form off by a factor shows up as a large deviation."""
+    right = T.hyperbolic_log_margin
+    monkeypatch.setattr(T, "hyperbolic_log_margin", lambda *args: 1.01 * right(*args))
+    table = T.closed_form_check(np.linspace(0.1, 0.99, 20), betas_true_deg=(5,))
+    assert table["max |measured − closed|"].iloc[0] > 1e-3
