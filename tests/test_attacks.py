@@ -384,6 +384,18 @@ def test_attacks_freeze_parameters_and_restore_them(task):
         probe.get_parameter(frozen).requires_grad_(True)
 
 
+def test_a_training_graph_built_before_an_attack_still_reaches_the_weights(task):
+    """Methods may compute a clean loss, then attack, then backpropagate both (freezing is temporary)."""
+    clf, x, y = task
+    clean_loss = ce_loss(clf(x), y).sum()
+    adv = build_attack("pgd", EPS, steps=2)(clf, x, y)
+    (clean_loss + ce_loss(clf(adv), y).sum()).backward()
+    try:
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in clf.model.clip.visual.parameters())
+    finally:
+        clf.zero_grad(set_to_none=True)
+
+
 @pytest.mark.parametrize("name", ["pgd", "cw", "apgd-dlr"])
 def test_frozen_weights_leave_the_input_gradient_and_the_result_unchanged(task, name):
     clf, x, y = task

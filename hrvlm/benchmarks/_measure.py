@@ -17,6 +17,7 @@ import platform
 import statistics
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -103,13 +104,22 @@ def environment(device: torch.device) -> dict:
     import torchvision
 
     env = {"device": str(device), "torch": torch.__version__, "torchvision": torchvision.__version__,
-           "open_clip": open_clip.__version__, "python": platform.python_version(), "cpu": platform.processor()
-           or platform.machine(), "cpu_threads": torch.get_num_threads(), "load_average": os.getloadavg()[0]}
+           "open_clip": open_clip.__version__, "python": platform.python_version(), "cpu": _cpu_name(),
+           "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_threads": torch.get_num_threads(),
+           "load_average": os.getloadavg()[0]}
     if device.type == "cuda":
         env |= {"gpu": torch.cuda.get_device_name(device), "capability": ".".join(map(str, torch.cuda.get_device_capability(device))),
                 "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
                 "tf32_matmul": torch.backends.cuda.matmul.allow_tf32}
     return env
+
+
+def _cpu_name() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
 
 
 def print_environment(env: dict) -> None:

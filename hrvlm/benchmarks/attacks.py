@@ -109,7 +109,7 @@ def report(fig: dict) -> None:
     ceiling = fig["ceilings"]
     if ceiling:
         print(f"  ceilings: copy {ceiling['copy_gb_s']:.0f} GB/s, {ceiling['matmul_dtype']} matmul "
-              f"{ceiling['matmul_tflop_s']:.0f} TFLOP/s → PGD-{steps} ceiling "
+              f"{ceiling['matmul_tflop_s']:.3g} TFLOP/s → PGD-{steps} ceiling "
               f"{ceiling['matmul_tflop_s'] * 1e3 / (pgd_eval_forwards(steps) * VIT_B32_GFLOP):.0f} images/s "
               f"(FLOP model {VIT_B32_GFLOP} GFLOP/forward, step = 2 forwards)")
     reference = next(r for r in fig["rows"] if r["label"].startswith("reference loop"))

@@ -111,7 +111,7 @@ def report(fig: dict) -> None:
     print(f"PGD-k + one training step (image tower, AdamW), {fig['workload']}, precision {fig['precision']['precision']}")
     if fig["ceilings"]:
         c = fig["ceilings"]
-        print(f"  ceilings: copy {c['copy_gb_s']:.0f} GB/s, {c['matmul_dtype']} matmul {c['matmul_tflop_s']:.0f} TFLOP/s "
+        print(f"  ceilings: copy {c['copy_gb_s']:.0f} GB/s, {c['matmul_dtype']} matmul {c['matmul_tflop_s']:.3g} TFLOP/s "
               f"(FLOP model: a step is 2k + 3 forwards of {VIT_B32_GFLOP} GFLOP)")
     for k in sorted({r["attack_steps"] for r in fig["rows"]}):
         ours, ref = [r for r in fig["rows"] if r["attack_steps"] == k]
