@@ -55,6 +55,8 @@ def test_bad_options_fail_before_any_measurement(capsys):
     assert "expected comma-separated step counts such as 0,2,3,10, got '2,x'" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="--batch must be >= 1"):
         step.main(["--device", "cpu", "--batch", "0"])
+    with pytest.raises(SystemExit, match="unknown model 'ViT-Q-99'; hrvlm configs: "):
+        perf.main(["--device", "cpu", "--step=--model ViT-Q-99"])
 
 
 def test_reference_loop_is_hrvlms_training_pgd(clip):

@@ -200,7 +200,20 @@ def setup(args: argparse.Namespace) -> Workload:
             raise SystemExit(f"--{name} must be >= 1, got {getattr(args, name)}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    return Workload.default(device_of(args.device), args.model, args.batch, args.classes)
+    work = Workload.default(device_of(args.device), args.model, args.batch, args.classes)
+    check_model(work.model_name)
+    return work
+
+
+def check_model(name: str | None) -> None:
+    """Exit with a one-line message if open_clip (with hrvlm's configs) has no model ``name``."""
+    import open_clip
+
+    from hrvlm.models import register_configs
+
+    ours = register_configs()  # before the look-up: hrvlm's tiny models are configs of its own
+    if name is not None and open_clip.get_model_config(name) is None:
+        raise SystemExit(f"unknown model {name!r}; hrvlm configs: {ours}, or any of open_clip.list_models()")
 
 
 def run(module, argv: list[str] | None = None) -> int:

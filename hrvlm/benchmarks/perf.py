@@ -4,11 +4,11 @@ Runs, in order, on the best device present (a GPU if any): the machine's ceiling
 device-to-device copy and a large bf16 matrix product), ``hrvlm bench attacks`` (PGD-20 evaluation,
 hrvlm against the plain float32 loop), ``hrvlm bench step`` (PGD-k + one training step for the
 papers' k) and ``hrvlm bench jpeg`` (JPEG decoding), each with its defaults unless options are passed
-through (``--attacks "--batch 128"``).  On the CPU the same sections run the mini world's tiny CLIP.
+through (``--attacks="--batch 128"``; the ``=`` keeps the quoted options from being read as perf's own).  On the CPU the same sections run the mini world's tiny CLIP.
 
 On a GPU machine::
 
-    hrvlm bench perf --json benchmarks/results/$(nvidia-smi --query-gpu=name --format=csv,noheader | tr ' ' _).json
+X
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import argparse
 import shlex
 
 from . import attacks, jpeg, step
-from ._measure import ceilings, device_of, environment, print_environment, write_json
+from ._measure import ceilings, check_model, device_of, environment, print_environment, write_json
 
 SECTIONS = {"attacks": attacks, "step": step, "jpeg": jpeg}
 
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--matmul-n", type=int, default=None, help="matrix size for the matmul ceiling")
     for name in SECTIONS:
         parser.add_argument(f"--{name}", default="", metavar="OPTIONS",
-                            help=f"options for the {name} section, quoted (see hrvlm bench {name} --help)")
+                            help=f'options for the {name} section, e.g. --{name}="--repeats 3" (see hrvlm bench {name} --help)')
     args = parser.parse_args(argv)
     device = device_of(args.device)
     # parse every section's options first, so a typo fails before minutes of measuring
@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.device and "--device" not in options:
             options += ["--device", args.device]
         section_args[name] = module.build_parser().parse_args(options)
+        check_model(getattr(section_args[name], "model", None))
 
     env = environment(device)
     print_environment(env)
