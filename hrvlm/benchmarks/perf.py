@@ -4,11 +4,12 @@ Runs, in order, on the best device present (a GPU if any): the machine's ceiling
 device-to-device copy and a large bf16 matrix product), ``hrvlm bench attacks`` (PGD-20 evaluation,
 hrvlm against the plain float32 loop), ``hrvlm bench step`` (PGD-k + one training step for the
 papers' k) and ``hrvlm bench jpeg`` (JPEG decoding), each with its defaults unless options are passed
-through (``--attacks="--batch 128"``; the ``=`` keeps the quoted options from being read as perf's own).  On the CPU the same sections run the mini world's tiny CLIP.
+through: ``--attacks="--batch 128"`` (the ``=`` keeps them from being read as perf's own options).
+On the CPU the same sections run the mini world's tiny CLIP.
 
-On a GPU machine::
+On a GPU machine (see ``benchmarks/NOTES.md``)::
 
-X
+    hrvlm bench perf --json benchmarks/results/h100.json
 """
 from __future__ import annotations
 
