@@ -45,7 +45,8 @@ def test_perf_runs_every_section_on_the_cpu(tmp_path, capsys):
     for section in ("attacks", "step", "jpeg"):
         assert all(r["images_per_s"] > 0 for r in figures[section]["rows"])
     assert "x the reference loop" in printed and "PGD-k + one training step" in printed
-    assert "TFLOP/s" not in printed.split("PGD-2 evaluation")[1]  # the ViT-B/32 FLOP model is not applied to tiny models
+    # the ViT-B/32 FLOP model is not applied to tiny models
+    assert "TFLOP/s" not in printed.split("PGD-2 evaluation")[1]
 
 
 def test_bad_options_fail_before_any_measurement(capsys):

@@ -3,7 +3,8 @@
 Timing follows the issue's honesty rules: warm-up calls first, then the median of ``repeats`` timed
 calls; on a GPU each call is timed with CUDA events (device time, no host jitter), on the CPU by the
 process's CPU time (``time.process_time``: the cores here are shared, and CPU time is what another
-process's load disturbs least; with one torch thread it is the wall time of an idle machine).  Inputs are random, never zeros; random-init weights cost the same as trained.
+process's load disturbs least; with one torch thread it is the wall time of an idle machine).
+Inputs are random, never zeros; random-init weights cost the same as trained ones.
 
 FLOP model (ViT-B/32 at 224 px, 50 tokens, ≈ 88 M vision parameters): a forward is ≈ 8.8 GFLOP per
 image (4.4 GMAC), an input-gradient step (forward + activation backward, no weight gradients) ≈ 2
@@ -108,7 +109,8 @@ def environment(device: torch.device) -> dict:
            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_threads": torch.get_num_threads(),
            "load_average": os.getloadavg()[0]}
     if device.type == "cuda":
-        env |= {"gpu": torch.cuda.get_device_name(device), "capability": ".".join(map(str, torch.cuda.get_device_capability(device))),
+        env |= {"gpu": torch.cuda.get_device_name(device),
+                "capability": ".".join(map(str, torch.cuda.get_device_capability(device))),
                 "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
                 "tf32_matmul": torch.backends.cuda.matmul.allow_tf32}
     return env

@@ -121,7 +121,8 @@ def report(fig: dict) -> None:
     if ceiling:
         best = fig["rows"][0]
         print(f"  15-dataset evaluation ({EVAL_IMAGES:,} images) at the first row's rate: "
-              f"{EVAL_IMAGES / best['images_per_s'] / 60:.1f} min (goal ≤ 10 min; ≥ 40 % of ceiling, ≥ 5x reference)")
+              f"{EVAL_IMAGES / best['images_per_s'] / 60:.1f} min")
+        print("  goals: ≥ 40 % of the ceiling, ≥ 5x the reference loop, 15 datasets in ≤ 10 min")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,11 +2,11 @@
 
 Synthetic JPEGs of ImageNet sizes are made on the machine itself (no dataset needed): smooth random
 colour fields with fine noise, which compress to about ImageNet's mean file size (≈ 110 kB) at
-quality 90, at sizes drawn from ImageNet's common ones (500×375, 375×500, 500×333, 500×500, …).  Decoding is timed on the CPU
-(``torchvision.io.decode_jpeg``, one process; a loader multiplies it by its workers) and, where a GPU
-is present, batched on the device (nvJPEG through ``decode_jpeg(..., device="cuda")``), then resized
-to 224 px on the device, which is what a training step consumes.  Compare the images/s with the
-training step's (``hrvlm bench step``).
+quality 90, at sizes drawn from ImageNet's common ones (500×375, 375×500, 500×333, 500×500, …).
+Decoding is timed on the CPU (``torchvision.io.decode_jpeg``, one process; a loader multiplies it by
+its workers) and, where a GPU is present, batched on the device (nvJPEG through
+``decode_jpeg(..., device="cuda")``), then resized to 224 px on the device, which is what a training
+step consumes.  Compare the images/s with the training step's (``hrvlm bench step``).
 """
 from __future__ import annotations
 

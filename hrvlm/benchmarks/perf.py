@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--matmul-n", type=int, default=None, help="matrix size for the matmul ceiling")
     for name in SECTIONS:
         parser.add_argument(f"--{name}", default="", metavar="OPTIONS",
-                            help=f'options for the {name} section, e.g. --{name}="--repeats 3" (see hrvlm bench {name} --help)')
+                            help=f'options for the {name} section, e.g. --{name}="--repeats 3" '
+                                 f'(see hrvlm bench {name} --help)')
     args = parser.parse_args(argv)
     device = device_of(args.device)
     # parse every section's options first, so a typo fails before minutes of measuring
