@@ -66,11 +66,13 @@ def attack_context(forward):
     """Eval semantics, input gradients only, and no per-call input validation for the duration of an attack.
 
     * Every submodule is in eval mode; the training flags are restored afterwards.
-    * The parameters of ``forward`` (an ``nn.Module``) are frozen (``requires_grad_(False)``) and
-      unfrozen afterwards: attacks differentiate with respect to the input only, and a frozen weight
-      lets autograd skip saving the activations only its gradient needs (memory, and time on GPU).
-      The input gradient is unchanged.  A plain function's closed-over parameters are not visible
-      here; wrap it in a module to get this.
+    * The parameters of ``forward`` (an ``nn.Module``) that require gradients are frozen
+      (``requires_grad_(False)``) and unfrozen afterwards, also on error: attacks differentiate with
+      respect to the input only, and a frozen weight lets autograd skip saving what only its gradient
+      needs (memory; the time saved on a GPU is measured in ``benchmarks/NOTES.md``).  The input
+      gradient is unchanged, and training graphs built before the attack still reach the weights.
+      A plain function's closed-over parameters are not visible here (wrap it in a module); give
+      attacks the unwrapped model, not a DistributedDataParallel wrapper.
     * ``PixelCLIP.unchecked()`` when ``forward`` wraps one (``forward.model``): our iterates are
       clamped to [0, 1] already, and its range check would cost a host synchronisation per step.
     """
