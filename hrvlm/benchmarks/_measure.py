@@ -38,9 +38,9 @@ def pgd_eval_forwards(steps: int) -> int:
     return INPUT_GRAD_FORWARDS * steps + 1
 
 
-def train_forwards(attack_steps: int, extra_forwards: int = 0) -> int:
-    """Forward-equivalents of PGD-k + one training step (+ frozen forwards, e.g. a teacher's)."""
-    return INPUT_GRAD_FORWARDS * attack_steps + TRAIN_FORWARDS + extra_forwards
+def train_forwards(attack_steps: int) -> int:
+    """Forward-equivalents of PGD-k + one training step."""
+    return INPUT_GRAD_FORWARDS * attack_steps + TRAIN_FORWARDS
 
 
 def device_of(name: str | None) -> torch.device:
@@ -50,6 +50,11 @@ def device_of(name: str | None) -> torch.device:
             raise SystemExit(f"device {name!r} asked for but CUDA is not available here")
         return torch.device(name)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def rate_unit(device: str | torch.device) -> str:
+    """How :func:`seconds`-based rates read: device time on a GPU, CPU time on the CPU."""
+    return "images/s" if torch.device(device).type == "cuda" else "images/CPU-s"
 
 
 def seconds(fn, device: torch.device, repeats: int = 5, warmup: int = 2) -> float:

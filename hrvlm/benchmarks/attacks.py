@@ -27,7 +27,7 @@ from hrvlm.attacks import PGD, ThreatModel
 from hrvlm.precision import precision_policy
 
 from ._measure import (EVAL_IMAGES, VIT_B32_GFLOP, add_arguments, ceilings, environment, pgd_eval_forwards,
-                       print_environment, run, reference_pgd, seconds, setup)
+                       print_environment, rate_unit, reference_pgd, run, seconds, setup)
 
 
 def rows(clf, x, y, steps: int, eps: float, prec, channels_last: bool = False, compile_: bool = False):
@@ -115,7 +115,7 @@ def report(fig: dict) -> None:
     reference = next(r for r in fig["rows"] if r["label"].startswith("reference loop"))
     for r in fig["rows"]:
         extra = f"  {r['tflop_s']:6.1f} TFLOP/s  {r['percent_of_ceiling']:5.1f} % of ceiling" if "tflop_s" in r else ""
-        print(f"  {r['label']:42s} {r['images_per_s']:9.1f} images/s  "
+        print(f"  {r['label']:42s} {r['images_per_s']:9.1f} {rate_unit(fig['environment']['device'])}  "
               f"{reference['seconds'] / r['seconds']:5.2f}x the reference loop{extra}")
     print(f"  host synchronisations inside hrvlm's PGD: {fig['host_syncs']}")
     if ceiling:

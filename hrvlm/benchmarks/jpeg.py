@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.io import decode_jpeg, encode_jpeg
 
-from ._measure import device_of, environment, print_environment, run, seconds
+from ._measure import device_of, environment, print_environment, rate_unit, run, seconds
 
 # (height, width) of frequent ImageNet train images
 IMAGENET_SIZES = ((375, 500), (500, 375), (333, 500), (500, 500), (500, 333), (400, 500), (281, 500))
@@ -72,7 +72,8 @@ def _measure_decoding(args: argparse.Namespace, device: torch.device) -> dict:
         for label, fn in ((f"decode_jpeg on {target.type}", lambda t=target: decode_jpeg(data, device=t)),
                           (f"decode + resize/crop 224 on {target.type}", lambda t=target: decode_and_resize(data, t))):
             t = seconds(fn, target, args.repeats, args.warmup)
-            rows.append({"label": label, "seconds": t, "images_per_s": len(data) / t, "mb_per_s": megabytes / t})
+            rows.append({"label": label, "device": target.type, "seconds": t, "images_per_s": len(data) / t,
+                         "mb_per_s": megabytes / t})
     return {"benchmark": "jpeg", "environment": environment(device), "images": len(data),
             "mean_kb": 1e3 * megabytes / len(data), "rows": rows}
 
@@ -81,7 +82,9 @@ def report(fig: dict) -> None:
     print_environment(fig["environment"])
     print(f"JPEG decoding, {fig['images']} synthetic ImageNet-size JPEGs (mean {fig['mean_kb']:.0f} kB)")
     for r in fig["rows"]:
-        print(f"  {r['label']:38s} {r['images_per_s']:9.1f} images/s  {r['mb_per_s']:8.1f} MB/s")
+        unit = rate_unit(r["device"])
+        mb_unit = unit.replace("images", "MB")
+        print(f"  {r['label']:38s} {r['images_per_s']:9.1f} {unit}  {r['mb_per_s']:8.1f} {mb_unit}")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -26,7 +26,7 @@ from hrvlm.attacks.base import attack_context, ce_loss
 from hrvlm.precision import precision_policy
 
 from ._measure import (EPOCH_IMAGES, VIT_B32_GFLOP, add_arguments, ceilings, environment, print_environment,
-                       reference_pgd, run, seconds, setup, train_forwards)
+                       rate_unit, reference_pgd, run, seconds, setup, train_forwards)
 
 # training-attack steps of each method (research/peers.md §15, research/hrvlm.md)
 PAPER_ATTACK_STEPS = {"clip": 0, "tecoa": 2, "pmg-aft": 2, "hrvlm": 3, "fare": 10, "qtaft": 10}
@@ -126,7 +126,8 @@ def report(fig: dict) -> None:
         for r in rows:
             extra = (f"  {r['tflop_s']:6.1f} TFLOP/s  {r['percent_of_ceiling']:5.1f} % of ceiling  "
                      f"ImageNet epoch {r['epoch_minutes']:6.1f} min") if "tflop_s" in r else ""
-            print(f"    {r['label']:32s} {r['images_per_s']:9.1f} images/s  {ref['seconds'] / r['seconds']:5.2f}x"
+            print(f"    {r['label']:32s} {r['images_per_s']:9.1f} {rate_unit(fig['environment']['device'])}  "
+                  f"{ref['seconds'] / r['seconds']:5.2f}x"
                   f" the reference{extra}")
 
 
