@@ -12,17 +12,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchattacks
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from hrvlm.attacks import (ATTACKS, APGD, APGDT, CW, FABT, PGD, AutoAttack, MomentumPGD,
-                           Square, ThreatModel, attack_settings, build_attack, ce_loss, dlr_loss, level_weights, pgd_maximize, superclass_attack,
-                           text_perturbation, transfer_outcome, transfer_summary,
+from hrvlm.attacks import (ATTACKS, APGD, APGDT, CW, FABT, PGD, AutoAttack, MomentumPGD, Square, ThreatModel,
+                           attack_settings, build_attack, ce_loss, dlr_loss, level_weights, margin_loss, pgd_maximize,
+                           superclass_attack, text_perturbation, transfer_outcome, transfer_summary,
                            universal_hierarchical_perturbation)
 from hrvlm.attacks.apgd import checkpoints
+from hrvlm.attacks.base import attack_context
 from hrvlm.heads import build_head
 from hrvlm.hierarchy import Tree
 from hrvlm.models import load_clip
 from hrvlm.zeroshot import ZeroShotClassifier, load_templates
 
+aten = torch.ops.aten
 K, N = 5, 16
 EPS = 2 / 255
 # Fast settings per attack for the generic tests (the defaults are evaluation-sized).
@@ -297,6 +300,123 @@ def test_bf16_autocast_keeps_float32_delta(task):
     adv = attack(clf, x, y)
     assert adv.dtype == torch.float32 and attack.threat.contains(x, adv).all()
     assert attack.config()["autocast"] == "bfloat16"
+
+
+class HostSyncs(TorchDispatchMode):
+    """Records every op that makes the host wait for the device: reading a tensor's value (``.item()``,
+    ``bool(t)``, ``float(t)``), data-dependent shapes (``nonzero``, boolean-mask indexing), ``equal``.
+    On CPU nothing waits, but the same ops would stall a GPU's queue once per attack step."""
+
+    SYNCING = {aten._local_scalar_dense, aten.nonzero, aten.masked_select, aten.equal, aten._unique2,
+               aten.unique_consecutive}
+    INDEXING = {aten.index, aten.index_put, aten.index_put_}
+
+    def __init__(self):
+        super().__init__()
+        self.ops: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        packet = func.overloadpacket
+        masked = packet in self.INDEXING and any(torch.is_tensor(i) and i.dtype in (torch.bool, torch.uint8)
+                                                 for i in args[1] if i is not None)
+        if packet in self.SYNCING or masked:
+            self.ops.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+SYNC_FREE = {"pgd": ("pgd", EPS, {"steps": 3, "restarts": 2}), "mpgd": ("mpgd", EPS, {"steps": 3}),
+             "cw": ("cw", EPS, {"steps": 3}), "apgd-ce": ("apgd-ce", EPS, {"steps": 4}),
+             "apgd-dlr": ("apgd-dlr", EPS, {"steps": 4}), "pgd-l2": ("pgd", 0.3, {"steps": 3, "norm": "l2"}),
+             "pgd-bf16": ("pgd", EPS, {"steps": 3, "autocast": torch.bfloat16})}
+
+
+@pytest.mark.parametrize("case", sorted(SYNC_FREE))
+def test_attacks_never_synchronise_with_the_host(task, case):
+    clf, x, y = task
+    name, eps, settings = SYNC_FREE[case]
+    attack = build_attack(name, eps, **settings)
+    with HostSyncs() as syncs:
+        adv = attack(clf, x, y)
+    assert syncs.ops == []
+    # the recorder itself works: the usual ways of reading a value are caught
+    with HostSyncs() as syncs:
+        bool((adv > 0.5).any()), adv.max().item(), adv[adv > 0.5]
+    assert len(syncs.ops) == 3
+
+
+def test_universal_perturbation_never_synchronises_with_the_host(task, hier):
+    _, x, y = task
+    tree, classifier = hier
+    labels = [tree.level_labels(y, level) for level in range(tree.depth + 1)]
+    with HostSyncs() as syncs:
+        universal_hierarchical_perturbation(classifier, labels, x, ThreatModel("linf", EPS), steps=2, keep_best=True)
+    assert syncs.ops == []
+
+
+class RequiresGradProbe(torch.nn.Module):
+    """Wraps a classifier and records, at every call, which of its parameters require gradients."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+        self.seen: list[set[str]] = []
+
+    def forward(self, images):
+        self.seen.append({n for n, p in self.named_parameters() if p.requires_grad})
+        return self.inner(images)
+
+
+def test_attacks_freeze_parameters_and_restore_them(task):
+    clf, x, y = task
+    probe = RequiresGradProbe(clf)
+    names = [n for n, _ in probe.named_parameters()]
+    frozen = names[0]  # already frozen by the caller: must stay frozen
+    probe.get_parameter(frozen).requires_grad_(False)
+    try:
+        build_attack("apgd-ce", EPS, steps=3)(probe, x, y)
+        assert probe.seen and all(seen == set() for seen in probe.seen)
+        assert {n for n, p in probe.named_parameters() if p.requires_grad} == set(names) - {frozen}
+        boom = RequiresGradProbe(lambda images: 1 / 0)
+        boom.register_parameter("w", torch.nn.Parameter(torch.ones(1)))
+        with pytest.raises(ZeroDivisionError):
+            build_attack("pgd", EPS, steps=1)(boom, x, y)
+        assert boom.w.requires_grad  # restored on error too
+    finally:
+        probe.get_parameter(frozen).requires_grad_(True)
+
+
+def test_a_training_graph_built_before_an_attack_still_reaches_the_weights(task):
+    """Methods may compute a clean loss, then attack, then backpropagate both (freezing is temporary)."""
+    clf, x, y = task
+    clean_loss = ce_loss(clf(x), y).sum()
+    adv = build_attack("pgd", EPS, steps=2)(clf, x, y)
+    (clean_loss + ce_loss(clf(adv), y).sum()).backward()
+    try:
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in clf.model.clip.visual.parameters())
+    finally:
+        clf.zero_grad(set_to_none=True)
+
+
+@pytest.mark.parametrize("name", ["pgd", "cw", "apgd-dlr"])
+def test_frozen_weights_leave_the_input_gradient_and_the_result_unchanged(task, name):
+    clf, x, y = task
+    attack = build_attack(name, EPS, steps=4)
+    unfrozen = attack(lambda images: clf(images), x, y)  # a plain function: its weights keep requires_grad
+    assert torch.equal(attack(clf, x, y), unfrozen)
+    delta = torch.zeros_like(x, requires_grad=True)
+    (reference,) = torch.autograd.grad(ce_loss(clf(x + delta), y).sum(), delta)
+    with attack_context(clf):
+        (frozen,) = torch.autograd.grad(ce_loss(clf(x + delta), y).sum(), delta)
+    assert torch.equal(frozen, reference)
+
+
+def test_margin_losses_match_the_one_hot_definition():
+    logits, labels = torch.randn(7, 5, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 1, 2, 3, 4, 0, 2])
+    other = logits.masked_fill(F.one_hot(labels, 5).bool(), float("-inf")).amax(1)
+    true = logits[torch.arange(7), labels]
+    assert torch.equal(margin_loss(logits, labels, kappa=1e9), other - true)
+    top = logits.topk(3, dim=1).values
+    torch.testing.assert_close(dlr_loss(logits, labels), -(true - other) / (top[:, 0] - top[:, 2] + 1e-12))
 
 
 # -- hierarchical threat settings -------------------------------------------------------------------------

@@ -29,8 +29,9 @@ def ce_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def _true_and_best_other(logits: torch.Tensor, labels: torch.Tensor):
+    # scatter, not F.one_hot: on CPU one_hot checks the label range with two host synchronisations
     true = logits.gather(1, labels[:, None]).squeeze(1)
-    other = logits.masked_fill(F.one_hot(labels, logits.shape[1]).bool(), float("-inf")).amax(dim=1)
+    other = logits.scatter(1, labels[:, None], float("-inf")).amax(dim=1)
     return true, other
 
 
@@ -62,17 +63,26 @@ def misclassified(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 # -- running a forward as an attack target --------------------------------------------------------------
 @contextlib.contextmanager
 def attack_context(forward):
-    """Eval semantics, gradients on, and no per-call input validation for the duration of an attack.
+    """Eval semantics, input gradients only, and no per-call input validation for the duration of an attack.
 
-    The training flags of every submodule are restored afterwards, so the caller's state is unchanged.
-    ``PixelCLIP.unchecked()`` is used when ``forward`` wraps one (``forward.model``): our iterates are
-    clamped to [0, 1] already, and its range check would cost a host synchronisation per step.
+    * Every submodule is in eval mode; the training flags are restored afterwards.
+    * The parameters of ``forward`` (an ``nn.Module``) that require gradients are frozen
+      (``requires_grad_(False)``) and unfrozen afterwards, also on error: attacks differentiate with
+      respect to the input only, and a frozen weight lets autograd skip saving what only its gradient
+      needs (memory; the time saved on a GPU is measured in ``benchmarks/NOTES.md``).  The input
+      gradient is unchanged, and training graphs built before the attack still reach the weights.
+      A plain function's closed-over parameters are not visible here (wrap it in a module); give
+      attacks the unwrapped model, not a DistributedDataParallel wrapper.
+    * ``PixelCLIP.unchecked()`` when ``forward`` wraps one (``forward.model``): our iterates are
+      clamped to [0, 1] already, and its range check would cost a host synchronisation per step.
     """
     if torch.is_inference_mode_enabled():
         raise RuntimeError("attacks need autograd: call them outside torch.inference_mode() "
                            "(torch.no_grad() is fine, gradients are re-enabled inside)")
-    modules = list(forward.modules()) if isinstance(forward, nn.Module) else []
+    is_module = isinstance(forward, nn.Module)
+    modules = list(forward.modules()) if is_module else []
     flags = [m.training for m in modules]
+    trainable = [p for p in forward.parameters() if p.requires_grad] if is_module else []
     with contextlib.ExitStack() as stack:
         if modules:
             forward.eval()
@@ -80,9 +90,13 @@ def attack_context(forward):
         if hasattr(inner, "unchecked"):
             stack.enter_context(inner.unchecked())
         stack.enter_context(torch.enable_grad())
+        for p in trainable:
+            p.requires_grad_(False)
         try:
             yield
         finally:
+            for p in trainable:
+                p.requires_grad_(True)
             for m, flag in zip(modules, flags):
                 m.training = flag
 

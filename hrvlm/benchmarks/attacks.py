@@ -1,110 +1,142 @@
-"""``hrvlm bench attacks``: PGD-20 throughput, ours against torchattacks, CPU and (if present) GPU.
+"""``hrvlm bench attacks``: PGD-k evaluation throughput, hrvlm's against the plain float32 loop.
 
-CPU: the tiny random-init CLIP (32 px), hrvlm's PGD vs ``torchattacks.PGD`` in the same run (same
-batch, steps, step size, random start), images/s and their ratio.
+One run, one batch, the same steps and step size for every row:
 
-GPU (when ``torch.cuda.is_available()``): ViT-B-32 at 224 px, random init (same cost as pretrained),
-a 1,000-class zero-shot head; hrvlm's PGD under bf16 autocast and in float32, and torchattacks' plain
-float32 loop.  Achieved TFLOP/s use a stated FLOP model: a ViT-B/32 forward at 224 px is ≈ 8.8 GFLOP
-per image (4.4 GMAC), and an attack step (forward + input-only backward, no weight gradients) ≈ 2
-forwards.  hrvlm's PGD-k runs k steps plus one scoring forward of the last iterate; torchattacks' k steps.
+* **hrvlm PGD** in the precision of :func:`hrvlm.precision.precision_policy` (bf16 autocast on an
+  Ampere-or-newer GPU, float32 on the CPU), weights frozen, no host synchronisation, best iterate kept;
+* the same in float32, and the same with weights left trainable (what freezing buys);
+* the **reference loop** (:func:`._measure.reference_pgd`): the peers' plain float32 loop;
+* ``torchattacks.PGD`` (float32), an independent library's loop.
+
+On a GPU (default: ViT-B/32 at 224 px, random init, batch 256, 1,000 classes) each row also gets
+TFLOP/s and the percentage of the bf16 ceiling from the FLOP model of :mod:`._measure` (hrvlm's PGD-k
+costs ``2k + 1`` forwards: k steps and one scoring forward of the last iterate; the loops ``2k``), and
+the time of a 15-dataset evaluation (≈ 217 k images) is projected.  On the CPU the mini world's tiny
+CLIP runs the same rows and the ratios are printed.  ``--channels-last`` / ``--compile`` add rows with
+those switches, to measure whether they pay (they are off everywhere else).
 """
 from __future__ import annotations
 
 import argparse
-import time
+import copy
+import sys
 
 import torch
-import torch.nn.functional as F
 
 from hrvlm.attacks import PGD, ThreatModel
+from hrvlm.precision import precision_policy
 
-VIT_B32_GFLOP = 8.8  # forward, per 224-px image
-
-
-def _classifier(name: str, classes: int, device: str):
-    from hrvlm.models import load_clip
-    from hrvlm.zeroshot import ZeroShotClassifier
-
-    torch.manual_seed(0)
-    model, _, _ = load_clip(name, device=device)
-    weights = F.normalize(torch.randn(classes, model.embed_dim, device=device), dim=-1)
-    return ZeroShotClassifier(model, weights, logit_scale=100.0)
+from ._measure import (EVAL_IMAGES, VIT_B32_GFLOP, add_arguments, ceilings, environment, pgd_eval_forwards,
+                       print_environment, rate_unit, reference_pgd, run, seconds, setup)
 
 
-def _seconds(fn, repeats: int, device: str) -> float:
-    """Best wall time of ``repeats`` runs after one warm-up (synchronising the GPU around each)."""
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
-def _runners(clf, x, y, steps: int, eps: float, autocast=None):
+def rows(clf, x, y, steps: int, eps: float, prec, channels_last: bool = False, compile_: bool = False):
+    """``[(label, fn, forwards per image)]``: the attack variants timed side by side."""
     import torchattacks
 
-    ours = PGD(ThreatModel("linf", eps), steps=steps, step_size=eps / 4, autocast=autocast)
-    theirs = torchattacks.PGD(clf, eps=eps, alpha=eps / 4, steps=steps, random_start=True)
-    return (lambda: ours(clf, x, y)), (lambda: theirs(x, y))
+    step_size = eps / 4
+    threat = ThreatModel("linf", eps)
+    ours = PGD(threat, steps=steps, step_size=step_size, autocast=prec.dtype)
+    ours32 = PGD(threat, steps=steps, step_size=step_size)
+    generator = torch.Generator(device=x.device)
+
+    def trainable():  # through a plain function, whose weights attack_context cannot see, so does not freeze
+        with clf.model.unchecked():
+            return ours(lambda images: clf(images), x, y)
+
+    def reference():
+        with clf.model.unchecked():  # the peers' loops have no range check either
+            return reference_pgd(clf, x, y, eps, step_size, steps, generator.manual_seed(0))
+
+    theirs = torchattacks.PGD(clf, eps=eps, alpha=step_size, steps=steps, random_start=True)
+    out = [(f"hrvlm PGD, {prec.name}", lambda: ours(clf, x, y), pgd_eval_forwards(steps))]
+    if prec.dtype is not None:
+        out.append(("hrvlm PGD, fp32", lambda: ours32(clf, x, y), pgd_eval_forwards(steps)))
+    out.append((f"hrvlm PGD, {prec.name}, weights trainable", trainable, pgd_eval_forwards(steps)))
+    if channels_last:
+        x_cl = x.contiguous(memory_format=torch.channels_last)
+        clf_cl = copy.deepcopy(clf).to(memory_format=torch.channels_last)
+        out.append((f"hrvlm PGD, {prec.name}, channels-last", lambda: ours(clf_cl, x_cl, y), pgd_eval_forwards(steps)))
+    if compile_:
+        compiled = torch.compile(clf)
+        out.append((f"hrvlm PGD, {prec.name}, torch.compile", lambda: ours(compiled, x, y), pgd_eval_forwards(steps)))
+    out += [("reference loop, fp32 (plain)", reference, 2 * steps),
+            ("torchattacks PGD, fp32", lambda: theirs(x, y), 2 * steps)]
+    return out
 
 
-def cpu_section(batch: int, steps: int, eps: float, repeats: int) -> None:
-    clf = _classifier("hrvlm-tiny", 10, "cpu")
-    x = torch.rand(batch, 3, clf.model.image_size, clf.model.image_size, generator=torch.Generator().manual_seed(0))
-    y = torch.randint(0, 10, (batch,), generator=torch.Generator().manual_seed(1))
-    ours, theirs = _runners(clf, x, y, steps, eps)
-    t_ours, t_theirs = _seconds(ours, repeats, "cpu"), _seconds(theirs, repeats, "cpu")
-    print(f"CPU, hrvlm-tiny (32 px), batch {batch}, PGD-{steps}, {torch.get_num_threads()} thread(s)")
-    print(f"  hrvlm PGD        {batch / t_ours:9.1f} images/s")
-    print(f"  torchattacks PGD {batch / t_theirs:9.1f} images/s")
-    print(f"  ratio hrvlm / torchattacks: {t_theirs / t_ours:.2f}x")
+def measure(args: argparse.Namespace) -> dict:
+    work = setup(args)
+    clf = work.classifier()
+    size = clf.model.image_size
+    x, y = work.batch_tensors(size)
+    prec = precision_policy(work.device, args.precision)
+    env = environment(work.device)
+    ceiling = ceilings(work.device) if work.is_vit_b32 else None
+    results = []
+    for label, fn, forwards in rows(clf, x, y, args.steps, args.eps, prec, args.channels_last, args.compile):
+        t = seconds(fn, work.device, args.repeats, args.warmup)
+        row = {"label": label, "seconds": t, "images_per_s": work.batch / t}
+        if work.is_vit_b32:
+            row["tflop_s"] = work.batch * forwards * VIT_B32_GFLOP / t / 1e3
+            row["percent_of_ceiling"] = 100 * row["images_per_s"] / ceiling.images_per_s(pgd_eval_forwards(args.steps))
+        results.append(row)
+    return {"benchmark": "attacks", "environment": env, "workload": work.describe(size), "steps": args.steps,
+            "eps": args.eps, "precision": prec.to_dict(), "ceilings": None if ceiling is None else vars(ceiling),
+            "rows": results, "host_syncs": host_syncs(clf, x, y, args.steps, args.eps, prec.dtype)}
 
 
-def gpu_section(batch: int, steps: int, eps: float, repeats: int) -> None:
-    clf = _classifier("ViT-B-32", 1000, "cuda")
-    x = torch.rand(batch, 3, 224, 224, device="cuda")
-    y = torch.randint(0, 1000, (batch,), device="cuda")
-    ours_bf16, _ = _runners(clf, x, y, steps, eps, autocast=torch.bfloat16)
-    ours_fp32, plain = _runners(clf, x, y, steps, eps)
-    print(f"GPU {torch.cuda.get_device_name()}, ViT-B-32 random init (224 px), batch {batch}, PGD-{steps}; "
-          f"FLOP model {VIT_B32_GFLOP} GFLOP/forward, step = 2 forwards")
-    rows = [("hrvlm PGD, bf16 autocast", ours_bf16, 2 * steps + 1), ("hrvlm PGD, float32", ours_fp32, 2 * steps + 1),
-            ("torchattacks PGD, float32 (plain loop)", plain, 2 * steps)]
-    times = {}
-    for label, fn, forwards in rows:
-        t = _seconds(fn, repeats, "cuda")
-        times[label] = t
-        tflops = batch * forwards * VIT_B32_GFLOP / t / 1e3
-        print(f"  {label:40s} {batch / t:9.1f} images/s  {tflops:6.1f} TFLOP/s")
-    print(f"  speed-up bf16 vs plain float32 loop: {times[rows[2][0]] / times[rows[0][0]]:.2f}x "
-          f"(TF32 matmul: {torch.backends.cuda.matmul.allow_tf32})")
+def host_syncs(clf, x, y, steps: int, eps: float, dtype) -> str:
+    """On a GPU, run hrvlm's PGD with CUDA's sync debug mode set to "error": "none", or what synchronised."""
+    if x.device.type != "cuda":
+        return "not checked (CPU; tests/test_attacks.py checks the ops on the CPU)"
+    attack = PGD(ThreatModel("linf", eps), steps=steps, step_size=eps / 4, autocast=dtype)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        attack(clf, x, y)
+        return "none"
+    except RuntimeError as error:
+        return f"synchronised: {error}"
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+def report(fig: dict) -> None:
+    print_environment(fig["environment"])
+    steps = fig["steps"]
+    print(f"PGD-{steps} evaluation, {fig['workload']}, precision {fig['precision']['precision']}")
+    ceiling = fig["ceilings"]
+    if ceiling:
+        print(f"  ceilings: copy {ceiling['copy_gb_s']:.0f} GB/s, {ceiling['matmul_dtype']} matmul "
+              f"{ceiling['matmul_tflop_s']:.3g} TFLOP/s → PGD-{steps} ceiling "
+              f"{ceiling['matmul_tflop_s'] * 1e3 / (pgd_eval_forwards(steps) * VIT_B32_GFLOP):.0f} images/s "
+              f"(FLOP model {VIT_B32_GFLOP} GFLOP/forward, step = 2 forwards)")
+    reference = next(r for r in fig["rows"] if r["label"].startswith("reference loop"))
+    for r in fig["rows"]:
+        extra = f"  {r['tflop_s']:6.1f} TFLOP/s  {r['percent_of_ceiling']:5.1f} % of ceiling" if "tflop_s" in r else ""
+        print(f"  {r['label']:42s} {r['images_per_s']:9.1f} {rate_unit(fig['environment']['device'])}  "
+              f"{reference['seconds'] / r['seconds']:5.2f}x the reference loop{extra}")
+    print(f"  host synchronisations inside hrvlm's PGD: {fig['host_syncs']}")
+    if ceiling:
+        best = fig["rows"][0]
+        print(f"  15-dataset evaluation ({EVAL_IMAGES:,} images) at the first row's rate: "
+              f"{EVAL_IMAGES / best['images_per_s'] / 60:.1f} min")
+        print("  goals: ≥ 40 % of the ceiling, ≥ 5x the reference loop, 15 datasets in ≤ 10 min")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hrvlm bench attacks", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--eps", type=float, default=1 / 255, help="L∞ radius in [0, 1] pixel units")
+    parser.add_argument("--channels-last", action="store_true", help="add a channels-last row")
+    parser.add_argument("--compile", action="store_true", help="add a torch.compile row (compile time excluded)")
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hrvlm bench attacks", description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--eps", type=float, default=1 / 255)
-    parser.add_argument("--cpu-batch", type=int, default=64)
-    parser.add_argument("--gpu-batch", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--skip-gpu", action="store_true")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    cpu_section(args.cpu_batch, args.steps, args.eps, args.repeats)
-    if torch.cuda.is_available() and not args.skip_gpu:
-        gpu_section(args.gpu_batch, args.steps, args.eps, args.repeats)
-    else:
-        print("GPU: not available (or --skip-gpu); section skipped")
-    return 0
+    return run(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

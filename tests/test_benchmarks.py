@@ -1,0 +1,74 @@
+"""The speed benchmarks' CPU path at tiny sizes (figures printed, never asserted), their FLOP model and
+their reference loop."""
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hrvlm.attacks import ThreatModel, pgd_maximize
+from hrvlm.attacks.base import attack_context, ce_loss
+from hrvlm.benchmarks import perf, step
+from hrvlm.benchmarks._measure import Ceilings, pgd_eval_forwards, reference_pgd, train_forwards
+from hrvlm.zeroshot import ZeroShotClassifier
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TINY = ["--device", "cpu", "--copy-mib", "4", "--matmul-n", "128",
+        "--attacks", "--steps 2 --batch 4 --repeats 1 --warmup 1 --model hrvlm-tiny",
+        "--step", "--attack-steps 0,1 --batch 4 --repeats 1 --warmup 0 --model hrvlm-tiny",
+        "--jpeg", "--images 3 --repeats 1 --warmup 0"]
+
+
+def test_the_issues_two_numbers_follow_from_the_flop_model():
+    h100 = Ceilings(copy_gb_s=3000.0, matmul_tflop_s=800.0, matmul_dtype="bfloat16")
+    assert pgd_eval_forwards(20) * 8.8 == pytest.approx(360, rel=0.01)   # GFLOP per PGD-20 image
+    assert train_forwards(3) * 8.8 == pytest.approx(80, rel=0.02)        # HRVLM: PGD-3 + one step
+    assert h100.images_per_s(pgd_eval_forwards(20)) == pytest.approx(2200, rel=0.02)
+    assert h100.images_per_s(train_forwards(3)) == pytest.approx(10_000, rel=0.02)
+
+
+def test_perf_runs_every_section_on_the_cpu(tmp_path, capsys):
+    out = tmp_path / "figures.json"
+    assert perf.main(TINY + ["--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    figures = json.loads(out.read_text())
+    assert set(figures) == {"environment", "ceilings", "attacks", "step", "jpeg"}
+    assert figures["ceilings"]["matmul_dtype"] == "float32" and figures["ceilings"]["copy_gb_s"] > 0
+    labels = [r["label"] for r in figures["attacks"]["rows"]]
+    assert labels == ["hrvlm PGD, fp32", "hrvlm PGD, fp32, weights trainable", "reference loop, fp32 (plain)",
+                      "torchattacks PGD, fp32"]
+    assert [(r["attack_steps"], r["label"]) for r in figures["step"]["rows"]] == [
+        (0, "hrvlm, fp32"), (0, "reference, fp32"), (1, "hrvlm, fp32"), (1, "reference, fp32")]
+    assert figures["step"]["rows"][0]["methods"] == ["clip"]
+    assert [r["label"] for r in figures["jpeg"]["rows"]] == ["decode_jpeg on cpu", "decode + resize/crop 224 on cpu"]
+    for section in ("attacks", "step", "jpeg"):
+        assert all(r["images_per_s"] > 0 for r in figures[section]["rows"])
+    assert "x the reference loop" in printed and "PGD-k + one training step" in printed
+    # the ViT-B/32 FLOP model is not applied to tiny models
+    assert "TFLOP/s" not in printed.split("PGD-2 evaluation")[1]
+
+
+def test_bad_options_fail_before_any_measurement(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        perf.main(["--device", "cpu", "--step", "--attack-steps 2,x"])
+    assert exit_.value.code == 2
+    assert "expected comma-separated step counts such as 0,2,3,10, got '2,x'" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="--batch must be >= 1"):
+        step.main(["--device", "cpu", "--batch", "0"])
+    with pytest.raises(SystemExit, match="unknown model 'ViT-Q-99'; hrvlm configs: "):
+        perf.main(["--device", "cpu", "--step=--model ViT-Q-99"])
+
+
+def test_reference_loop_is_hrvlms_training_pgd(clip):
+    """Same random start, sign steps and projection: the speed ratio compares the same algorithm."""
+    model, _ = clip
+    g = torch.Generator().manual_seed(3)
+    clf = ZeroShotClassifier(model, F.normalize(torch.randn(5, model.embed_dim, generator=g), dim=-1), 100.0).eval()
+    x, y = torch.rand(16, 3, 32, 32, generator=g), torch.arange(16) % 5
+    eps = 2 / 255
+    reference = reference_pgd(clf, x, y, eps, eps / 2, 4, torch.Generator().manual_seed(0))
+    with attack_context(clf):
+        ours = pgd_maximize(lambda adv: ce_loss(clf(adv), y), x, ThreatModel("linf", eps), 4, eps / 2,
+                            keep_best=False, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(ours, reference)  # batch 16: mean and sum losses differ by an exact power of 2
