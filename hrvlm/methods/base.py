@@ -67,6 +67,7 @@ class TrainContext:
     device: torch.device
     autocast: torch.dtype | None         # forward dtype (bf16 / fp16) or None for float32
     seed: int
+    train_set: Any = None                # the training split ``Batch.index`` indexes (per-item data: captions)
 
 
 class Method:
@@ -74,6 +75,7 @@ class Method:
 
     name: ClassVar[str] = "method"
     defaults: ClassVar[dict[str, Any]] = {}
+    fine_tunes: ClassVar[bool] = True    # False: nothing trains (CLIP); the loop takes no optimiser steps
 
     def __init__(self, **settings: Any):
         unknown = sorted(set(settings) - set(self.defaults))
