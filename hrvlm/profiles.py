@@ -27,6 +27,7 @@ class Profile:
     eps_unit: float                   # L∞ ε in [0, 1] pixel units playing the role of 1/255
     eval_n: int | None                # images per evaluation set (fixed subsets)
     dataset_options: dict             # options passed to every dataset factory (e.g. mini sizes)
+    methods: dict | None = None       # method name -> its settings (+ optional "loop": train overrides)
 
     def eps(self, multiple: float = 1.0) -> float:
         """``multiple`` × the profile's ε unit (the analogue of ``multiple``/255)."""
