@@ -195,6 +195,9 @@ def caption_source(spec: str, dataset_spec: Any, train_set: Any = None) -> Capti
         return ItemCaptions(spec, [table.get(n, "") for n in names])
     if hasattr(train_set, "caption"):  # a mini-world split captions its items itself
         return ItemCaptions(spec, [train_set.caption(i, argument) for i in range(len(train_set))])
+    if argument not in CLASS_QUALITIES and train_set is None:
+        raise ValueError(f"caption quality {argument!r} describes each image, so it needs the training set: "
+                         f"pass it as TrainContext.train_set (the split Batch.index indexes)")
     if argument not in CLASS_QUALITIES:
         raise ValueError(f"caption quality {argument!r} needs per-image descriptions, which only the mini world "
                          f"builds; for {getattr(dataset_spec, 'name', 'this dataset')!r} use 'file:PATH' (the "

@@ -238,11 +238,11 @@ def test_qtaft_encodes_uncached_captions_per_batch(clip, train_set, batch):
 
 def test_clip_does_not_fine_tune(clip):
     method = build_method("clip")
-    assert method.fine_tunes is False and list(method.trainable_parameters(clip[0])) == []
+    assert list(method.trainable_parameters(clip[0])) == [] and method.extra_parameters() == {}
     assert method.perturb(None) is None
     with pytest.raises(RuntimeError, match="does not fine-tune"):
         method.loss(None, None)
-    assert all(METHODS[n].fine_tunes for n in ADVERSARIAL)
+    assert set(METHODS) >= {"clip", *ADVERSARIAL}
 
 
 @pytest.mark.parametrize("name, settings, match", [
@@ -345,6 +345,10 @@ def test_mini_world_caption_qualities(train_set, batch):
     assert seen["name"] == names
     assert all(n in c for n, c in zip(names, seen["template"]))
     assert all(c.startswith(("a ", "an ")) and ":" in c for c in seen["gloss"])
+    for quality in ("name", "template", "gloss"):  # built from the class alone, they need no items
+        assert caption_source(quality, spec)(batch) == seen[quality]
+    with pytest.raises(ValueError, match="needs the training set: pass it as TrainContext.train_set"):
+        caption_source("detailed", spec)
     same_class = Batch(batch.images[:3], torch.zeros(3, dtype=torch.long), index=torch.tensor([0, 10, 20]))
     assert len(set(caption_source("name", spec, train_set)(same_class))) == 1
     assert len(set(caption_source("detailed", spec, train_set)(same_class))) == 3  # properties tell them apart
@@ -363,7 +367,7 @@ def test_wordnet_gloss_captions_for_real_classes():
     assert caption_source("template", spec)(Batch(torch.zeros(1, 3, 4, 4), labels[:1]))[0].count("airplane") == 1
     assert class_caption("off-center face", None, "gloss") == "an off-center face"
     with pytest.raises(ValueError, match="only the mini world builds"):
-        caption_source("detailed", spec)
+        caption_source("detailed", spec, ImageFolderLike(["/x/a.png"]))
 
 
 def test_batch_captions_and_source_names():

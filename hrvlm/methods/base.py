@@ -75,7 +75,6 @@ class Method:
 
     name: ClassVar[str] = "method"
     defaults: ClassVar[dict[str, Any]] = {}
-    fine_tunes: ClassVar[bool] = True    # False: nothing trains (CLIP); the loop takes no optimiser steps
 
     def __init__(self, **settings: Any):
         unknown = sorted(set(settings) - set(self.defaults))

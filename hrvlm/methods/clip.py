@@ -10,15 +10,14 @@ from .base import Batch, Method, register_method
 
 @register_method("clip")
 class Clip(Method):
-    """The pretrained model, evaluated as it is: nothing trains, so the loop runs no optimiser steps
-    (``fine_tunes`` is False) and the run's weights are the pretrained ones."""
+    """The pretrained model, evaluated as it is: no parameter trains, so the loop takes no optimiser
+    step and the run's weights are the pretrained ones."""
 
-    fine_tunes = False
     defaults: dict = {}
 
     def trainable_parameters(self, model: nn.Module) -> Iterator[tuple[str, nn.Parameter]]:
         return iter(())
 
     def loss(self, batch: Batch, adv):
-        raise RuntimeError("method 'clip' does not fine-tune (fine_tunes is False): evaluate the pretrained "
-                           "model instead of training it")
+        raise RuntimeError("method 'clip' does not fine-tune (it has no trainable parameters): evaluate the "
+                           "pretrained model instead of training it")
