@@ -222,9 +222,13 @@ def test_qtaft_logit_scale_learns_and_is_clamped(clip, train_set, batch):
     method, _ = setup("qtaft", clip, train_set)
     (scale,) = method.extra_parameters().values()
     assert scale.requires_grad and float(scale.detach()) == pytest.approx(math.log(1 / 0.07))
+    loss, _ = method.loss(batch, method.perturb(batch))
+    loss.backward()
+    assert scale.grad is not None and float(scale.grad) != 0.0
     with torch.no_grad():
-        scale.fill_(7.0)
-    assert float(method.scale().detach()) == pytest.approx(100.0) and float(scale.detach()) == pytest.approx(math.log(100))
+        scale.fill_(7.0)  # beyond ln 100: clamped back before its next use
+    assert float(method.scale().detach()) == pytest.approx(100.0)
+    assert float(scale.detach()) == pytest.approx(math.log(100))
     frozen, _ = setup("qtaft", clip, train_set, learn_logit_scale=False)
     assert frozen.extra_parameters() == {}
 

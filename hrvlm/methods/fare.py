@@ -1,6 +1,7 @@
 """FARE (Schlarmann et al., ICML 2024): unsupervised adversarial fine-tuning of the image tower.
 
-    L = (1 − w) · mean_i ‖f_θ(x′_i) − f_0(x_i)‖² + w · mean_i ‖f_θ(x_i) − f_0(x_i)‖²,   w = clean_weight (0)
+    L = (1 − w) · mean_i ‖f_θ(x′_i) − f_0(x_i)‖² + w · mean_i ‖f_θ(x_i) − f_0(x_i)‖²,
+    w = clean_weight (0 by default, as FARE trains)
 
 ``f`` the raw projected image embedding (not normalised, as FARE trains: ``--output_normalize False``),
 the squared L2 norm *summed* over the embedding dimensions and *averaged* over the batch (FARE's code

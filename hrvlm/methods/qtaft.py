@@ -1,6 +1,7 @@
 """QT-AFT (Waseda et al., ACM MM 2025): FARE's objective plus caption-guided image→text contrast.
 
-    ℓ_i = ‖f_θ(x′_i) − f_0(x_i)‖² + λ · (−log softmax_j(s · cos(f_θ(x′_i), g(c_j)))_i),   L = mean_i ℓ_i
+    ℓ_i = ‖f_θ(x′_i) − f_0(x_i)‖² + λ · (−log softmax_j(s · cos(f_θ(x′_i), g(c_j)))_i),
+    L = mean_i ℓ_i
 
 FARE's per-sample squared distance (summed over dimensions, raw embeddings) plus λ (= 10, the authors'
 training script's ``w_i2t``) times the in-batch InfoNCE from each adversarial image to its own caption
@@ -66,12 +67,15 @@ class QTAFT(FARE):
             kind, path = parse_source(s["captions"])
         except ValueError as err:
             raise ValueError(f"method {self.name!r}: setting captions={s['captions']!r} is invalid: {err}") from None
-        self.require("captions", kind != "file" or Path(path).expanduser().exists(), "a captions file or folder that exists")
+        self.require("captions", kind != "file" or Path(path).expanduser().exists(),
+                     "a captions file or folder that exists")
         self.require_number("logit_scale_max", 1.0)
-        self.require_number("logit_scale_init", 1.0, high=s["logit_scale_max"] if is_number(s["logit_scale_max"]) else None)
+        high = s["logit_scale_max"] if is_number(s["logit_scale_max"]) else None
+        self.require_number("logit_scale_init", 1.0, high=high)
         self.require("learn_logit_scale", isinstance(s["learn_logit_scale"], bool), "true or false")
-        self.require("cache_captions", isinstance(s["cache_captions"], int) and not isinstance(s["cache_captions"], bool)
-                     and s["cache_captions"] >= 0, "an integer >= 0 (0: encode every batch's captions)")
+        count = s["cache_captions"]
+        self.require("cache_captions", isinstance(count, int) and not isinstance(count, bool) and count >= 0,
+                     "an integer >= 0 (0: encode every batch's captions)")
 
     def setup(self, ctx: TrainContext) -> None:
         super().setup(ctx)
@@ -118,7 +122,7 @@ class QTAFT(FARE):
                 "i2t": image_to_text_infonce(features, self.targets(batch)["captions"], self.scale())}
 
     def weights(self) -> dict[str, float]:
-        return {"l2": 1.0, "i2t": float(self.settings["caption_weight"])}
+        return {**super().weights(), "i2t": float(self.settings["caption_weight"])}
 
     def loss(self, batch: Batch, adv: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, float]]:
         total, logs = super().loss(batch, adv)
