@@ -33,7 +33,7 @@ def batch(train_set):
     return Batch(images, torch.tensor([train_set.label(i) for i in range(8)]), index=index)
 
 
-def setup(name, clip, train_set, **settings):
+def prepare(name, clip, train_set, **settings):
     """A fresh copy of the tiny CLIP and ``name`` set up on it (the fixture's model is shared)."""
     model = copy.deepcopy(clip[0]).train()
     method = build_method(name, settings)
@@ -66,7 +66,7 @@ LEARNING_RATES = {"tecoa": 0.05, "pmg-aft": 0.05, "fare": 1e-3, "qtaft": 1e-3}
 @pytest.mark.parametrize("name", ADVERSARIAL)
 def test_loss_decreases_on_a_fixed_batch(name, clip, train_set, batch):
     torch.manual_seed(0)
-    method, model = setup(name, clip, train_set, steps=2)
+    method, model = prepare(name, clip, train_set, steps=2)
     with torch.no_grad():  # start away from the original model, where FARE's loss is at its minimum already
         for p in model.clip.visual.parameters():
             p.add_(0.02 * torch.randn_like(p))
@@ -78,7 +78,7 @@ def test_loss_decreases_on_a_fixed_batch(name, clip, train_set, batch):
 @pytest.mark.parametrize("name", ADVERSARIAL)
 def test_perturbation_is_admissible_and_trains_the_image_tower_only(name, clip, train_set, batch):
     torch.manual_seed(1)
-    method, model = setup(name, clip, train_set)
+    method, model = prepare(name, clip, train_set)
     adv = method.perturb(batch)
     assert adv.shape == batch.images.shape and not torch.equal(adv, batch.images)
     assert ThreatModel("linf", EPS).contains(batch.images, adv).all()
@@ -90,7 +90,7 @@ def test_perturbation_is_admissible_and_trains_the_image_tower_only(name, clip, 
 @pytest.mark.parametrize("name", ["pmg-aft", "fare", "qtaft"])
 def test_frozen_original_stays_unchanged(name, clip, train_set, batch):
     torch.manual_seed(2)
-    method, model = setup(name, clip, train_set, steps=1)
+    method, model = prepare(name, clip, train_set, steps=1)
     before = copy.deepcopy(method.original.state_dict())
     train(method, model, batch, steps=2)
     assert not method.original.training
@@ -103,7 +103,7 @@ def test_frozen_original_stays_unchanged(name, clip, train_set, batch):
 
 @pytest.mark.parametrize("name", ["tecoa", "qtaft"])
 def test_text_features_are_computed_once(name, clip, train_set, batch, monkeypatch):
-    method, model = setup(name, clip, train_set, steps=1)
+    method, model = prepare(name, clip, train_set, steps=1)
     calls = []
     original = model.encode_text
     monkeypatch.setattr(model, "encode_text", lambda *a, **k: calls.append(1) or original(*a, **k))
@@ -114,7 +114,7 @@ def test_text_features_are_computed_once(name, clip, train_set, batch, monkeypat
 def test_tecoa_loss_is_the_cross_entropy_of_the_cosine_head(clip, train_set, batch):
     from hrvlm.heads import build_head
 
-    method, model = setup("tecoa", clip, train_set)
+    method, model = prepare("tecoa", clip, train_set)
     spec = get_spec("mini-finetune")
     from hrvlm.zeroshot import load_templates
 
@@ -128,7 +128,7 @@ def test_tecoa_loss_is_the_cross_entropy_of_the_cosine_head(clip, train_set, bat
 
 def test_pmg_aft_kl_terms_vanish_for_the_original_model(clip, train_set, batch):
     torch.manual_seed(3)
-    method, model = setup("pmg-aft", clip, train_set)
+    method, model = prepare("pmg-aft", clip, train_set)
     model.eval()
     loss, logs = method.loss(batch, batch.images)  # model = original and clean = adv
     assert logs["kl_clean"] == pytest.approx(0.0, abs=1e-7) and logs["kl_original"] == pytest.approx(0.0, abs=1e-7)
@@ -152,7 +152,7 @@ def test_kl_reduction():
 
 
 def test_pmg_aft_authors_reduction_scales_with_the_batch(clip, train_set, batch):
-    mean_method, model = setup("pmg-aft", clip, train_set)
+    mean_method, model = prepare("pmg-aft", clip, train_set)
     sum_method = build_method("pmg-aft", {"kl_reduction": "sum"})
     sum_method.setup(mean_method.ctx)
     adv = mean_method.perturb(batch)
@@ -162,21 +162,21 @@ def test_pmg_aft_authors_reduction_scales_with_the_batch(clip, train_set, batch)
 
 
 def test_fare_loss_is_zero_without_perturbation(clip, train_set, batch):
-    method, model = setup("fare", clip, train_set, steps=0, random_start=False)
+    method, model = prepare("fare", clip, train_set, steps=0, random_start=False)
     adv = method.perturb(batch)
     assert torch.equal(adv, batch.images)
     # zero up to round-off: torch's attention takes another kernel for the frozen copy (no gradients)
     loss, logs = method.loss(batch, adv)
     assert float(loss.detach()) == pytest.approx(0.0, abs=1e-9) and set(logs) == {"l2"}
     torch.manual_seed(4)
-    attacked, _ = setup("fare", clip, train_set)
+    attacked, _ = prepare("fare", clip, train_set)
     loss, _ = attacked.loss(batch, attacked.perturb(batch))
     assert float(loss.detach()) > 1e-3
 
 
 def test_fare_loss_definition(clip, train_set, batch):
     """Squared L2 of raw embeddings, summed over dimensions, averaged over the batch; clean mixing."""
-    method, model = setup("fare", clip, train_set, clean_weight=0.25)
+    method, model = prepare("fare", clip, train_set, clean_weight=0.25)
     torch.manual_seed(5)
     adv = method.perturb(batch)
     ref = method.original.encode_image(batch.images, normalize=False)
@@ -203,7 +203,7 @@ def test_infonce_matches_a_hand_computation():
 
 
 def test_qtaft_loss_definition(clip, train_set, batch):
-    method, model = setup("qtaft", clip, train_set)
+    method, model = prepare("qtaft", clip, train_set)
     torch.manual_seed(6)
     adv = method.perturb(batch)
     captions = [train_set.caption(i, "detailed") for i in batch.index.tolist()]
@@ -219,7 +219,7 @@ def test_qtaft_loss_definition(clip, train_set, batch):
 
 
 def test_qtaft_logit_scale_learns_and_is_clamped(clip, train_set, batch):
-    method, _ = setup("qtaft", clip, train_set)
+    method, _ = prepare("qtaft", clip, train_set)
     (scale,) = method.extra_parameters().values()
     assert scale.requires_grad and float(scale.detach()) == pytest.approx(math.log(1 / 0.07))
     loss, _ = method.loss(batch, method.perturb(batch))
@@ -229,13 +229,13 @@ def test_qtaft_logit_scale_learns_and_is_clamped(clip, train_set, batch):
         scale.fill_(7.0)  # beyond ln 100: clamped back before its next use
     assert float(method.scale().detach()) == pytest.approx(100.0)
     assert float(scale.detach()) == pytest.approx(math.log(100))
-    frozen, _ = setup("qtaft", clip, train_set, learn_logit_scale=False)
+    frozen, _ = prepare("qtaft", clip, train_set, learn_logit_scale=False)
     assert frozen.extra_parameters() == {}
 
 
 def test_qtaft_encodes_uncached_captions_per_batch(clip, train_set, batch):
-    cached, _ = setup("qtaft", clip, train_set)
-    uncached, _ = setup("qtaft", clip, train_set, cache_captions=0)
+    cached, _ = prepare("qtaft", clip, train_set)
+    uncached, _ = prepare("qtaft", clip, train_set, cache_captions=0)
     assert uncached.caption_rows is None and cached.caption_rows is not None
     torch.testing.assert_close(uncached.targets(batch)["captions"], cached.targets(batch)["captions"])
 
@@ -385,3 +385,27 @@ def test_batch_captions_and_source_names():
     assert parse_source("file:x.json") == ("file", "x.json")
     with pytest.raises(ValueError, match="needs a path"):
         parse_source("file:")
+
+
+def test_qtaft_reads_captions_from_a_file_or_the_batch(clip, train_set, batch, tmp_path):
+    paths = [f"/data/n0{i % 2}/img{i}.JPEG" for i in range(8)]
+    (tmp_path / "n00.json").write_text(json.dumps({f"n00/img{i}.JPEG": f"caption {i}" for i in range(0, 8, 2)}))
+    (tmp_path / "n01.json").write_text(json.dumps({f"n01/img{i}.JPEG": f"caption {i}" for i in range(1, 8, 2)}))
+    from_file, model = prepare("qtaft", clip, ImageFolderLike(paths), captions=f"file:{tmp_path}")
+    from_batch = build_method("qtaft", {"captions": "batch"})
+    from_batch.setup(from_file.ctx)
+    assert from_batch.caption_rows is None  # nothing to encode ahead: captions come with each batch
+    captioned = Batch(batch.images, batch.labels, [f"caption {i}" for i in range(8)], batch.index)
+    torch.testing.assert_close(from_file.targets(batch)["captions"], from_batch.targets(captioned)["captions"])
+    adv = from_file.perturb(batch)
+    torch.testing.assert_close(from_file.loss(batch, adv)[0], from_batch.loss(captioned, adv)[0])
+    with pytest.raises(ValueError, match="needs captions in Batch.captions"):
+        from_batch.perturb(batch)
+
+
+def test_pmg_aft_authors_cosine_logits(clip, train_set, batch):
+    method, model = prepare("pmg-aft", clip, train_set, logit_scale=1.0)
+    logits = method.classify(batch.images)
+    assert float(logits.detach().abs().max()) <= 1.0 + 1e-6  # plain cosines, as the authors' code computes them
+    reference, _ = prepare("pmg-aft", clip, train_set)
+    torch.testing.assert_close(reference.classify(batch.images), reference.classify.head.logit_scale * logits)
