@@ -85,6 +85,7 @@ class TrainContext:
     device: torch.device
     autocast: torch.dtype | None         # forward dtype (bf16 / fp16) or None for float32
     seed: int
+    train_set: Any = None                # the training split ``Batch.index`` indexes (per-item data: captions)
 
 
 class Method:

@@ -1,0 +1,72 @@
+"""PMG-AFT (Wang et al., CVPR 2024): TeCoA guided by the pre-trained model.
+
+With ``p(·)`` the softmax of the cosine head's logits over the training classes,
+
+    L = CE(logits_θ(x′), y) + w_clean · KL(p_θ(x) ‖ p_θ(x′)) + w_original · KL(p_0(x′) ‖ p_θ(x′)),
+
+``θ`` the model being fine-tuned, ``0`` the frozen original (a copy taken at setup) and ``x′`` TeCoA's
+adversarial images (PGD on the CE term alone, as the authors' code).  Both KL terms are differentiated
+through ``p_θ(x′)`` and the first also through ``p_θ(x)`` (the authors' code detaches neither); the
+original model only supplies targets.  Weights 1 and 1, hard-coded in the authors' code.
+
+Reduction (``kl_reduction``): ``"batchmean"`` by default — each KL summed over classes and averaged
+over the batch, like the CE term — so that ``w_clean`` and ``w_original`` mean the same at every batch
+size and under data parallelism.  The authors' code sums over the batch too (``"sum"``), which weights
+the KL terms ``B``× more than the CE (256× at their batch size); ``"sum"`` reproduces that.
+
+Their code also re-normalises the logit-scaled text embeddings, so its logits are plain cosines
+(scale 1); ``logit_scale=1`` reproduces that.  By default the CE term is TeCoA's objective, at the
+model's scale, on which PMG-AFT builds (and which the evaluation head uses).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .adversarial import frozen_copy
+from .base import Batch, TrainContext, register_method
+from .tecoa import TeCoA
+
+KL_REDUCTIONS = ("batchmean", "sum")
+
+
+def kl_to(target_logits: torch.Tensor, logits: torch.Tensor, reduction: str = "batchmean") -> torch.Tensor:
+    """``KL(softmax(target_logits) ‖ softmax(logits))`` summed over classes, then averaged over the
+    batch (``"batchmean"``) or summed (``"sum"``); computed in float32 from log-probabilities."""
+    if reduction not in KL_REDUCTIONS:
+        raise ValueError(f"unknown KL reduction {reduction!r}; use one of {KL_REDUCTIONS}")
+    return F.kl_div(F.log_softmax(logits.float(), dim=1), F.log_softmax(target_logits.float(), dim=1),
+                    reduction=reduction, log_target=True)
+
+
+@register_method("pmg-aft")
+class PMGAFT(TeCoA):
+    """Settings: TeCoA's, plus ``w_clean`` (1), ``w_original`` (1) and ``kl_reduction`` ("batchmean")."""
+
+    defaults = {**TeCoA.defaults, "w_clean": 1.0, "w_original": 1.0, "kl_reduction": "batchmean"}
+
+    def check_settings(self) -> None:
+        super().check_settings()
+        self.require_number("w_clean")
+        self.require_number("w_original")
+        self.require("kl_reduction", self.settings["kl_reduction"] in KL_REDUCTIONS, f"one of {KL_REDUCTIONS}")
+
+    def setup(self, ctx: TrainContext) -> None:
+        super().setup(ctx)
+        self.original = frozen_copy(ctx.model)
+        self.classify_original = self.classifier(self.original)
+
+    def loss(self, batch: Batch, adv: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, float]]:
+        s = self.settings
+        adv = batch.images if adv is None else adv
+        with self.autocast():
+            logits_adv = self.classify(adv).float()
+            logits_clean = self.classify(batch.images).float()
+            with torch.no_grad():
+                logits_original = self.classify_original(adv).float()
+        ce = F.cross_entropy(logits_adv, batch.labels)
+        kl_clean = kl_to(logits_clean, logits_adv, s["kl_reduction"])
+        kl_original = kl_to(logits_original, logits_adv, s["kl_reduction"])
+        total = ce + s["w_clean"] * kl_clean + s["w_original"] * kl_original
+        return total, {"ce": float(ce.detach()), "kl_clean": float(kl_clean.detach()),
+                       "kl_original": float(kl_original.detach())}
