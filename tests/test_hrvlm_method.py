@@ -24,7 +24,7 @@ CHAINS_A = [["felid", "carnivore", "animal", "entity"], ["felid", "carnivore", "
             ["motor vehicle", "vehicle", "artifact", "entity"], ["motor vehicle", "vehicle", "artifact", "entity"]]
 CHAINS_B = [["pet", "domestic animal", "animal", "entity"], ["wild animal", "animal", "entity"],
             ["pet", "domestic animal", "animal", "entity"], ["wild animal", "animal", "entity"],
-            ["road vehicle", "machine", "entity"], ["road vehicle", "machine", "entity"]]
+            ["road vehicle", "entity"], ["road vehicle", "entity"]]  # short: padded with "entity"
 DEPTH = 3
 TEMPLATES = "mini"  # three templates
 
@@ -319,11 +319,34 @@ def test_components_switch_the_terms(components, vic, gap, forest, model_copy):
     assert float(loss.detach()) == pytest.approx(expected, rel=1e-5)
 
 
-def test_label_gap_skips_repeated_prompts_and_orders_each_edge(forest, clip):
-    tree = make_method(*clip).trees[0]
-    assert (tree.edge_child != tree.edge_parent).all()
-    # toy-a: 6 leaf→level-1 edges, 3 level-1→2 edges, 2 level-2→3 edges
-    assert tree.edge_child.numel() == 6 + 3 + 2
+@pytest.mark.parametrize("index", [0, 1])
+def test_label_gap_orders_every_edge_but_a_repeated_prompt(index, forest, clip):
+    method = make_method(*clip, trees=2)
+    tensors, tree = method.trees[index], TREES[index]
+    edges = {(method.bank_names[c], method.bank_names[p])
+             for c, p in zip(tensors.edge_child.tolist(), tensors.edge_parent.tolist())}
+    expected = {(tree.names[l][j], tree.names[l + 1][tree.parents(l)[j]])
+                for l in range(DEPTH) for j in range(tree.num_classes(l))}
+    assert edges == {(c, p) for c, p in expected if c != p}
+    assert len(edges) == tensors.edge_child.numel()
+    if index == 1:
+        assert ("entity", "entity") in expected  # the padded chain's repeated node is left out
+
+
+def test_intra_gap_orders_image_side_parents_and_skips_only_children(forest, clip):
+    method = make_method(*clip, gap_margin=0.1)
+    tree = method.trees[0]
+    labels = torch.tensor([0, 0, 4])  # two cats under "felid"; one car alone under "motor vehicle"
+    points = G.expmap0(torch.tensor([[0.9, 0.1], [0.8, -0.3], [-0.7, 0.2]]))
+    geo = method.current_geometry()
+    felid = G.einstein_midpoint(points[:2], c=geo.c)
+    expected = norm_order_loss(points[:2], felid.expand(2, -1), 0.1)  # every other parent has one child
+    assert expected > 0
+    got = method.intra_gap_loss(tree, points, labels, None, geo, None)
+    torch.testing.assert_close(got, expected)
+    spread = points.clone()
+    spread[:2] = G.expmap0(torch.tensor([[1.0, 1.0], [1.0, -1.0]]))  # norms 0.89, their midpoint's 0.41
+    assert method.intra_gap_loss(tree, spread, labels, None, geo, None) == 0
 
 
 @pytest.mark.parametrize("key,value", [("components", "vic"), ("perturbation", "global"), ("hnsa", "all"),
@@ -374,7 +397,7 @@ def test_a_few_steps_on_a_fixed_batch_decrease_the_loss(level_ce, intra_gap, for
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     assert losses[-1] < losses[0]
 
 

@@ -348,7 +348,7 @@ class HRVLM(Method):
         return sum(hita_loss(*self.tree_logits(tree, points, labels, protos, geo, weights)[:2], weights)[0]
                    for tree in self.trees)
 
-    def _intra_gap(self, tree: _TreeTensors, points: torch.Tensor, labels: torch.Tensor, protos: torch.Tensor,
+    def intra_gap_loss(self, tree: _TreeTensors, points: torch.Tensor, labels: torch.Tensor, protos: torch.Tensor,
                    geo: _Geometry, levels) -> torch.Tensor:
         margin = self.settings["gap_margin"]
         if self.settings["intra_gap"] == "image-text":
@@ -452,7 +452,7 @@ class HRVLM(Method):
                 log("vic", vic)
             if gap_on:
                 label_gap = norm_order_loss(protos[tree.edge_child], protos[tree.edge_parent], s["gap_margin"])
-                intra_gap = self._intra_gap(tree, points[0], labels, protos, geo, levels)
+                intra_gap = self.intra_gap_loss(tree, points[0], labels, protos, geo, levels)
                 tree_loss = tree_loss + s["lambda_gap"] * (label_gap + intra_gap)
                 log("gap_label", label_gap)
                 log("gap_intra", intra_gap)
