@@ -18,10 +18,14 @@ step only applies the current projection to them (in float32, so a δ_T of 2·10
 bf16 rounding).
 
 Settings.  From the paper: ``depth`` L = 5, ``steps`` 3 with step = ε, ``text_eps`` ε_T = 2·10⁻⁴,
-the level weights, ``trees`` 1–5 (main rows 1 and 5).  Ablations: ``components`` (Table 10: ``hita``,
-``hita+vic``, ``hita+gap``, ``full``), ``perturbation`` (Table 12: ``leaf`` = δ for the leaf CE only,
-``per-level`` = one δ per level, each level's CE at its own δ, ``universal``), ``hnsa`` (``both``,
-``lower``, ``upper``; ``none`` is ours).  **Ours** (the paper does not give them):
+the level weights, ``trees`` 1–5 (main rows 1 and 5; a dataset whose forest has fewer distinct trees
+is a clear error at setup — mini-finetune has 2 at depth 5).  Ablations: ``components`` (Table 10:
+``hita``, ``hita+vic``, ``hita+gap``, ``full``), ``perturbation`` (Table 12: ``leaf`` = δ and δ_T
+maximise the leaf CE only; ``per-level`` = one δ per level, each maximising and then entering only
+its level's CE — run as one PGD over L+1 copies of the batch, ``perturb`` returning
+``[L+1, B, 3, S, S]``, with L_vic and L_gap on the leaf copy; ``universal``), ``hnsa`` (``both``,
+``lower``, ``upper``; ``none`` is ours).  The loss always has every level, whatever the strategy.
+**Ours** (the paper does not give them):
 
 * ``level_ce`` — the HypAvg open question: ``"parents"`` (default, the literal reading: at level
   l ≥ 1 the CE is on the HypAvg'ed parent embeddings φ^l_c of the classes present in the batch,
@@ -43,10 +47,13 @@ the level weights, ``trees`` 1–5 (main rows 1 and 5).  Ablations: ``components
   ``"einstein"`` (see :mod:`hrvlm.heads.poincare`);
 * ``lambda_vic`` λ₁ = 0.1, ``vic_radius`` ζ_vic = 1.0 (hyperbolic distance), ``lambda_gap`` λ₂ = 1.0,
   ``gap_margin`` ζ_gap = 0.05 (Euclidean norm in the ball); terms are means over samples and edges;
+  L_vic is taken at the leaf level (image vs its class's text point);
+* logits ``−d_c/τ``; a level with one class and no HNSA negative (a root) contributes CE = 0;
 * δ_T lives in the text transformer's pooled output (the input of the trainable projection, as δ is
   on the input of the trainable image tower), one L2 ball of radius ε_T per prompt row (per class
   with ``template_mean="tangent"``, where the projection's linearity makes that equivalent);
-  ``text_steps`` = 3 and step ε_T; δ first, then δ_T (a sequential, not joint, maximisation);
+  ``text_steps`` = 3 and ``text_step_size`` ε_T; ``step_size`` (image) defaults to ε as in the paper;
+  δ first, then δ_T (a sequential, not joint, maximisation);
 * ``random_start`` on for both; the random starts are seeded by the run's seed and the step count.
 """
 from __future__ import annotations
