@@ -446,3 +446,17 @@ def test_resume_from_state_repeats_the_next_step_exactly(forest, model_copy):
     resumed_optimiser = optimiser_for(second, resumed_model)
     resumed_optimiser.load_state_dict(saved[1])
     assert run_steps(second, resumed_model, resumed_optimiser, 1) == expected
+
+
+def test_hnsa_never_takes_the_class_own_prompt_as_a_negative(forest, clip):
+    """Two nodes of adjacent levels with one readable name share a prompt: neither is the other's negative."""
+    from hrvlm.hierarchy import hnsa_negatives
+
+    names = {"canid": "thing", "vehicle": "thing"}
+    tree = tree_from_chains("toy-names", LEAVES, LEAVES, CHAINS_A, lambda x: names.get(x, x), DEPTH)
+    forest["trees"] = [tree]
+    tensors = make_method(*clip).trees[0]
+    canid, vehicle = tree.nodes[1].index("canid"), tree.nodes[2].index("vehicle")
+    assert hnsa_negatives(tree, 1).upper[canid, vehicle]  # by the tree alone it is a negative
+    assert not tensors.upper[1][canid, vehicle] and not tensors.lower[2][vehicle, canid]
+    assert tensors.upper[1].sum() == hnsa_negatives(tree, 1).upper.sum() - 1

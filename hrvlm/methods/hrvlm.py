@@ -111,6 +111,8 @@ class _TreeTensors:
 
 @dataclass
 class _Geometry:
+    """The current curvature, temperature and feature scales (tensors, in the graph when learned)."""
+
     c: torch.Tensor
     temperature: torch.Tensor
     image_scale: torch.Tensor
@@ -233,8 +235,15 @@ class HRVLM(Method):
         lower, upper = [], []
         for level in range(tree.depth + 1):
             neg = hnsa_negatives(tree, level)
-            lower.append(tensor(neg.lower, torch.bool) if level > 0 and hnsa in ("both", "lower") else None)
-            upper.append(tensor(neg.upper, torch.bool) if level < tree.depth and hnsa in ("both", "upper") else None)
+            # a "negative" with the class's own prompt (two nodes, one name) would be the class itself
+            if level > 0 and hnsa in ("both", "lower"):
+                lower.append(tensor(neg.lower, torch.bool) & (rows[level][:, None] != rows[level - 1][None, :]))
+            else:
+                lower.append(None)
+            if level < tree.depth and hnsa in ("both", "upper"):
+                upper.append(tensor(neg.upper, torch.bool) & (rows[level][:, None] != rows[level + 1][None, :]))
+            else:
+                upper.append(None)
         child = torch.cat(rows[:-1])
         parent = torch.cat([rows[l + 1][parents[l]] for l in range(tree.depth)])
         keep = child != parent  # a padded chain repeats a node: the same prompt cannot be ordered against itself
