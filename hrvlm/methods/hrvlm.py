@@ -328,6 +328,9 @@ class HRVLM(Method):
         return text_prototypes(feats, geo.text_scale, geo.c, self.settings["template_mean"])
 
     # -- objective -----------------------------------------------------------------------------------------
+    def _hypavg(self, tree: _TreeTensors, points: torch.Tensor, labels: torch.Tensor, geo: _Geometry):
+        return hypavg_levels(points, labels, tree.parents, tree.sizes, geo.c, self.settings["hypavg"] == "recursive")
+
     def tree_logits(self, tree: _TreeTensors, points: list[torch.Tensor], labels: torch.Tensor,
                     protos: torch.Tensor, geo: _Geometry, weights: list[float]):
         """Per level: HNSA-widened logits and targets (``None`` where the weight is 0), and the HypAvg
@@ -336,8 +339,7 @@ class HRVLM(Method):
 
         def levels_of(p):
             if id(p) not in hypavg:
-                hypavg[id(p)] = hypavg_levels(p, labels, tree.parents, tree.sizes, geo.c,
-                                              self.settings["hypavg"] == "recursive")
+                hypavg[id(p)] = self._hypavg(tree, p, labels, geo)
             return hypavg[id(p)]
 
         logits, targets = [], []
@@ -370,7 +372,7 @@ class HRVLM(Method):
         if self.settings["intra_gap"] == "image-text":
             return norm_order_loss(points, protos[tree.rows[0][labels]], margin)
         if levels is None:
-            levels = hypavg_levels(points, labels, tree.parents, tree.sizes, geo.c, self.settings["hypavg"] == "recursive")
+            levels = self._hypavg(tree, points, labels, geo)
         children, parents = [], []
         for below, above in zip(levels[:-1], levels[1:]):
             n_children = torch.bincount(below.parent, minlength=above.points.shape[0])
