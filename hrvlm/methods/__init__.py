@@ -5,5 +5,6 @@ from . import tecoa  # noqa: F401
 from . import pmg_aft  # noqa: F401
 from . import fare  # noqa: F401
 from . import qtaft  # noqa: F401
+from .hrvlm import HRVLM
 
-__all__ = ["METHODS", "Batch", "Method", "TrainContext", "build_method", "register_method"]
+__all__ = ["METHODS", "Batch", "HRVLM", "Method", "TrainContext", "build_method", "register_method"]
