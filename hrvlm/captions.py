@@ -12,8 +12,7 @@ batch's dataset indices or labels:
   class name, a prompt template filled with it, the name with its WordNet definition, and (mini world
   only) the object with its properties.  Mini-world datasets caption every item themselves
   (:meth:`hrvlm.miniworld.datasets.MiniWorldDataset.caption`); real datasets get the first three from
-  their class names and WordNet synsets (offline: no captioning model is needed);
-* ``"batch"`` — the captions the data loader put in ``Batch.captions``.
+  their class names and WordNet synsets (offline: no captioning model is needed).
 
 The paper's captions (InternVL2.5-8B, "Describe the image in detail within 50 words.") are a download
 of the authors; ``file:`` reads it unchanged.
@@ -34,20 +33,18 @@ MAX_MISSING = 500                      # images without a caption the authors' l
 
 
 def parse_source(spec: str) -> tuple[str, str | None]:
-    """``spec`` → ``(kind, argument)``: ``("file", path)``, ``("built", quality)`` or ``("batch", None)``."""
+    """``spec`` → ``(kind, argument)``: ``("file", path)`` or ``("built", quality)``."""
     if not isinstance(spec, str) or not spec:
-        raise ValueError(f"a caption source must be a string, got {spec!r}; use 'file:PATH', 'batch' or one of {BUILT}")
+        raise ValueError(f"a caption source must be a string, got {spec!r}; use 'file:PATH' or one of {BUILT}")
     if spec.startswith("file:"):
         path = spec.removeprefix("file:")
         if not path:
             raise ValueError("caption source 'file:' needs a path: 'file:/path/to/captions.json' (or a folder of them)")
         return "file", path
-    if spec == "batch":
-        return "batch", None
     if spec in BUILT:
         return "built", spec
-    raise ValueError(f"unknown caption source {spec!r}; use 'file:PATH' (the authors' captions), 'batch' "
-                     f"(captions from the data loader) or a built quality, one of {BUILT}")
+    raise ValueError(f"unknown caption source {spec!r}; use 'file:PATH' (the authors' captions) "
+                     f"or a built quality, one of {BUILT}")
 
 
 def load_captions_file(path: str | os.PathLike) -> dict[str, str]:
@@ -161,25 +158,11 @@ class ClassCaptions(CaptionSource):
         return self.captions
 
 
-class BatchCaptions(CaptionSource):
-    """The captions the data loader attached to the batch."""
-
-    def __call__(self, batch) -> list[str]:
-        if batch.captions is None:
-            raise ValueError("caption source 'batch' needs captions in Batch.captions, but the data gave none; "
-                             f"choose a caption source that builds them ('file:PATH' or one of {BUILT})")
-        if len(batch.captions) != len(batch.labels):
-            raise ValueError(f"the batch has {len(batch.labels)} images but {len(batch.captions)} captions")
-        return list(batch.captions)
-
-
 def caption_source(spec: str, dataset_spec: Any, train_set: Any = None) -> CaptionSource:
     """The source ``spec`` bound to the training data: ``dataset_spec`` (a
     :class:`~hrvlm.data.registry.DatasetSpec`: name, class names, templates) and ``train_set`` (the split
     ``Batch.index`` indexes; needed by ``file:`` and by mini-world item captions)."""
     kind, argument = parse_source(spec)
-    if kind == "batch":
-        return BatchCaptions(spec)
     if kind == "file":
         table = load_captions_file(argument)
         if train_set is None:

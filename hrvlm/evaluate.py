@@ -177,7 +177,7 @@ def check_request(dataset: str, levels: Sequence[int] = (0,), attacks=(), n: int
     if dataset in REAL and spec.profile == "full":
         require_files(dataset, split, options.get("root"))
     elif spec.profile == "mini":  # generated lazily: building it checks its options (profile, n) in milliseconds
-        spec.factory(split=split, **_accepted(spec.factory, options))
+        spec.factory(split=split, **accepted_options(spec.factory, options))
     hierarchy = _load_tree(spec, tree, depth) if levels[-1] > 0 else None
     if hierarchy is not None:
         check_levels(hierarchy, levels, attacked=bool(attacks))

@@ -8,7 +8,8 @@ loop does the rest, the same way for all of them:
   loads;
 * **data**: batch ``t`` is a seeded function of ``(seed, t)`` (epoch-wise permutations, drop-last), so
   the data position is the step; under DDP each rank takes its contiguous slice of the same global
-  batch; captions come from the dataset when asked for (:func:`caption_source`);
+  batch; the batch carries its dataset indices, so a method reads per-item data (QT-AFT's captions)
+  from ``TrainContext.train_set``;
 * **modes**: the whole model is in ``eval()`` while the method perturbs (attacks see the deployed
   function), then back to training mode for the loss.  BatchNorm (the mini world's CNN tower) stays in
   eval mode in training too by default (``batchnorm="frozen"``): the running statistics of pretraining
@@ -52,12 +53,11 @@ from torch import nn
 from . import runs
 from .checkpoints import load_checkpoint, save_checkpoint
 from .distributed import Dist, init_distributed
+from .precision import CHOICES as PRECISION_CHOICES, precision_policy
 from .storage import atomic_write_bytes, atomic_write_json, canonical_json, config_hash, file_sha256
 
 OPTIMIZERS = ("adamw", "sgd")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 BATCHNORM_MODES = ("frozen", "batch")
-PRECISION_NAMES = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 RANDOM_INIT = "random-init"  # TrainConfig.pretrained for no pretrained weights
 
 
@@ -73,7 +73,6 @@ class TrainConfig:
     dataset: str | None = None          # default: the profile's fine-tuning set
     dataset_options: dict | None = None  # default: the profile's
     split: str = "train"
-    captions: str | None = None         # caption source for the batch (None: no captions)
     steps: int = 100
     batch_size: int = 128
     optimizer: str = "adamw"
@@ -112,7 +111,7 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 0, got {value!r}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip!r}")
-        for name, value, known in (("optimizer", self.optimizer, OPTIMIZERS), ("precision", self.precision, PRECISIONS),
+        for name, value, known in (("optimizer", self.optimizer, OPTIMIZERS), ("precision", self.precision, PRECISION_CHOICES),
                                    ("batchnorm", self.batchnorm, BATCHNORM_MODES)):
             if value not in known:
                 raise ValueError(f"unknown {name} {value!r}; choose one of {known}")
@@ -176,15 +175,6 @@ def config_from_profile(method: str, profile: str = "mini", method_settings: dic
 
 
 # ----------------------------------------------------------------------------- pieces
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype: ``auto`` = bf16 on GPUs with bf16, fp16 on older GPUs, None (fp32) on CPU."""
-    if precision == "auto":
-        if device.type != "cuda":
-            return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-
-
 def set_train_mode(model: nn.Module, batchnorm: str) -> None:
     """``model.train()``, with BatchNorm layers back in eval mode when ``batchnorm == "frozen"``."""
     model.train()
@@ -226,26 +216,6 @@ def build_optimizer(config: TrainConfig, named: list[tuple[str, nn.Parameter]]) 
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
     return torch.optim.AdamW(groups, lr=config.lr)
-
-
-def caption_source(dataset, option: str | None) -> Callable[[int], str] | None:
-    """Captions of item ``i`` for the batch: ``None`` (no captions); a caption quality the dataset itself
-    provides (``dataset.caption(i, option)``: the mini world's ``name``, ``template``, ``detailed``,
-    ``gloss``); otherwise :func:`hrvlm.captions.captioner` (captions files, class names and glosses)."""
-    if option is None:
-        return None
-    if callable(getattr(dataset, "caption", None)):
-        dataset.caption(0, option)  # an unknown quality fails here, before training
-
-        def caption(i: int) -> str:
-            return dataset.caption(i, option)
-        return caption
-    try:
-        from .captions import captioner
-    except ImportError:
-        raise ValueError(f"captions={option!r}: the dataset has no captions of its own and hrvlm.captions "
-                         f"provides no captioner") from None
-    return captioner(option, dataset)
 
 
 class _Steps(torch.utils.data.Sampler):
@@ -355,7 +325,8 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, *, stop_aft
     method = build_method(config.method, config.method_settings)
 
     device = d.device(device)
-    autocast = resolve_precision(config.precision, device)
+    precision = precision_policy(device, config.precision)
+    autocast = precision.dtype
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
     random.seed(config.seed)
@@ -372,11 +343,10 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, *, stop_aft
     start_digest = state_digest(model.clip)  # the identity of the starting weights (a tag alone is not one)
     if config.batch_size > len(data):
         raise ValueError(f"batch_size {config.batch_size} exceeds the {len(data)} training images of {config.dataset}")
-    captions = caption_source(data, config.captions)
     eps = get_profile(config.profile).eps(config.eps)
     # setup sees the pretrained weights, also when resuming: frozen copies are of the original model
     method.setup(TrainContext(model=model, tokenizer=tokenizer, dataset=spec, eps=eps, device=device,
-                              autocast=autocast, seed=config.seed))
+                              autocast=autocast, seed=config.seed, train_set=data))
 
     named = list(method.trainable_parameters(model))
     extras = dict(method.extra_parameters())
@@ -390,7 +360,7 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, *, stop_aft
 
     optimizer = build_optimizer(config, params)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config.warmup, config.steps))
-    scaler = torch.amp.GradScaler(device.type, enabled=autocast is torch.float16)
+    scaler = precision.grad_scaler()
     if scaler.is_enabled():  # a step skipped on overflow still advances the schedule: intended, not a bug
         warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
     objective = _Objective(model, method, extras)
@@ -432,11 +402,10 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, *, stop_aft
     t0, last_save, base = time.perf_counter(), time.perf_counter(), timing["elapsed"]
     set_train_mode(model, config.batchnorm)
     for step, (images, labels, index) in enumerate(batches, start=start):
-        batch = Batch(images, labels.long(), None if captions is None else [captions(int(i)) for i in index],
-                      index).to(device)
+        batch = Batch(images, labels.long(), index).to(device)
         with attack_mode(model):
             adv = method.perturb(batch)
-        with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+        with precision.autocast():
             loss, figures = objective(batch, adv)
         optimizer.zero_grad(set_to_none=True)  # also drops whatever an attack left in .grad
         scaler.scale(loss).backward()
@@ -500,7 +469,7 @@ def _finish(out: Path, config: TrainConfig, model, method, extras, d: Dist, *, t
             "model": config.model, "pretrained": config.pretrained, "pretrained_digest": start_digest,
             "profile": config.profile,
             "method": method.config(), "head": method.head_spec(), "config": asdict(config), "seed": config.seed,
-            "steps": steps, "world_size": d.world, "precision": PRECISION_NAMES[resolve_precision(config.precision, device)],
+            "steps": steps, "world_size": d.world, "precision": precision_policy(device, config.precision).to_dict(),
             "train_time_s": round(train_s, 3), "epoch_times_s": timing.get("epoch_times_s", []),
             # the paper reports time per epoch; runs shorter than one epoch get it extrapolated
             "steps_per_epoch": per_epoch,
@@ -528,7 +497,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="override the global batch size")
     parser.add_argument("--lr", type=float, default=None, help="override the learning rate")
     parser.add_argument("--eps", type=float, default=None, help="training ε as a multiple of the profile's ε unit")
-    parser.add_argument("--precision", choices=PRECISIONS, default=None, help="default: auto")
+    parser.add_argument("--precision", choices=PRECISION_CHOICES, default=None, help="default: auto")
     parser.add_argument("--seed", type=int, default=None, help="override the seed")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                         help="a method setting, e.g. --set lambda_=10 (repeatable)")

@@ -70,7 +70,7 @@ def test_fp16_with_loss_scaling_resumes_exactly_on_cpu(tmp_path):
     tr.train(cfg, tmp_path / "part", progress=False)
     a, b = weights(whole), weights(tmp_path / "part")
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert runs.read_record(whole)["precision"] == "fp16"
+    assert runs.read_record(whole)["precision"]["precision"] == "fp16"
 
 
 def test_attacks_see_eval_mode_and_training_mode_is_restored(tmp_path, monkeypatch):
@@ -208,20 +208,6 @@ def test_hrvlm_train_command(monkeypatch, tmp_path, capsys):
     record = runs.read_record(tmp_path / "run")
     assert record["method"] == {"name": _train_methods.NAME, "attack_steps": 1, "random_start": False}
     assert record["config"]["batch_size"] == 16 and len(record["logs"]) == 2 and "loss" in record["logs"][0]
-
-
-def test_precision_policy():
-    cpu = torch.device("cpu")
-    assert tr.resolve_precision("auto", cpu) is None and tr.resolve_precision("fp16", cpu) is torch.float16
-    assert tr.resolve_precision("bf16", cpu) is torch.bfloat16 and tr.resolve_precision("fp32", cpu) is None
-
-
-def test_captions_come_from_the_dataset():
-    from hrvlm.data import get_dataset
-
-    data = get_dataset("mini-finetune", "train", profile="smoke")
-    source = tr.caption_source(data, "detailed")
-    assert source(3) == data.caption(3, "detailed") and tr.caption_source(data, None) is None
 
 
 @pytest.mark.parametrize("name", ["imagenet", "tinyimagenet"])

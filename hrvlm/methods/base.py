@@ -62,16 +62,16 @@ def build_method(name: str, settings: dict | None = None) -> "Method":
 
 @dataclass
 class Batch:
-    """One training batch: images in [0, 1], leaf labels, and captions for the methods that use them."""
+    """One training batch: images in [0, 1], leaf labels, and the items' dataset indices (a method reads
+    per-item data, e.g. QT-AFT's captions, through them from ``TrainContext.train_set``)."""
 
     images: torch.Tensor                 # [B, 3, S, S] float in [0, 1]
     labels: torch.Tensor                 # [B] int64 leaf-class indices
-    captions: list[str] | None = None    # one per image (QT-AFT); None where the data has none
     index: torch.Tensor | None = None    # [B] dataset indices (for provenance and debugging)
 
     def to(self, device: torch.device) -> "Batch":
         return Batch(self.images.to(device, non_blocking=True), self.labels.to(device, non_blocking=True),
-                     self.captions, self.index)
+                     self.index)
 
 
 @dataclass

@@ -442,7 +442,8 @@ class HRVLM(Method):
         return [points] * (self.settings["depth"] + 1)
 
     def loss(self, batch: Batch, adv: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, float]]:
-        ctx, s = self._context(), self.settings
+        self._context()  # raises before setup
+        s = self.settings
         self.calibrate(batch.images)
         x, labels = (batch.images if adv is None else adv), batch.labels
         text_delta, self._text_delta = (None if adv is None else self._text_delta), None
