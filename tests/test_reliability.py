@@ -45,7 +45,8 @@ API = [
     # models
     ("model-none", lambda c: load_clip(None), TypeError, "model name must be a non-empty string"),
     ("model-unknown", lambda c: load_clip("nosuch"), KeyError, "unknown model 'nosuch'"),
-    ("pretrained-folder", lambda c: load_clip("hrvlm-tiny", c.tmp), ValueError,
+    ("pretrained-folder", lambda c: load_clip("hrvlm-tiny", c.tmp), FileNotFoundError, "neither a folder with run.json"),
+    ("pretrained-dot", lambda c: load_clip("hrvlm-tiny", "."), ValueError,
      "is a folder that is not a hrvlm run/checkpoint"),
     ("pretrained-missing-file", lambda c: load_clip("hrvlm-tiny", c.tmp / "w.safetensors"), FileNotFoundError,
      "does not exist"),
