@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 from . import runs
@@ -56,11 +55,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        out = export(args.run, args.out)
-    except (ValueError, runs.RunNotFound) as err:
-        print(f"hrvlm export: {err}", file=sys.stderr)
-        return 2
+    out = export(args.run, args.out)  # errors (no such run, bad suffix) are printed in one line by hrvlm.cli
     model = runs.read_record(args.run, verify=False)["model"]
     print(f"wrote {out}; load it with open_clip.create_model_and_transforms({model!r}, pretrained={str(out)!r})")
     return 0

@@ -520,14 +520,11 @@ def _settings(pairs: list[str]) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        config = config_from_profile(args.method, args.profile, _settings(args.set), steps=args.steps,
-                                     model=args.model, pretrained=args.pretrained,
-                                     batch_size=args.batch_size, lr=args.lr, eps=args.eps,
-                                     precision=args.precision, seed=args.seed)
-    except ValueError as err:
-        print(f"hrvlm train: {err}", file=sys.stderr)
-        return 2
+    # a bad configuration raises a ValueError here, before any model loads (hrvlm.cli prints it in one line)
+    config = config_from_profile(args.method, args.profile, _settings(args.set), steps=args.steps,
+                                 model=args.model, pretrained=args.pretrained,
+                                 batch_size=args.batch_size, lr=args.lr, eps=args.eps,
+                                 precision=args.precision, seed=args.seed)
     out = train(config, args.out, progress=not args.no_progress, device=args.device)
     if int(os.environ.get("RANK", "0")) == 0:
         record = runs.read_record(out)

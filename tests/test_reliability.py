@@ -120,6 +120,8 @@ VERBS = [
     (["hierarchy", "check", "BINARY"], "not a UTF-8 text file"),
     (["data", "fetch", "mini-heldout"], "generated, not fetched"),
     (["pretrain", "--profile", "nosuch"], "invalid choice: 'nosuch'"),
+    (["train", "--method", "nosuch", "--profile", "smoke"], "unknown method 'nosuch'"),
+    (["export", "nosuchrun", "FOLDER/x.safetensors"], "no run 'nosuchrun'"),
     (["eval", "--datasets", ","], "--datasets names no dataset"),
     (["records", "verify", "FOLDER"], "is a folder"),
     (["book", "--only"], "expected at least one argument"),
