@@ -33,6 +33,7 @@ from .attacks import ATTACKS, superclass_attack, transfer_outcome, transfer_summ
 from .data.real import DEFAULT_RESOLUTION, RESOLUTION_POLICIES, apply_resolution, check_resolution
 from .data.registry import fixed_subset, get_spec
 from .heads import build_head
+from .precision import CHOICES as PRECISION_CHOICES, precision_policy
 from .records import SCHEMA, RecordStore, encode_bits, record_key, records_to_frame
 from .storage import cache_dir, config_hash
 from .weights import state_digest
@@ -196,7 +197,7 @@ def evaluate(model, tokenizer, dataset: str, attacks=(), levels: Sequence[int] =
              head: dict | None = None, templates: str | None = None,
              resolution: str = DEFAULT_RESOLUTION, tree=0, depth: int = 5, batch_size: int = 64,
              seed: int = 0, num_workers: int = 0, dataset_options: dict | None = None,
-             progress: bool = True) -> list[dict]:
+             progress: bool = True, precision: str = "auto") -> list[dict]:
     """Evaluate ``model`` (a :class:`~hrvlm.models.PixelCLIP`) zero-shot on registered ``dataset``.
 
     ``attacks``: attack objects (:func:`hrvlm.attacks.build_attack`), one or a list; empty for clean
@@ -204,10 +205,14 @@ def evaluate(model, tokenizer, dataset: str, attacks=(), levels: Sequence[int] =
     (:func:`~hrvlm.data.fixed_subset`; ``None`` = all) or explicit ``subset`` ids.  ``split`` defaults
     to :func:`default_split`.  ``store``: a records file (resumable) or ``None``.
     ``method``: the training method that produced the weights (``clip``: none).  ``head``: the
-    classification head's spec (default ``model.head_spec``, which a fine-tuned run sets; else cosine),
-    keys the records (with the built head's parameters as ``head_built``); attacks are white-box on it.  The weights are identified
-    by :func:`checkpoint_id` (their values).  ``templates``: a template set (default the dataset's).  ``resolution``: :data:`~hrvlm.data.real.RESOLUTION_POLICIES`.  ``tree``: index into
-    the dataset's forest of depth ``depth``, or a ``hrvlm.hierarchy.Tree``.
+    classification head's spec (default ``model.head_spec``, which a fine-tuned run sets; else cosine);
+    it keys the records (the built head's parameters are stored as ``head_built``) and attacks are
+    white-box on it.  The weights are identified by :func:`checkpoint_id` (their values).
+    ``templates``: a template set (default the dataset's).  ``resolution``:
+    :data:`~hrvlm.data.real.RESOLUTION_POLICIES`.  ``tree``: index into the dataset's forest of depth
+    ``depth``, or a ``hrvlm.hierarchy.Tree``.  ``precision``: the autocast policy of the scoring
+    forwards (:func:`hrvlm.precision.precision_policy`: bf16 on recent GPUs, float32 on CPU); attacks
+    carry their own ``autocast`` (the CLI builds them with the same policy).
 
     Returns one record per (level, attack) chunk (see :mod:`hrvlm.records`), stored or new.
     """
@@ -216,6 +221,7 @@ def evaluate(model, tokenizer, dataset: str, attacks=(), levels: Sequence[int] =
         depth=depth, batch_size=batch_size, num_workers=num_workers, dataset_options=dataset_options)
     attacks = _attack_list(attacks)
     device = next(model.parameters()).device
+    policy = precision_policy(device, precision)
     size = model.image_size
 
     options = {**spec.options, **(dataset_options or {})}
@@ -233,7 +239,7 @@ def evaluate(model, tokenizer, dataset: str, attacks=(), levels: Sequence[int] =
         "dataset_size": len(data), "n": int(ids.size), "subset_ids_hash": config_hash(ids.tolist(), length=16),
         "tree": None if hierarchy is None else hierarchy.name, "resolution": resolution,
         "templates": template_set, "templates_hash": config_hash(prompts, length=16), "seed": int(seed),
-        "batch_size": int(batch_size),
+        "batch_size": int(batch_size), "precision": policy.name,
     }
     store = RecordStore(store) if store is not None and not isinstance(store, RecordStore) else store
     chunks = [(level, attack) for level in levels for attack in (attacks or [None])]
@@ -244,7 +250,7 @@ def evaluate(model, tokenizer, dataset: str, attacks=(), levels: Sequence[int] =
         return results
 
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(data, ids.tolist()), batch_size=batch_size,
-                                         shuffle=False, num_workers=num_workers)
+                                         shuffle=False, num_workers=num_workers, pin_memory=device.type == "cuda")
     input_size = tuple(data[int(ids[0])][0].shape[-2:])
     encoder, prepare = apply_resolution(model, input_size, resolution)
     classifier = build_head(head, encoder, tokenizer, names, prompts)
@@ -253,7 +259,8 @@ def evaluate(model, tokenizer, dataset: str, attacks=(), levels: Sequence[int] =
             continue
         record = {**provenance[i], "num_classes": classifier.num_classes(level), "head_built": classifier.spec(),
                   "input_size": list(input_size)}
-        record.update(_run_chunk(classifier, hierarchy, loader, prepare, level, attack, spec, seed, device, progress))
+        record.update(_run_chunk(classifier, hierarchy, loader, prepare, level, attack, spec, seed, device, progress,
+                                 policy))
         record.update(_environment(device), created=datetime.datetime.now(datetime.timezone.utc).isoformat())
         if store is not None:
             store.append(record)
@@ -262,9 +269,10 @@ def evaluate(model, tokenizer, dataset: str, attacks=(), levels: Sequence[int] =
     return results
 
 
-def _run_chunk(classifier, tree, loader, prepare, level, attack, spec, seed, device, progress) -> dict:
+def _run_chunk(classifier, tree, loader, prepare, level, attack, spec, seed, device, progress, precision) -> dict:
     """Clean (and adversarial, and leaf-transfer) correctness of every image for one (level, attack);
-    ``classifier`` is the :class:`~hrvlm.heads.Head`."""
+    ``classifier`` is the :class:`~hrvlm.heads.Head`; clean and adversarial images are scored under
+    ``precision`` (:func:`hrvlm.precision.precision_policy`)."""
     from tqdm.auto import tqdm
 
     torch.manual_seed(seed)
@@ -274,10 +282,11 @@ def _run_chunk(classifier, tree, loader, prepare, level, attack, spec, seed, dev
     head = classifier.level(level)
     name = "clean" if attack is None else attack.config()["name"]
     for images, labels in tqdm(loader, desc=f"{spec.name} L{level} {name}", disable=not progress, leave=False):
-        x, labels = prepare(images.to(device)), labels.to(device=device, dtype=torch.long)
-        if int(labels.max()) >= spec.num_classes:
+        if int(labels.max()) >= spec.num_classes:  # checked on the host copy: no device synchronisation
             raise ValueError(f"{spec.name}: label {int(labels.max())} but only {spec.num_classes} class names; "
                              f"the class-name file does not match the dataset")
+        x = prepare(images.to(device, non_blocking=True))
+        labels = labels.to(device=device, dtype=torch.long, non_blocking=True)
         if level == 0:
             target = labels
             adv = None if attack is None else attack(head, x, labels)
@@ -285,7 +294,7 @@ def _run_chunk(classifier, tree, loader, prepare, level, attack, spec, seed, dev
             adv, target = None, torch.as_tensor(tree.level_labels(labels, level), dtype=torch.long, device=device)
         else:
             adv, target = superclass_attack(attack, classifier, tree, level, x, labels)
-        with torch.no_grad():
+        with torch.no_grad(), precision.autocast():
             out["clean"].append(head(x).argmax(1) == target)
             if adv is not None:
                 out["robust"].append(head(adv).argmax(1) == target)
@@ -364,6 +373,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="default: cuda if available (this rank's under torchrun), "
                                                         "else cpu")
     parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
+                        help="autocast of attacks and scoring: auto = bf16 on GPUs with it, fp16 on older GPUs, "
+                             "float32 on CPU")
 
 
 def build_attacks(names: Sequence[str], eps_values: Sequence[float], norm: str = "linf", **settings) -> list:
@@ -390,8 +402,9 @@ def run(args: argparse.Namespace) -> int:
 
     d = init_distributed()
     device = d.device(args.device)
+    policy = precision_policy(device, args.precision)  # bf16 attacks and scoring on recent GPUs
     attacks = build_attacks(args.attack, args.eps, args.norm, steps=args.steps, step_size=args.step_size,
-                            restarts=args.restarts)
+                            restarts=args.restarts, autocast=policy.dtype)
     run_record = read_record(args.pretrained) if args.pretrained is not None and is_run(args.pretrained) else {}
     model_name = args.model or run_record.get("model", "hrvlm-tiny")
     method = args.method or run_record.get("method", {}).get("name", "clip")
@@ -411,7 +424,8 @@ def run(args: argparse.Namespace) -> int:
         return [record for name in names for record in evaluate(
             model, tokenizer, name, attacks, args.levels, args.n, split=args.split, store=store, method=method,
             templates=args.templates, resolution=args.resolution, tree=args.tree, depth=args.depth,
-            batch_size=args.batch_size, seed=args.seed, num_workers=args.num_workers, dataset_options=options)]
+            batch_size=args.batch_size, seed=args.seed, num_workers=args.num_workers, dataset_options=options,
+            precision=args.precision)]
 
     if d.world > 1:  # under torchrun: each rank its share of the datasets, into the shared (locked) store
         evaluate_all(args.datasets[d.rank::d.world])

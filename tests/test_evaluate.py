@@ -255,3 +255,14 @@ def test_changed_weights_never_get_the_stored_record(synthetic, tmp_path):
     scaled, = ev.evaluate(model, tokenizer, "test-synthetic", attack, store=store, progress=False,
                           head={"kind": "cosine", "logit_scale": 10.0})
     assert scaled["head_built"] == {"kind": "cosine", "logit_scale": 10.0} and len(RecordStore(store)) == 3
+
+
+def test_precision_is_recorded_and_keys_the_record(clip, synthetic, tmp_path):
+    """The scoring forwards follow the precision policy (float32 on CPU by default); a forced bf16
+    evaluation is a different record, never the float32 one returned from the store."""
+    store = tmp_path / "r.jsonl"
+    (fp32,) = run(clip, store=store)
+    (bf16,) = run(clip, store=store, precision="bf16")
+    assert (fp32["precision"], bf16["precision"]) == ("fp32", "bf16") and fp32["key"] != bf16["key"]
+    assert fp32["clean_acc"] == 1.0 and bf16["clean_acc"] > 0.5  # labels are the float32 predictions
+    assert len(RecordStore(store).records()) == 2
