@@ -215,7 +215,8 @@ def build_optimizer(config: TrainConfig, named: list[tuple[str, nn.Parameter]]) 
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": rest, "weight_decay": 0.0}]
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
-    return torch.optim.AdamW(groups, lr=config.lr)
+    fused = all(p.is_cuda for _, p in named)  # one fused kernel per step on GPUs (measured by hrvlm bench step)
+    return torch.optim.AdamW(groups, lr=config.lr, fused=fused or None)
 
 
 class _Steps(torch.utils.data.Sampler):
