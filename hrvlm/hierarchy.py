@@ -23,7 +23,8 @@ WordNet trees
 -------------
 WordNet is a DAG (``square.n.01`` is both a ``rectangle`` and a ``regular_polygon``); its parents are
 not collapsed.  Tree ``k`` (``k = 0 .. max_trees-1``) gives each synset its ``(k mod n)``-th hypernym,
-in WordNet's own order, ``n`` being the number of its hypernyms (instance hypernyms included).  Tree 0
+in the order of :func:`hrvlm.wordnet.hypernyms` (by synset offset, the same in every process), ``n``
+being the number of its hypernyms (instance hypernyms included).  Tree 0
 thus takes every synset's first hypernym.  Trees whose levels partition the leaves identically are one
 tree and are kept once.  Leaves come from wnids (ImageNet), a ``"synsets"`` list in the class-name
 file (mini world) or the versioned disambiguation table ``resources/synsets/<dataset>.json``.
@@ -158,6 +159,13 @@ class Tree:
         return {"format": LEVELLED_FORMAT, "name": self.name, "depth": self.depth, "nodes": self.nodes,
                 "names": self.names, "ancestor": self.ancestor.tolist(), "provenance": self.provenance}
 
+    def content_hash(self) -> str:
+        """sha256 (16 hex digits) of the tree's serialisation: caches and records that depend on a tree
+        key on it, so results built from another tree (e.g. another hypernym order) are never reused."""
+        from .storage import config_hash
+
+        return config_hash(self.to_json(), length=16)
+
     @classmethod
     def from_json(cls, obj: dict) -> "Tree":
         if not isinstance(obj, dict) or obj.get("format") != LEVELLED_FORMAT:
@@ -258,10 +266,9 @@ def _is_synset(node: str) -> bool:
 # ---------------------------------------------------------------- WordNet
 @functools.lru_cache(maxsize=None)
 def _hypernyms(synset_name: str) -> tuple[str, ...]:
-    from .wordnet import synset
+    from .wordnet import hypernyms, synset
 
-    s = synset(synset_name)
-    return tuple(h.name() for h in s.hypernyms() + s.instance_hypernyms())
+    return tuple(h.name() for h in hypernyms(synset(synset_name)))
 
 
 @functools.lru_cache(maxsize=None)
@@ -322,7 +329,7 @@ def wordnet_trees(leaf_synsets: Sequence, depth: int = 5, max_trees: int = 5, le
     for k in range(max_trees):
         chains = [wordnet_chain(s, k) if s else [] for s in synsets]
         provenance = {"source": "WordNet 3.0 hypernyms (instance hypernyms included)", "variant": k,
-                      "choice": "each synset takes its (variant mod n)-th hypernym in WordNet's order",
+                      "choice": "each synset takes its (variant mod n)-th hypernym, hypernyms ordered by synset offset",
                       "level_rule": LEVEL_RULE}
         trees.append(tree_from_chains(f"{prefix}-{k}", leaf_ids, leaf_names, chains, readable_name, depth, provenance))
     return dedupe(trees)
@@ -368,6 +375,12 @@ class Forest:
 
     def to_json(self) -> dict:
         return {"format": FOREST_FORMAT, "name": self.name, "trees": [t.to_json() for t in self.trees]}
+
+    def content_hash(self) -> str:
+        """sha256 (16 hex digits) of the forest's serialisation (see :meth:`Tree.content_hash`)."""
+        from .storage import config_hash
+
+        return config_hash(self.to_json(), length=16)
 
     @classmethod
     def from_json(cls, obj: dict) -> "Forest":

@@ -36,7 +36,7 @@ SCHEMA = 1
 
 # The configuration that determines a record's numbers: equal keys mean "already computed".
 KEY_FIELDS = ("schema", "hrvlm_version", "method", "model", "checkpoint", "dataset", "split",
-              "dataset_options", "dataset_size", "n", "subset_ids_hash", "level", "tree", "classnames_hash", "attack",
+              "dataset_options", "dataset_size", "n", "subset_ids_hash", "level", "tree", "tree_hash", "classnames_hash", "attack",
               "resolution", "templates", "templates_hash", "seed", "batch_size")
 # Where and how it ran: recorded, not keyed.
 ENVIRONMENT_FIELDS = ("code", "libraries", "device", "wall_time_s", "created")

@@ -29,10 +29,10 @@ def gloss(synset_name: str) -> str:
 def hypernyms(synset_name: str, top: str = "shape.n.02") -> tuple[str, ...]:
     """Readable names of the synset's WordNet ancestors from ``top`` down to its parent, on every
     hypernym path through ``top`` (a square is both a rectangle and a regular polygon)."""
-    from ..wordnet import lemma_name, synset
+    from ..wordnet import hypernym_paths, lemma_name, synset
 
     found = set()
-    for path in synset(synset_name).hypernym_paths():
+    for path in hypernym_paths(synset(synset_name)):
         names = [s.name() for s in path]
         if top in names:
             found.update(names[names.index(top):-1])
