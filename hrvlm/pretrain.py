@@ -43,7 +43,7 @@ class PretrainConfig:
     corpus: str = "mini-pretrain"
     corpus_size: int = 40000
     image_size: int = 32
-    steps: int = 1400
+    steps: int = 1600
     batch_size: int = 128
     lr: float = 2e-3
     weight_decay: float = 0.1
@@ -85,12 +85,13 @@ class PretrainConfig:
         """Hash of everything the weights depend on: this config (but when checkpoints are written: a
         resumed run gives the same weights), the mini world's data files (classes, styles, caption
         mixtures, the curated tree the captions name) and the model's architecture config."""
+        from .miniworld.captions import world_tree
         from .miniworld.render import world
         from .models import CONFIG_DIR
 
         arch = CONFIG_DIR / f"{self.model}.json"
         config = {k: v for k, v in asdict(self).items() if k not in ("checkpoint_every", "checkpoint_seconds")}
-        return config_hash({"config": config, "world": world(),
+        return config_hash({"config": config, "world": world(), "tree": world_tree(),
                             "architecture": json.loads(arch.read_text()) if arch.is_file() else self.model})
 
     @classmethod
