@@ -84,14 +84,14 @@ class PretrainConfig:
     def key(self) -> str:
         """Hash of everything the weights depend on: this config (but when checkpoints are written: a
         resumed run gives the same weights), the mini world's data files (classes, styles, caption
-        mixtures, the curated tree the captions name) and the model's architecture config."""
+        mixtures, the curated tree the captions name), the glyph font and the model's architecture config."""
         from .miniworld.captions import world_tree
-        from .miniworld.render import world
+        from .miniworld.render import font_sha256, world
         from .models import CONFIG_DIR
 
         arch = CONFIG_DIR / f"{self.model}.json"
         config = {k: v for k, v in asdict(self).items() if k not in ("checkpoint_every", "checkpoint_seconds")}
-        return config_hash({"config": config, "world": world(), "tree": world_tree(),
+        return config_hash({"config": config, "world": world(), "tree": world_tree(), "font": font_sha256(),
                             "architecture": json.loads(arch.read_text()) if arch.is_file() else self.model})
 
     @classmethod

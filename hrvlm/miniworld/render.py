@@ -184,6 +184,14 @@ def font_path() -> Path:
     return Path(matplotlib.get_data_path()) / "fonts" / "ttf" / GLYPH_FONT
 
 
+@functools.lru_cache(maxsize=1)
+def font_sha256() -> str:
+    """sha256 of the glyph font file: another font version draws other pixels, so caches key on it."""
+    from ..storage import file_sha256
+
+    return file_sha256(font_path())
+
+
 @functools.lru_cache(maxsize=None)
 def glyph_image(char: str, outline: bool) -> Image.Image:
     """The ``L``-mode image of ``char`` typeset at :data:`GLYPH_PX`, cropped to its ink; ``outline``
