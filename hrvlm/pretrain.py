@@ -43,7 +43,7 @@ class PretrainConfig:
     corpus: str = "mini-pretrain"
     corpus_size: int = 40000
     image_size: int = 32
-    steps: int = 1600
+    steps: int = 3000
     batch_size: int = 128
     lr: float = 2e-3
     weight_decay: float = 0.1

@@ -12,10 +12,10 @@ from hrvlm.evaluate import evaluate
 from hrvlm.models import load_clip
 from hrvlm.profiles import get_profile
 
-# A run small enough for tests (~30 s on 2 cores) and long enough to learn something about shapes: the
-# first phase of the caption curriculum only (captions naming mostly the shape).
+# A run small enough for tests (~30 s on 2 cores) and long enough to learn something: on web captions
+# the colours are learned first (the 69 classes need the full run).
 TINY = dict(corpus_size=4096, steps=200, batch_size=128, lr=2e-3, warmup=50, checkpoint_every=100,
-            captions=((0.0, "pretrain:shapes-first"),))
+            captions=((0.0, "pretrain:web"),))
 
 
 @pytest.fixture(scope="module")
@@ -61,14 +61,14 @@ def test_short_run_beats_chance(trained):
     record = json.loads((weights.parent / "record.json").read_text())
     assert record["steps"] == config.steps and record["config"]["seed"] == config.seed
     assert set(record["zeroshot_top1"]) >= set(get_profile("smoke").eval_datasets) | {"zero-shot average"}
-    # Zero-shot classification of the 6 shapes the fine-tuning set leaves out (chance 1/6), on 300
-    # fixed images: P(accuracy >= 0.3) by chance is below 1e-7.
+    # Zero-shot classification of the fill colour (11 classes, chance 1/11; 0.23 measured) on 300 fixed
+    # images: P(accuracy >= 0.18) by chance is below 1e-7.
     model, _, tokenizer = load_clip(config.model, pretrained=weights)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HRVLM_CACHE", str(root))
-        accuracy = evaluate(model, tokenizer, "mini-heldout", n=300, dataset_options={"profile": "mini"},
+        accuracy = evaluate(model, tokenizer, "mini-colours", n=300, dataset_options={"profile": "mini"},
                             progress=False)[0]["clean_acc"]
-    assert accuracy >= 0.3, accuracy
+    assert accuracy >= 0.18, accuracy
 
 
 def test_caption_curriculum_phases():
