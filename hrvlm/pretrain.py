@@ -102,7 +102,8 @@ class PretrainConfig:
         return replace(PROFILES[name], **overrides)
 
 
-# Profiles as data: smoke is for tests and the CI book (seconds), mini the real one (≤ 5 min, 2 cores).
+# Profiles as data: smoke is for tests and the CI book (seconds), mini the real one (minutes on 2 cores;
+# `hrvlm bench mini` prints its cost).
 PROFILES: dict[str, PretrainConfig] = {
     "mini": PretrainConfig(),
     "smoke": PretrainConfig(corpus_size=4096, steps=200, warmup=50, checkpoint_every=100, eval_profile="smoke"),

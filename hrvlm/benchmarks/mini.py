@@ -77,7 +77,7 @@ def leaf_table(model, tokenizer, datasets, n: int | None, profile: str, progress
 
 def level_table(model, tokenizer, dataset: str, eps: float, n: int | None, profile: str, tree_index: int = 0,
                 steps: int = 10, progress: bool = False) -> list[dict]:
-    """Per level of the dataset's tree ``tree_index``: classes, majority baseline, clean top-1 ± SE,
+    """Per level (with ≥ 2 classes) of the dataset's tree ``tree_index``: classes, majority baseline, clean top-1 ± SE,
     robust top-1 ± SE under PGD-``steps`` at ``eps`` (superclass attacks above level 0) and the leaf
     transfer rate of those superclass adversaries."""
     from ..attacks import build_attack
@@ -86,8 +86,9 @@ def level_table(model, tokenizer, dataset: str, eps: float, n: int | None, profi
     from ..metrics import binomial_se, majority_baseline
 
     tree = forest_for_dataset(dataset).trees[tree_index]
+    levels = [level for level in range(tree.depth + 1) if tree.num_classes(level) >= 2]  # a root is no task
     records = evaluate(model, tokenizer, dataset, attacks=[build_attack("pgd", eps=eps, steps=steps)],
-                       levels=range(tree.depth + 1), n=n, tree=tree_index, dataset_options={"profile": profile},
+                       levels=levels, n=n, tree=tree_index, dataset_options={"profile": profile},
                        batch_size=250, progress=progress)
     rows = []
     for record in records:
