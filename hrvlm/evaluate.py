@@ -237,7 +237,8 @@ def evaluate(model, tokenizer, dataset: str, attacks=(), levels: Sequence[int] =
         "checkpoint": checkpoint_id(model), "head": head, "dataset": dataset, "split": split,
         "dataset_options": {k: v for k, v in options.items() if k not in ("root", "download")},
         "dataset_size": len(data), "n": int(ids.size), "subset_ids_hash": config_hash(ids.tolist(), length=16),
-        "tree": None if hierarchy is None else hierarchy.name, "resolution": resolution,
+        "tree": None if hierarchy is None else hierarchy.name,
+        "tree_hash": None if hierarchy is None else hierarchy.content_hash(), "resolution": resolution,
         "templates": template_set, "templates_hash": config_hash(prompts, length=16), "seed": int(seed),
         "batch_size": int(batch_size), "precision": policy.name,
     }

@@ -23,7 +23,8 @@ WordNet trees
 -------------
 WordNet is a DAG (``square.n.01`` is both a ``rectangle`` and a ``regular_polygon``); its parents are
 not collapsed.  Tree ``k`` (``k = 0 .. max_trees-1``) gives each synset its ``(k mod n)``-th hypernym,
-in WordNet's own order, ``n`` being the number of its hypernyms (instance hypernyms included).  Tree 0
+in the order of :func:`hrvlm.wordnet.hypernyms` (by synset offset, the same in every process), ``n``
+being the number of its hypernyms (instance hypernyms included).  Tree 0
 thus takes every synset's first hypernym.  Trees whose levels partition the leaves identically are one
 tree and are kept once.  Leaves come from wnids (ImageNet), a ``"synsets"`` list in the class-name
 file (mini world) or the versioned disambiguation table ``resources/synsets/<dataset>.json``.
@@ -41,9 +42,13 @@ Dataset-native and curated trees, and any tree a user brings (e.g. made by an LL
      "names": {"fruit and vegetables": "fruit or vegetable"}}   # optional readable names
 
 ``parents`` maps each node (leaf or inner) to its one parent; a node absent from its keys is a root.
+A file may serve several datasets: ``"datasets": [...]`` instead of ``"dataset"``, its leaves a superset of
+each one's classes; a dataset's tree is then the file's tree restricted to its classes
+(:func:`restrict_spec`).  ``"primary": true`` puts the file's tree before the WordNet trees.
 :func:`load_tree_file` rejects, naming the problem: a node given two parents, a cycle, a leaf missing
 or unknown, a leaf with children.  A forest's order: WordNet trees first when at least half the leaves
-are in WordNet, else the files' trees first; then deduplicated and cut at ``max_trees``.
+are in WordNet, else the files' trees first (files marked ``"primary"`` always first); then deduplicated and
+cut at ``max_trees``.
 
 Built trees serialise exactly with :meth:`Tree.to_json` (format ``hrvlm-levelled-tree/1``: per-level
 ids, names and the ancestor matrix) and forests with :meth:`Forest.to_json` (``hrvlm-forest/1``).
@@ -158,6 +163,13 @@ class Tree:
         return {"format": LEVELLED_FORMAT, "name": self.name, "depth": self.depth, "nodes": self.nodes,
                 "names": self.names, "ancestor": self.ancestor.tolist(), "provenance": self.provenance}
 
+    def content_hash(self) -> str:
+        """sha256 (16 hex digits) of the tree's serialisation: caches and records that depend on a tree
+        key on it, so results built from another tree (e.g. another hypernym order) are never reused."""
+        from .storage import config_hash
+
+        return config_hash(self.to_json(), length=16)
+
     @classmethod
     def from_json(cls, obj: dict) -> "Tree":
         if not isinstance(obj, dict) or obj.get("format") != LEVELLED_FORMAT:
@@ -258,10 +270,9 @@ def _is_synset(node: str) -> bool:
 # ---------------------------------------------------------------- WordNet
 @functools.lru_cache(maxsize=None)
 def _hypernyms(synset_name: str) -> tuple[str, ...]:
-    from .wordnet import synset
+    from .wordnet import hypernyms, synset
 
-    s = synset(synset_name)
-    return tuple(h.name() for h in s.hypernyms() + s.instance_hypernyms())
+    return tuple(h.name() for h in hypernyms(synset(synset_name)))
 
 
 @functools.lru_cache(maxsize=None)
@@ -322,7 +333,7 @@ def wordnet_trees(leaf_synsets: Sequence, depth: int = 5, max_trees: int = 5, le
     for k in range(max_trees):
         chains = [wordnet_chain(s, k) if s else [] for s in synsets]
         provenance = {"source": "WordNet 3.0 hypernyms (instance hypernyms included)", "variant": k,
-                      "choice": "each synset takes its (variant mod n)-th hypernym in WordNet's order",
+                      "choice": "each synset takes its (variant mod n)-th hypernym, hypernyms ordered by synset offset",
                       "level_rule": LEVEL_RULE}
         trees.append(tree_from_chains(f"{prefix}-{k}", leaf_ids, leaf_names, chains, readable_name, depth, provenance))
     return dedupe(trees)
@@ -368,6 +379,12 @@ class Forest:
 
     def to_json(self) -> dict:
         return {"format": FOREST_FORMAT, "name": self.name, "trees": [t.to_json() for t in self.trees]}
+
+    def content_hash(self) -> str:
+        """sha256 (16 hex digits) of the forest's serialisation (see :meth:`Tree.content_hash`)."""
+        from .storage import config_hash
+
+        return config_hash(self.to_json(), length=16)
 
     @classmethod
     def from_json(cls, obj: dict) -> "Forest":
@@ -501,12 +518,27 @@ def tree_from_spec(obj: dict, depth: int = 5, leaves: Sequence[str] | None = Non
 
 
 def dataset_tree_files(dataset: str) -> list[Path]:
-    """Tree files in ``resources/trees`` that declare ``"dataset": dataset``, sorted by file name."""
+    """Tree files in ``resources/trees`` that declare ``"dataset": dataset`` or list it in ``"datasets"``,
+    sorted by file name."""
     out = []
     for path in sorted(TREE_DIR.glob("*.json")):
-        if json.loads(path.read_text()).get("dataset") == dataset:
+        obj = json.loads(path.read_text())
+        if obj.get("dataset") == dataset or dataset in obj.get("datasets", ()):
             out.append(path)
     return out
+
+
+def restrict_spec(obj: dict, leaves: Sequence[str]) -> dict:
+    """A parent-map tree keeping only ``leaves`` and the nodes on their chains (a multi-dataset file's
+    tree for one dataset); leaves it lacks are reported by :func:`tree_from_spec`."""
+    keep, parents = set(), obj["parents"]
+    for leaf in leaves:
+        node = leaf
+        while node in parents and node not in keep:
+            keep.add(node)
+            node = parents[node]
+    return {**obj, "leaves": [x for x in obj["leaves"] if x in set(leaves)],
+            "parents": {k: v for k, v in parents.items() if k in keep}}
 
 
 # ---------------------------------------------------------------- datasets
@@ -565,11 +597,16 @@ def forest_for_dataset(name: str, depth: int = 5, max_trees: int = 5) -> Forest:
         raise ValueError(f"max_trees must be at least 1, got {max_trees}")
     ids, names, synsets, _ = dataset_leaves(name)
     wn = wordnet_trees(synsets, depth, max_trees, ids, names, prefix=f"{name}/wordnet")
-    files = [tree_from_spec(read_tree_file(p), depth, ids, names, str(p)) for p in dataset_tree_files(name)]
+    paths = dataset_tree_files(name)
+    specs = [read_tree_file(p) for p in paths]
+    specs = [restrict_spec(spec, ids) if "datasets" in spec else spec for spec in specs]
+    files = [tree_from_spec(spec, depth, ids, names, str(p)) for spec, p in zip(specs, paths)]
     for tree in files:
         tree.name = f"{name}/{tree.name}"
+    primary = [t for t, spec in zip(files, specs) if spec.get("primary")]
+    files = [t for t, spec in zip(files, specs) if not spec.get("primary")]
     coverage_fraction = sum(s is not None for s in synsets) / len(synsets)
-    trees = dedupe(wn + files if coverage_fraction >= 0.5 else files + wn)
+    trees = dedupe(primary + (wn + files if coverage_fraction >= 0.5 else files + wn))
     if not trees:
         raise HierarchyError(f"no hierarchy for {name!r}: none of its classes is in WordNet and no tree file "
                              f"declares it; add resources/trees/<name>.json (format {TREE_FORMAT})")
@@ -641,6 +678,26 @@ def depth_stats(dataset: str, depth: int = 5, max_trees: int = 5) -> dict:
             "file_trees": sum("/wordnet-" not in t.name for t in forest),
             "classes_per_level": "-".join(str(len(level)) for level in first.nodes),
             "padded_leaves": padded}
+
+
+def depth_rules(tree: Tree, min_levels: int = 3, min_classes: int = 4) -> list[str]:
+    """What keeps ``tree`` from being a testbed for superclass attacks (empty: nothing): fewer than
+    ``min_levels`` superclass levels with at least ``min_classes`` classes, a node at two levels, a leaf
+    that is also an inner node."""
+    problems = []
+    rich = [level for level in range(1, tree.depth + 1) if tree.num_classes(level) >= min_classes]
+    if len(rich) < min_levels:
+        problems.append(f"{len(rich)} superclass levels with >= {min_classes} classes (levels {rich}); "
+                        f"need {min_levels}")
+    seen: dict[str, int] = {}
+    for level in range(tree.depth + 1):
+        for node in tree.nodes[level]:
+            if node in seen:
+                kind = "leaf" if seen[node] == 0 else "node"
+                problems.append(f"{kind} {node!r} is at levels {seen[node]} and {level}")
+            else:
+                seen[node] = level
+    return problems
 
 
 def coverage_table(datasets: Sequence[str] | None = None, depth: int = 5, max_trees: int = 5):

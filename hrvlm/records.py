@@ -42,8 +42,9 @@ SCHEMA = 1
 
 # The configuration that determines a record's numbers: equal keys mean "already computed".
 KEY_FIELDS = ("schema", "hrvlm_version", "method", "model", "checkpoint", "head", "dataset", "split",
-              "dataset_options", "dataset_size", "n", "subset_ids_hash", "level", "tree", "classnames_hash", "attack",
-              "resolution", "templates", "templates_hash", "seed", "batch_size", "precision")
+              "dataset_options", "dataset_size", "n", "subset_ids_hash", "level", "tree", "tree_hash",
+              "classnames_hash", "attack", "resolution", "templates", "templates_hash", "seed", "batch_size",
+              "precision")
 # Where and how it ran: recorded, not keyed.
 ENVIRONMENT_FIELDS = ("code", "libraries", "device", "wall_time_s", "created")
 # Per-sample correctness bitmaps (decoded by ``records_to_frame(samples=True)``).

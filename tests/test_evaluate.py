@@ -7,7 +7,7 @@ import torch
 from hrvlm import evaluate as ev
 from hrvlm.attacks import build_attack
 from hrvlm.data import DatasetSpec, fixed_subset, register
-from hrvlm.hierarchy import Tree
+from hrvlm.hierarchy import Tree, forest_for_dataset
 from hrvlm.records import RecordStore, decode_bits
 from hrvlm.zeroshot import ZeroShotClassifier, load_templates
 
@@ -228,8 +228,9 @@ def test_mini_world_dataset_with_its_wordnet_forest(clip):
     records = run(clip, "mini-finetune", [build_attack("pgd", 1 / 255, steps=1)], levels=(0, 1), n=8, depth=2,
                   dataset_options={"profile": "smoke"})
     assert [r["level"] for r in records] == [0, 1] and all(r["split"] == "test" for r in records)
-    assert records[1]["tree"].startswith("mini-finetune/") and 1 < records[1]["num_classes"] < 10
-    assert records[0]["num_classes"] == 10 and records[0]["dataset_options"] == {"profile": "smoke"}
+    assert records[1]["tree"].startswith("mini-finetune/") and 1 < records[1]["num_classes"] < records[0]["num_classes"]
+    assert records[0]["num_classes"] == 56 and records[0]["dataset_options"] == {"profile": "smoke"}
+    assert records[1]["tree_hash"] == forest_for_dataset("mini-finetune", depth=2)[0].content_hash()
     assert records[0]["subset_ids_hash"] == records[1]["subset_ids_hash"] and records[1]["leaf_clean_acc"] is not None
 
 

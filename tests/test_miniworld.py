@@ -26,10 +26,50 @@ def _ancestors(name: str) -> set[str]:
     return {s.name() for path in synset(name).hypernym_paths() for s in path}
 
 
-def test_every_shape_and_colour_is_a_wordnet_synset_of_the_right_kind():
-    for name, entry in world()["shapes"].items():
-        assert "shape.n.02" in _ancestors(entry["synset"]), name
-        assert name in synset(entry["synset"]).lemma_names(), name  # the readable name is a lemma
+_ORDINAL = ["1st", "2nd", "3rd"] + [f"{k}th" for k in range(4, 21)] + ["21st", "22nd", "23rd", "24th", "25th", "26th"]
+# name → (synset, a keyword of the intended sense's gloss): many names have several senses (sphere.n.01 is
+# "a walk of life", one.n.02 "a single person or thing"), so each class is checked against its gloss.
+SENSES = {
+    **{f"letter {c}": (s, f"{_ORDINAL[k]} letter of the Roman alphabet") for k, (c, s) in enumerate(zip(
+        "abcdefghijklmnopqrstuvwxyz", "a.n.06 b.n.06 c.n.11 d.n.03 e.n.05 f.n.04 g.n.09 h.n.04 i.n.03 j.n.02 "
+        "k.n.06 l.n.04 m.n.06 n.n.05 o.n.02 p.n.02 q.n.01 r.n.03 s.n.05 t.n.04 u.n.03 v.n.04 w.n.04 x.n.02 "
+        "y.n.02 z.n.02".split()))},
+    "zero": ("zero.n.02", "added to another number yields the same number"),
+    "one": ("one.n.01", "smallest whole number"), "two": ("two.n.01", "sum of one and one or"),
+    "three": ("three.n.01", "sum of one and one and one"), "four": ("four.n.01", "sum of three and one"),
+    "five": ("five.n.01", "sum of four and one"), "six": ("six.n.01", "sum of five and one"),
+    "seven": ("seven.n.01", "sum of six and one"), "eight": ("eight.n.01", "sum of seven and one"),
+    "nine": ("nine.n.01", "sum of eight and one"),
+    "question mark": ("question_mark.n.01", "(?)"), "exclamation mark": ("exclamation_mark.n.01", "(!)"),
+    "comma": ("comma.n.01", "punctuation mark (,)"), "semicolon": ("semicolon.n.01", "(`;')"),
+    "parenthesis": ("parenthesis.n.01", "enclose textual material"), "slash": ("solidus.n.02", "(/)"),
+    "ampersand": ("ampersand.n.01", "(&)"), "plus sign": ("plus_sign.n.01", "operation of addition"),
+    "minus sign": ("minus_sign.n.01", "operation of subtraction"),
+    "equal sign": ("equal_sign.n.01", "either side are equal"), "percent sign": ("percent_sign.n.01", "(`%')"),
+    "asterisk": ("asterisk.n.01", "star-shaped character"), "dollar sign": ("dollar_mark.n.02", "mark ($)"),
+    "check mark": ("check_mark.n.01", "noted or completed"), "arrow": ("arrow.n.01", "indicate a direction"),
+    "caret": ("caret.n.01", "where something is to be inserted"), "tilde": ("tilde.n.01", "diacritical mark (~)"),
+    "circle": ("circle.n.01", "two axes are of equal length"), "ellipse": ("ellipse.n.01", "closed plane curve"),
+    "semicircle": ("semicircle.n.01", "half a circle"), "crescent": ("crescent.n.01", "shape of the moon"),
+    "triangle": ("triangle.n.01", "three-sided polygon"), "square": ("square.n.01", "four equal sides"),
+    "rectangle": ("rectangle.n.01", "four right angles"), "rhombus": ("rhombus.n.01", "four equal sides"),
+    "trapezoid": ("trapezoid.n.01", "two parallel sides"),
+    "parallelogram": ("parallelogram.n.01", "opposite sides are both parallel"),
+    "pentagon": ("pentagon.n.03", "five-sided polygon"), "hexagon": ("hexagon.n.01", "six-sided polygon"),
+    "octagon": ("octagon.n.01", "eight-sided polygon"), "star": ("star.n.05", "5 or more points"),
+    "heart": ("heart.n.07", "curving inward at the top"), "spiral": ("spiral.n.01", "plane curve traced by a point"),
+}
+
+
+def test_every_class_is_the_intended_wordnet_sense():
+    assert set(SENSES) == set(world()["shapes"]) and len(SENSES) >= 64
+    for name, (synset_name, keyword) in SENSES.items():
+        assert world()["shapes"][name]["synset"] == synset_name, name
+        assert keyword in synset(synset_name).definition(), (name, synset(synset_name).definition())
+        assert "glyph" in world()["shapes"][name] or "shape.n.02" in _ancestors(synset_name), name
+
+
+def test_every_colour_is_a_wordnet_colour():
     for name, entry in world()["colours"].items():
         assert "color.n.01" in _ancestors(entry["synset"]), name
         assert name in synset(entry["synset"]).lemma_names(), name
@@ -48,6 +88,27 @@ def test_classname_files_match_the_world(name):
     key = "colours" if definition(name)["labels"] == "colour" else "shapes"
     assert meta["synsets"] == [world()[key][c]["synset"] for c in meta["classnames"]]
     assert len(set(meta["classnames"])) == len(meta["classnames"]) >= 2
+
+
+def test_glyphs_use_matplotlibs_font_and_render_identically_in_other_processes():
+    import hashlib
+    import subprocess
+    import sys
+
+    from hrvlm.miniworld.render import font_path
+
+    assert font_path().is_file() and "matplotlib" in str(font_path())
+    items = [("mini-finetune", "test", 0), ("mini-finetune", "train", 123), ("mini-heldout", "test", 7),
+             ("mini-outline", "test", 30), ("mini-clutter", "test", 40), ("mini-lowres", "test", 9),
+             ("mini-colours", "test", 3), ("mini-pretrain", "train", 777)]
+    code = ("import hashlib, sys; from hrvlm.miniworld.datasets import MiniWorldDataset as D;"
+            f"print([hashlib.sha256(D(d, s, profile='mini').render(i)[0].tobytes()).hexdigest() for d, s, i in {items!r}])")
+    here = str([hashlib.sha256(MiniWorldDataset(d, s, profile="mini").render(i)[0].tobytes()).hexdigest()
+                for d, s, i in items])
+    for seed in ("0", "3"):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                             env={**__import__("os").environ, "PYTHONHASHSEED": seed}).stdout.strip()
+        assert out == here
 
 
 def test_rendering_is_deterministic_and_seed_dependent():
@@ -73,7 +134,7 @@ def test_every_shape_renders_distinctly():
     base = Factors("circle", "red", "large", 0.4, 0.5, 0.5, "center", 0.0, True, "plain", "white", 32)
     masks = {s: shape_mask(replace(base, shape=s), 32) > 0.5 for s in shape_names()}
     for s, m in masks.items():
-        assert m.sum() > 20, f"{s} is too small to see"
+        assert m.sum() > 15, f"{s} is too small to see"
         for t, n in masks.items():
             if s < t:
                 iou = (m & n).sum() / (m | n).sum()
@@ -111,6 +172,19 @@ def test_splits_differ_and_test_items_are_fixed():
     # a larger profile extends the smaller one: item i is the same
     assert np.array_equal(MiniWorldDataset("mini-finetune", "test", profile="mini").image_uint8(7),
                           test.image_uint8(7))
+
+
+def test_world_tree_passes_the_depth_rules():
+    from hrvlm.hierarchy import depth_rules, forest_for_dataset
+
+    forest = forest_for_dataset("mini-finetune")
+    first = forest[0]
+    assert first.name == "mini-finetune/mini-world-curated" and first.provenance["source"].startswith("hrvlm, curated")
+    assert depth_rules(first) == []
+    assert [first.num_classes(level) for level in range(1, 4)] == [18, 8, 4] and first.n_leaves >= 48
+    assert any("wordnet" in t.name for t in forest)  # WordNet trees stay in the forest
+    assert depth_rules(forest_for_dataset("mini-heldout")[0]) == []  # the zero-shot sets: the same tree, restricted
+    assert depth_rules(forest[1])  # WordNet's own paths mix depths: why the curated tree exists
 
 
 def test_dataset_styles_hold():
@@ -159,8 +233,7 @@ def test_caption_qualities():
 
 
 def test_pretraining_captions_mix_qualities():
-    from hrvlm.miniworld.captions import hypernyms
-    from hrvlm.miniworld.render import world
+    from hrvlm.miniworld.captions import superclasses
 
     ds = MiniWorldDataset("mini-pretrain", "train", n=400)
     texts = ds.captions("pretrain")
@@ -169,14 +242,17 @@ def test_pretraining_captions_mix_qualities():
     assert sum(t.endswith(" shape") for t in texts) > 5 and sum(":" in t for t in texts) > 5
 
     def names_it(f, text):
-        superclasses = hypernyms(world()["shapes"][f.shape]["synset"])
-        return f.shape in text or f.colour in text or any(name in text for name in superclasses)
+        return f.shape in text or f.colour in text or any(name in text for name in superclasses(f.shape))
 
     assert all(names_it(ds.factors(i), t) for i, t in enumerate(texts))
-    assert {"rectangle", "regular polygon", "polygon", "shape"} <= set(hypernyms("square.n.01")) and \
-        "square" not in hypernyms("square.n.01")  # both WordNet paths, up to shape.n.02, without the class
-    assert sum(any(n in t for n in hypernyms(world()["shapes"][ds.factors(i).shape]["synset"]))
-               and ds.factors(i).shape not in t for i, t in enumerate(texts)) > 5  # superclass-only captions
+    # the curated tree's names, nearest first, root excluded
+    assert superclasses("letter b") == ("round consonant", "consonant", "letter", "character")
+    assert superclasses("square") == ("quadrilateral", "polygon", "plane figure", "figure")
+    said = [next((level for level, n in enumerate(superclasses(ds.factors(i).shape)) if t.endswith(f" {n}.")), None)
+            for i, t in enumerate(texts)]
+    assert {level for level in said if level is not None} == {0, 1, 2, 3}  # superclass-only captions, every level
+    with pytest.raises(KeyError, match="not a leaf"):
+        superclasses("blob")
 
 
 def test_materialized_cache_is_reused_and_a_corrupt_file_rebuilt(tmp_path):

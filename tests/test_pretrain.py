@@ -12,10 +12,10 @@ from hrvlm.evaluate import evaluate
 from hrvlm.models import load_clip
 from hrvlm.profiles import get_profile
 
-# A run small enough for tests (~30 s on 2 cores) and long enough to learn something about shapes: the
-# first phase of the caption curriculum only (captions naming mostly the shape).
+# A run small enough for tests (~30 s on 2 cores) and long enough to learn something: on web captions
+# the colours are learned first (the 69 classes need the full run).
 TINY = dict(corpus_size=4096, steps=200, batch_size=128, lr=2e-3, warmup=50, checkpoint_every=100,
-            captions=((0.0, "pretrain:shapes-first"),))
+            captions=((0.0, "pretrain:web"),))
 
 
 @pytest.fixture(scope="module")
@@ -61,14 +61,14 @@ def test_short_run_beats_chance(trained):
     record = json.loads((weights.parent / "record.json").read_text())
     assert record["steps"] == config.steps and record["config"]["seed"] == config.seed
     assert set(record["zeroshot_top1"]) >= set(get_profile("smoke").eval_datasets) | {"zero-shot average"}
-    # Zero-shot classification of the 6 shapes the fine-tuning set leaves out (chance 1/6), on 300
-    # fixed images: P(accuracy >= 0.3) by chance is below 1e-7.
+    # Zero-shot classification of the fill colour (11 classes, chance 1/11; 0.23 measured) on 300 fixed
+    # images: P(accuracy >= 0.18) by chance is below 1e-7.
     model, _, tokenizer = load_clip(config.model, pretrained=weights)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HRVLM_CACHE", str(root))
-        accuracy = evaluate(model, tokenizer, "mini-heldout", n=300, dataset_options={"profile": "mini"},
+        accuracy = evaluate(model, tokenizer, "mini-colours", n=300, dataset_options={"profile": "mini"},
                             progress=False)[0]["clean_acc"]
-    assert accuracy >= 0.3, accuracy
+    assert accuracy >= 0.18, accuracy
 
 
 def test_caption_curriculum_phases():
@@ -137,3 +137,59 @@ def test_cache_key_follows_the_data_and_architecture_files(monkeypatch):
     changed["pretraining_captions"]["web"]["detailed"] += 0.1
     monkeypatch.setattr(render, "world", lambda: changed)
     assert config.key() != before
+
+
+@pytest.mark.parametrize("override, message", [({"steps": -5}, "steps must be a positive integer"),
+                                               ({"steps": 0}, "steps must be a positive integer"),
+                                               ({"threads": 0}, "threads must be"),
+                                               ({"batch_size": 8192}, "exceeds the corpus size"),
+                                               ({"checkpoint_seconds": 0}, "checkpoint_seconds > 0")])
+def test_bad_configs_fail_at_construction(override, message):
+    with pytest.raises(ValueError, match=message):
+        pt.PretrainConfig.profile("smoke", **override)
+
+
+@pytest.mark.parametrize("argv, message", [(["--steps=-5"], "steps must be a positive integer"),
+                                           (["--steps", "0"], "steps must be a positive integer"),
+                                           (["--model", "nosuch"], "unknown model 'nosuch'")])
+def test_cli_rejects_bad_input_in_one_line_and_writes_nothing(argv, message, tmp_path, monkeypatch, capsys):
+    from hrvlm.cli import main
+
+    monkeypatch.setenv("HRVLM_CACHE", str(tmp_path))
+    assert main(["pretrain", "--profile", "smoke", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err and "Traceback" not in err
+    assert not list((tmp_path / "pretrained").glob("*"))
+
+
+def test_unknown_model_makes_no_run_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HRVLM_CACHE", str(tmp_path))
+    config = pt.PretrainConfig.profile("smoke", model="nosuch")
+    assert pt.load_record(config) is None
+    with pytest.raises(KeyError, match="unknown model"):
+        pt.pretrain(config, progress=False)
+    assert not pt.run_dir(config).exists()
+
+
+def test_threads_are_fixed_keyed_and_restored(monkeypatch):
+    base = pt.PretrainConfig.profile("smoke")
+    assert base.threads == 1 and base.key() != pt.PretrainConfig.profile("smoke", threads=2).key()
+    # when checkpoints are written changes nothing in the weights, so it is not keyed
+    assert base.key() == pt.PretrainConfig.profile("smoke", checkpoint_every=7, checkpoint_seconds=5.0).key()
+    seen = []
+    monkeypatch.setattr(pt, "_pretrain", lambda *a: seen.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    pt.pretrain(pt.PretrainConfig.profile("smoke", threads=3))
+    assert seen == [3] and torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize("seconds, expected", [(1e-9, [1, 2, 3, 4, 5, 6]), (1e9, [6])])
+def test_checkpoints_by_time_as_well_as_steps(seconds, expected, tmp_path, monkeypatch):
+    monkeypatch.setenv("HRVLM_CACHE", str(tmp_path))
+    saved = []
+    real = pt._save_checkpoint
+    monkeypatch.setattr(pt, "_save_checkpoint", lambda out, m, o, s, step, e: saved.append(step) or real(out, m, o, s, step, e))
+    config = pt.PretrainConfig.profile("smoke", **{**TINY, "corpus_size": 512, "steps": 6, "checkpoint_every": 1000,
+                                                   "checkpoint_seconds": seconds, "eval_profile": None})
+    pt.pretrain(config, progress=False)
+    assert saved == expected

@@ -1,12 +1,17 @@
-"""``hrvlm bench mini``: the mini world's targets, printed.
+"""``hrvlm bench mini``: the mini world's targets, printed (issue 9), each accuracy beside its majority
+baseline and binomial standard error (:mod:`hrvlm.metrics`) on the profile's fixed test images.
 
 * pretraining cost of the tiny CLIP (from its record: wall time, CPU time, steps/s; a fresh run if the
-  cache has none) against the 5-minute target;
-* clean zero-shot top-1 per mini dataset and the zero-shot average (targets ≥ 80 % on the
-  fine-tuning set's style, ≥ 50 % on average);
-* the ε calibration: robust top-1 under PGD-10 (:mod:`hrvlm.attacks`, through :func:`hrvlm.evaluate.evaluate`)
-  for ε ∈ {1, 2, 3, 4, 6, 8}/255, and the smallest ε that takes the average to ≤ 20 % (the mini world's
-  analogue of 1/255 for CLIP ViT-B/32, recorded as ``eps_unit`` in ``resources/profiles.json``).
+  cache has none) against the 6-minute target;
+* clean zero-shot leaf top-1 per mini dataset: the fine-tuning set between 75 % and 95 % (room for a
+  robust method's clean-accuracy cost), the zero-shot average ≥ 70 %;
+* per level of the fine-tuning set's first tree: clean top-1 (levels with ≥ 4 classes ≥ 40 points above
+  the majority baseline), robust top-1 under PGD-10 at the profile's ε, and the rate at which those
+  superclass adversaries flip the leaf classifier's correct decisions (:func:`hrvlm.attacks.transfer_summary`);
+* the ε calibration: robust leaf top-1 under PGD-10 (:mod:`hrvlm.attacks`, through
+  :func:`hrvlm.evaluate.evaluate`) for ε ∈ {1, 2, 3, 4, 6, 8}/255, and the smallest ε that takes the
+  average to ≤ 20 % (the mini world's analogue of 1/255, recorded as ``eps_unit`` in
+  ``resources/profiles.json``).
 """
 from __future__ import annotations
 
@@ -16,6 +21,11 @@ import numpy as np
 
 EPS_GRID = (1, 2, 3, 4, 6, 8)      # in 1/255
 TARGET_ROBUST = 0.20               # CLIP ViT-B/32 falls to 7.2 % at 1/255 (PGD-20); we ask ≤ 20 %
+TARGET_PRETRAIN_MIN = 6.0          # minutes on 2 cores
+TARGET_LEAF = (0.75, 0.95)         # fine-tuning set, clean leaf top-1
+TARGET_ZEROSHOT = 0.70             # average clean leaf top-1 of the zero-shot sets
+TARGET_ABOVE_MAJORITY = 0.40       # superclass levels with ≥ 4 classes, clean
+MIN_CLASSES = 4
 
 
 def calibration(model, tokenizer, datasets, eps_grid=EPS_GRID, n: int | None = None, dataset_options=None,
@@ -39,6 +49,63 @@ def choose_eps(table: dict[int, dict[str, float]], target: float = TARGET_ROBUST
     return next((k for k in sorted(table) if table[k]["average"] <= target), None)
 
 
+def eval_labels(dataset: str, n: int | None, profile: str, tree=None, level: int = 0) -> np.ndarray:
+    """Labels (of ``level`` of ``tree``) of the fixed test images a mini-world evaluation uses."""
+    from ..data.registry import fixed_subset
+    from ..miniworld.datasets import MiniWorldDataset
+
+    ds = MiniWorldDataset(dataset, "test", profile=profile)
+    labels = np.array([ds.label(int(i)) for i in fixed_subset(dataset, len(ds), n, "test")])
+    return labels if level == 0 else np.asarray(tree.level_labels(labels, level))
+
+
+def leaf_table(model, tokenizer, datasets, n: int | None, profile: str, progress: bool = False) -> list[dict]:
+    """Clean leaf top-1 per dataset with classes, majority baseline and binomial SE."""
+    from ..evaluate import evaluate
+    from ..metrics import binomial_se, majority_baseline
+
+    rows = []
+    for name in datasets:
+        record = evaluate(model, tokenizer, name, n=n, dataset_options={"profile": profile}, batch_size=250,
+                          progress=progress)[0]
+        labels = eval_labels(name, n, profile)
+        rows.append({"dataset": name, "classes": record["num_classes"], "n": record["n"],
+                     "majority": majority_baseline(labels), "clean": record["clean_acc"],
+                     "se": binomial_se(record["clean_acc"], record["n"])})
+    return rows
+
+
+def level_table(model, tokenizer, dataset: str, eps: float, n: int | None, profile: str, tree_index: int = 0,
+                steps: int = 10, progress: bool = False) -> list[dict]:
+    """Per level (with ≥ 2 classes) of the dataset's tree ``tree_index``: classes, majority baseline, clean top-1 ± SE,
+    robust top-1 ± SE under PGD-``steps`` at ``eps`` (superclass attacks above level 0) and the leaf
+    transfer rate of those superclass adversaries."""
+    from ..attacks import build_attack
+    from ..evaluate import evaluate
+    from ..hierarchy import forest_for_dataset
+    from ..metrics import binomial_se, majority_baseline
+
+    tree = forest_for_dataset(dataset).trees[tree_index]
+    levels = [level for level in range(tree.depth + 1) if tree.num_classes(level) >= 2]  # a root is no task
+    records = evaluate(model, tokenizer, dataset, attacks=[build_attack("pgd", eps=eps, steps=steps)],
+                       levels=levels, n=n, tree=tree_index, dataset_options={"profile": profile},
+                       batch_size=250, progress=progress)
+    rows = []
+    for record in records:
+        level, m = record["level"], record["n"]
+        rows.append({"level": level, "classes": record["num_classes"],
+                     "names": ", ".join(tree.names[level][:6]) + (" …" if tree.num_classes(level) > 6 else ""),
+                     "majority": majority_baseline(eval_labels(dataset, n, profile, tree, level)),
+                     "clean": record["clean_acc"], "clean_se": binomial_se(record["clean_acc"], m),
+                     "robust": record["robust_acc"], "robust_se": binomial_se(record["robust_acc"], m),
+                     "transfer": record["transfer_success_rate"], "tree": tree.name})
+    return rows
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
 def main(argv=None) -> int:
     from ..models import load_clip
     from ..pretrain import PretrainConfig, ensure_pretrained, load_record
@@ -46,34 +113,60 @@ def main(argv=None) -> int:
 
     parser = argparse.ArgumentParser(prog="hrvlm bench mini", description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="mini", choices=["smoke", "mini"])
-    parser.add_argument("--n", type=int, default=None, help="images per dataset for the ε sweep "
-                        "(default: the profile's eval_n)")
+    parser.add_argument("--n", type=int, default=None, help="images per dataset (default: the profile's eval_n)")
     parser.add_argument("--eps", default=",".join(map(str, EPS_GRID)), help="ε grid in 1/255, comma-separated")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
+    try:
+        grid = [int(k) for k in args.eps.split(",")]
+    except ValueError:
+        parser.error(f"--eps takes integers (ε in 1/255) separated by commas, not {args.eps!r}")
+    if args.n is not None and args.n < 1:
+        parser.error(f"--n must be a positive number of images, not {args.n}")
 
     prof = get_profile(args.profile)
+    world = prof.dataset_options.get("profile", args.profile)
     config = PretrainConfig.profile(args.profile, model=prof.model)
-    ensure_pretrained(prof.model, args.profile)
+    ensure_pretrained(prof.model, args.profile, progress=False)
     record = load_record(config)
     minutes = record["wall_time_s"] / 60
     print(f"pretraining {prof.model} ({args.profile}, {config.steps} steps × batch {config.batch_size}, "
-          f"{config.corpus_size} pairs, {record['torch_threads']} threads)")
-    print(f"  wall time {record['wall_time_s']:.0f} s ({minutes:.2f} min; target ≤ 5 min: "
-          f"{'met' if minutes <= 5 else 'NOT met'}), CPU time {record.get('cpu_time_s', float('nan')):.0f} s, "
+          f"{config.corpus_size} pairs, {record['torch_threads']} thread(s))")
+    print(f"  wall time {record['wall_time_s']:.0f} s ({minutes:.2f} min; target ≤ {TARGET_PRETRAIN_MIN:g} min: "
+          f"{_met(minutes <= TARGET_PRETRAIN_MIN)}), CPU time {record.get('cpu_time_s', float('nan')):.0f} s, "
           f"{record['steps_per_s']:.2f} steps/s")
-    acc = record["zeroshot_top1"]
-    print("clean zero-shot top-1")
-    for name, value in acc.items():
-        print(f"  {name:<20} {100 * value:5.1f} %")
-    print(f"  targets: {prof.train_dataset} ≥ 80 % ({'met' if acc[prof.train_dataset] >= 0.8 else 'NOT met'}), "
-          f"zero-shot average ≥ 50 % ({'met' if acc['zero-shot average'] >= 0.5 else 'NOT met'})")
 
     model, _, tokenizer = load_clip(prof.model, pretrained=prof.pretrained)
-    grid = [int(k) for k in args.eps.split(",")]
     n = args.n if args.n is not None else prof.eval_n
+    leaves = leaf_table(model, tokenizer, prof.eval_datasets, n, world)
+    print(f"clean zero-shot leaf top-1 ({n} fixed test images per set; ± binomial SE)")
+    print(f"  {'dataset':<16} {'classes':>7} {'majority':>9} {'top-1':>8} {'± SE':>6}")
+    for row in leaves:
+        print(f"  {row['dataset']:<16} {row['classes']:>7} {100 * row['majority']:8.1f}% {100 * row['clean']:7.1f}% "
+              f"{100 * row['se']:5.1f}")
+    finetune = next(r["clean"] for r in leaves if r["dataset"] == prof.train_dataset)
+    zeroshot = float(np.mean([r["clean"] for r in leaves if r["dataset"] != prof.train_dataset]))
+    lo, hi = TARGET_LEAF
+    print(f"  targets: {prof.train_dataset} in [{100 * lo:.0f}, {100 * hi:.0f}] % "
+          f"({_met(lo <= finetune <= hi)}), zero-shot average {100 * zeroshot:.1f} % ≥ {100 * TARGET_ZEROSHOT:.0f} % "
+          f"({_met(zeroshot >= TARGET_ZEROSHOT)})")
+
+    levels = level_table(model, tokenizer, prof.train_dataset, prof.eps_unit, n, world)
+    print(f"per level of {levels[0]['tree']}: clean and PGD-10 at the profile's ε = {prof.eps_unit * 255:g}/255 "
+          f"(superclass attacks above level 0), leaf transfer = share of correct leaf decisions flipped")
+    print(f"  {'level':>5} {'classes':>7} {'majority':>9} {'clean':>8} {'± SE':>5} {'target':>12} "
+          f"{'robust':>8} {'± SE':>5} {'transfer':>9}")
+    for row in levels:
+        needed = row["majority"] + TARGET_ABOVE_MAJORITY
+        target = (f"≥{100 * needed:.0f}% {'ok' if row['clean'] >= needed else 'NO'}"
+                  if 0 < row["level"] and row["classes"] >= MIN_CLASSES else "")
+        transfer = "" if row["transfer"] is None else f"{100 * row['transfer']:8.1f}%"
+        print(f"  {row['level']:>5} {row['classes']:>7} {100 * row['majority']:8.1f}% {100 * row['clean']:7.1f}% "
+              f"{100 * row['clean_se']:5.1f} {target:>12} {100 * row['robust']:7.1f}% {100 * row['robust_se']:5.1f} "
+              f"{transfer:>9}")
+
     table = calibration(model, tokenizer, prof.eval_datasets, grid, n, prof.dataset_options)
-    print(f"robust top-1 under PGD-10 (step ε/4, random start), {n} images per dataset")
+    print(f"robust leaf top-1 under PGD-10 (step ε/4, random start), {n} images per dataset")
     print("  ε/255 " + " ".join(f"{d.removeprefix('mini-'):>9}" for d in prof.eval_datasets) + "   average")
     for k, row in table.items():
         print(f"  {k:>5} " + " ".join(f"{100 * row[d]:8.1f}%" for d in prof.eval_datasets)
@@ -85,8 +178,8 @@ def main(argv=None) -> int:
     if args.json:
         from ..storage import atomic_write_json
 
-        atomic_write_json(args.json, {"record": record, "calibration": table, "chosen_eps_255": chosen,
-                                      "n": n, "profile": prof.name})
+        atomic_write_json(args.json, {"record": record, "leaves": leaves, "levels": levels, "calibration": table,
+                                      "chosen_eps_255": chosen, "n": n, "profile": prof.name})
     return 0
 
 

@@ -25,18 +25,28 @@ def gloss(synset_name: str) -> str:
     return synset(synset_name).definition()
 
 
-@functools.lru_cache(maxsize=None)
-def hypernyms(synset_name: str, top: str = "shape.n.02") -> tuple[str, ...]:
-    """Readable names of the synset's WordNet ancestors from ``top`` down to its parent, on every
-    hypernym path through ``top`` (a square is both a rectangle and a regular polygon)."""
-    from ..wordnet import lemma_name, synset
+@functools.lru_cache(maxsize=1)
+def world_tree() -> dict:
+    """The mini world's curated tree (``hrvlm-tree/1``, named by ``world()["tree"]``), checked."""
+    from ..hierarchy import TREE_DIR, read_tree_file
 
-    found = set()
-    for path in synset(synset_name).hypernym_paths():
-        names = [s.name() for s in path]
-        if top in names:
-            found.update(names[names.index(top):-1])
-    return tuple(sorted(lemma_name(n) for n in found))
+    return read_tree_file(TREE_DIR / world()["tree"])
+
+
+@functools.lru_cache(maxsize=None)
+def superclasses(name: str) -> tuple[str, ...]:
+    """Readable names of a class's ancestors in the world's curated tree, nearest first, root excluded
+    ("letter b" → "round consonant", "consonant", "letter", "character"): the names the
+    trees use, so that what pretraining captions say is what the zero-shot superclass prompts ask."""
+    tree = world_tree()
+    parents, names = tree["parents"], tree.get("names", {})
+    if name not in parents:
+        raise KeyError(f"class {name!r} is not a leaf of the mini world's tree {world()['tree']}")
+    chain, node = [], parents[name]
+    while node in parents:
+        chain.append(names.get(node, node))
+        node = parents[node]
+    return tuple(chain)
 
 
 def article(word: str) -> str:
@@ -77,7 +87,8 @@ def pretraining_caption(f: Factors, rng: np.random.Generator, templates: list[st
 
     The kind is drawn with the weights of the named ``mixture`` of ``world()["pretraining_captions"]``:
     a template, the bare name, the gloss, the colour alone (the analogue of colour prompts), a template
-    naming a WordNet superclass (``hypernym``), or a detailed caption with a random subset of the
+    naming one of the class's superclasses in the world's tree, each level equally often (``hypernym``),
+    or a detailed caption with a random subset of the
     properties (so text and image align on each property separately).  ``web`` is the corpus'
     mixture; ``shapes-first`` names mostly the shape (the first phase of the pretraining curriculum,
     see :class:`hrvlm.pretrain.PretrainConfig`).
@@ -94,7 +105,7 @@ def pretraining_caption(f: Factors, rng: np.random.Generator, templates: list[st
     if kind == "colour":
         return f"{article(f.colour)} {f.colour} shape"
     if kind == "hypernym":  # a superclass name, as web text names "a mammal" as well as "a cat"
-        parents = hypernyms(world()["shapes"][f.shape]["synset"])
+        parents = superclasses(f.shape)
         return templates[rng.integers(len(templates))].format(c=parents[rng.integers(len(parents))])
     if kind != "detailed":
         raise ValueError(f"unknown pretraining caption kind {kind!r} in the mini world's data file")

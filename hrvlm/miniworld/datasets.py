@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from ..data.registry import DatasetSpec, load_classnames, register
 from ..storage import atomic_write_bytes, cache_dir, config_hash
 from . import captions as _captions
-from .render import Style, item_factors, render_item, world
+from .render import Style, font_sha256, item_factors, render_item, world
 
 RENDER_VERSION = 1  # bump when the renderer's pixels change, so cached arrays are rebuilt
 
@@ -131,7 +131,8 @@ class MiniWorldDataset(Dataset):
     # ------------------------------------------------------------------ caching
     def cache_key(self) -> str:
         return config_hash({"name": self.name, "split": self.split, "n": self.n, "size": self.image_size,
-                            "style": repr(self.style), "seed": self.seed, "world": world(), "v": RENDER_VERSION})
+                            "style": repr(self.style), "seed": self.seed, "world": world(), "v": RENDER_VERSION,
+                            "font": font_sha256()})
 
     def materialize(self, cache: bool = True) -> "MiniWorldDataset":
         """Render every item once into memory (and a cached ``.npz``; a corrupt one is rebuilt)."""

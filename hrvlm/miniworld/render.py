@@ -3,7 +3,11 @@
 Every image is a function of ``(seed, index)`` alone: its factors are sampled from a generator seeded
 with the pair (:func:`item_rng`), so item ``i`` is the same whatever the order, batching or worker.
 Shapes are drawn as polygons (or a thick polyline for the spiral) on a 4× supersampled mask, box-filtered
-down to the output size, and composited over a numpy background.  The palettes (shape and colour names,
+down to the output size, and composited over a numpy background.  Glyphs (letters, digits, marks) are
+typeset with the DejaVu Sans Bold font that matplotlib ships (no system font), cropped to their ink,
+scaled so their longer side spans the shape's extent, rotated and pasted on the same mask; "outline"
+draws the glyph's contour only.  FreeType rasterises deterministically, so pixels depend on
+``(seed, index)`` and the installed font file alone (its sha256 keys the render cache).  The palettes (shape and colour names,
 background kinds, sizes) are data in ``hrvlm/resources/miniworld.json``.
 """
 from __future__ import annotations
@@ -16,10 +20,12 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 WORLD_FILE = Path(__file__).resolve().parent.parent / "resources" / "miniworld.json"
 SUPERSAMPLE = 4  # mask resolution factor: anti-aliased edges at 32 px
+GLYPH_FONT = "DejaVuSans-Bold.ttf"  # bold: strokes survive 32 px
+GLYPH_PX = 96  # font size the glyphs are typeset at before scaling
 
 
 @functools.lru_cache(maxsize=1)
@@ -171,6 +177,49 @@ def _spiral() -> np.ndarray:
     return np.stack([r * np.cos(t), r * np.sin(t)], 1)
 
 
+def font_path() -> Path:
+    """matplotlib's copy of the glyph font (matplotlib is a dependency: no system font is used)."""
+    import matplotlib
+
+    return Path(matplotlib.get_data_path()) / "fonts" / "ttf" / GLYPH_FONT
+
+
+@functools.lru_cache(maxsize=1)
+def font_sha256() -> str:
+    """sha256 of the glyph font file: another font version draws other pixels, so caches key on it."""
+    from ..storage import file_sha256
+
+    return file_sha256(font_path())
+
+
+@functools.lru_cache(maxsize=None)
+def glyph_image(char: str, outline: bool) -> Image.Image:
+    """The ``L``-mode image of ``char`` typeset at :data:`GLYPH_PX`, cropped to its ink; ``outline``
+    draws only its contour (a stroke of 1/16 of the font size, inside transparent)."""
+    font = ImageFont.truetype(str(font_path()), GLYPH_PX)
+    img = Image.new("L", (3 * GLYPH_PX, 3 * GLYPH_PX), 0)
+    stroke = GLYPH_PX // 16 if outline else 0
+    ImageDraw.Draw(img).text((GLYPH_PX, GLYPH_PX), char, font=font, fill=0 if outline else 255,
+                             stroke_width=stroke, stroke_fill=255)
+    box = img.getbbox()
+    if box is None:
+        raise ValueError(f"the font {GLYPH_FONT} draws nothing for {char!r}")
+    return img.crop(box)
+
+
+def glyph_mask(char: str, f: Factors, big: int) -> Image.Image:
+    """``char`` scaled so its longer side spans ``2 * f.scale`` of the image, rotated by ``f.rotation``
+    and centred at ``(f.cx, f.cy)``, on a ``big``-pixel square mask."""
+    glyph = glyph_image(char, not f.filled)
+    extent = 2 * f.scale * big
+    k = extent / max(glyph.size)
+    glyph = glyph.resize((max(1, round(glyph.size[0] * k)), max(1, round(glyph.size[1] * k))), Image.BILINEAR)
+    glyph = glyph.rotate(-f.rotation, resample=Image.BILINEAR, expand=True)
+    img = Image.new("L", (big, big), 0)
+    img.paste(glyph, (round(f.cx * big - glyph.size[0] / 2), round(f.cy * big - glyph.size[1] / 2)))
+    return img
+
+
 def unit_shape(shape: str) -> tuple[np.ndarray, bool]:
     """Points of ``shape`` in [-1, 1]² and whether they form a closed polygon (False: a polyline)."""
     kind = world()["shapes"][shape]["draw"]
@@ -228,6 +277,9 @@ def background(f: Factors, rng: np.random.Generator, size: int) -> np.ndarray:
 def shape_mask(f: Factors, size: int) -> np.ndarray:
     """Anti-aliased ``[size, size]`` coverage of the shape in [0, 1]."""
     big = size * SUPERSAMPLE
+    glyph = world()["shapes"][f.shape].get("glyph")
+    if glyph is not None:
+        return np.asarray(glyph_mask(glyph, f, big).resize((size, size), Image.BOX), dtype=np.float32) / 255.0
     pts, closed = unit_shape(f.shape)
     theta = math.radians(f.rotation)
     rot = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])

@@ -1,0 +1,32 @@
+"""The bench's statistics: majority baseline, binomial standard error."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from hrvlm.metrics import above_majority, binomial_se, majority_baseline
+
+
+def test_majority_baseline():
+    assert majority_baseline([0, 1, 1, 2, 1]) == pytest.approx(0.6)
+    assert majority_baseline(torch.tensor([3, 3, 0, 0])) == pytest.approx(0.5)
+    assert majority_baseline(np.arange(10) % 4) == pytest.approx(0.3)  # 0,1 appear 3 times out of 10
+    assert math.isnan(majority_baseline([]))
+    with pytest.raises(ValueError, match="non-negative"):
+        majority_baseline([0, -1])
+
+
+def test_binomial_se_matches_the_formula_and_simulation():
+    assert binomial_se(0.5, 100) == pytest.approx(0.05)
+    assert binomial_se(0.0, 50) == 0.0 and binomial_se(1.0, 50) == 0.0
+    assert math.isnan(binomial_se(0.3, 0))
+    rng = np.random.default_rng(0)
+    draws = rng.binomial(1000, 0.8, size=20000) / 1000
+    assert draws.std() == pytest.approx(binomial_se(0.8, 1000), rel=0.03)
+    with pytest.raises(ValueError, match="fraction"):
+        binomial_se(80.0, 1000)
+
+
+def test_above_majority():
+    assert above_majority(0.9, [0, 0, 0, 1]) == pytest.approx(0.15)
