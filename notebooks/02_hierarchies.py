@@ -52,8 +52,11 @@ datasets = MINI + (list(H.REAL_DATASETS) if real == "all" else list(real))
 
 # %% [markdown]
 # ## The mini world
-# Its shape and colour classes are WordNet synsets named in the class-name files, and go through exactly
-# the same code as the real datasets. `square` has two parents, so the shapes have two trees.
+# Its classes (letters, digits, marks and plane figures; colours) are WordNet synsets named in the
+# class-name files, and go through exactly the same code as the real datasets. The forest starts with the
+# curated `mini-world` tree (the analogue of the paper's LLM-made trees; see the mini-world chapter) and
+# continues with WordNet's own trees: WordNet gives more than one because some synsets have two parents
+# (`square` is both a rectangle and a regular polygon).
 
 # %%
 shapes = H.forest_for_dataset("mini-pretrain")

@@ -250,11 +250,10 @@ def test_every_chapter_declares_profile_and_reads_sizes_from_the_profiles():
 
 
 # Chapters not yet runnable under `full` here; each must leave this set when its issue lands.
-NOT_YET_FULL = {"notebooks/01_mini_world"}  # issue 12: chapter 01 looks up mini-world definitions for real datasets
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stem", [s for s in book.chapter_notebooks(ROOT) if s not in NOT_YET_FULL])
+@pytest.mark.parametrize("stem", book.chapter_notebooks(ROOT))
 def test_chapter_runs_under_the_full_profile_without_data_or_weights(stem, tmp_path):
     """Real data and pretrained weights are absent here: a chapter says why a part does not apply, never crashes."""
     out = tmp_path / "source" / f"{stem}.ipynb"
