@@ -130,7 +130,7 @@ VERBS = [
 # More CLI cases (issue 14), run in this process through hrvlm.cli.main.
 CLI = [
     (["hierarchy", "show", "mini-heldout", "--level=-1"], r"--level -1: .* levels 0..5"),
-    (["hierarchy", "show", "mini-heldout", "--tree", "99"], r"--tree 99: .* give 0..0"),
+    (["hierarchy", "show", "mini-heldout", "--tree", "99"], r"--tree 99: mini-heldout has \d+ trees?, give 0\.\.\d"),
     (["hierarchy", "export", "mini-heldout", "--out", "FOLDER"], "is a folder; give a file name"),
     (["hierarchy", "draw", "mini-heldout", "--out", "FOLDER/x.png", "--leaves", "0"], "draw at least one leaf"),
     (["eval", "--model", "hrvlm-tiny-cnn", "--pretrained", "mini", "--datasets", "mini-heldout",
