@@ -175,17 +175,32 @@ def attack(name: str, profile: str, multiple: float = 1.0, **settings):
     return build_attack(name, get_profile(profile).eps(multiple), **settings)
 
 
-def attackable_levels(dataset: str, tree: int = 0, depth: int = 5) -> list[int]:
-    """The levels of ``dataset``'s tree ``tree`` (depth ``depth``) that have two classes or more: the
-    levels a superclass attack can target (level 0 = the dataset's classes)."""
+def dataset_tree(dataset: str, tree: int = 0, depth: int = 5):
+    """Tree ``tree`` of ``dataset``'s forest at ``depth`` (what :func:`evaluate_run` attacks with ``levels``)."""
     from .data.registry import get_spec
     from .hierarchy import forest_for_dataset
 
     spec = get_spec(dataset)
     if spec.hierarchy is None:
-        return [0]
-    chosen = forest_for_dataset(spec.hierarchy, depth=depth).trees[tree]
+        raise ValueError(f"dataset {dataset!r} has no class hierarchy")
+    return forest_for_dataset(spec.hierarchy, depth=depth).trees[tree]
+
+
+def attackable_levels(dataset: str, tree: int = 0, depth: int = 5) -> list[int]:
+    """The levels of ``dataset``'s tree ``tree`` (depth ``depth``) that have two classes or more: the
+    levels a superclass attack can target (level 0 = the dataset's classes)."""
+    chosen = dataset_tree(dataset, tree, depth)
     return [level for level in range(chosen.depth + 1) if chosen.num_classes(level) > 1]
+
+
+def level_classes(datasets: Sequence[str], tree: int = 0, depth: int = 5, shown: int = 6) -> pd.DataFrame:
+    """Level × dataset: how many classes each attackable level has, and the first ``shown`` names."""
+    columns = {}
+    for name in datasets:
+        chosen = dataset_tree(name, tree, depth)
+        columns[name] = {f"level {lv}": f"{chosen.num_classes(lv)} classes: " + ", ".join(chosen.names[lv][:shown])
+                         + (f" (+{chosen.num_classes(lv) - shown} more)" if chosen.num_classes(lv) > shown else "") for lv in attackable_levels(name, tree, depth)}
+    return pd.DataFrame(columns)
 
 
 def evaluate_run(run: os.PathLike, profile: str, attacks: Sequence = (), datasets: Sequence[str] | None = None,
@@ -347,7 +362,57 @@ def _eps_text(prof: Profile) -> str:
     return str(Fraction(prof.eps_unit).limit_denominator(10_000))
 
 
+# ----------------------------------------------------------------------------- figures
+def _variant_colors(labels: Sequence[str]):
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    return dict(zip(labels, plt.get_cmap("tab10")(np.arange(len(labels)) % 10)))
+
+
+def plot_grouped_bars(ax, values: pd.DataFrame, title: str = ""):
+    """Grouped bars: one group per row of ``values`` (a variant), one bar per column (a metric), e.g.
+    ``accuracy_table(...)["average"]``; returns ``ax``.  A missing value is labelled "not run"."""
+    import numpy as np
+
+    x, width = np.arange(len(values.index)), 0.8 / max(len(values.columns), 1)
+    for i, metric in enumerate(values.columns):
+        column = values[metric]
+        bars = ax.bar(x + (i - (len(values.columns) - 1) / 2) * width, column.fillna(0).to_numpy(), width,
+                      label=str(metric))
+        ax.bar_label(bars, labels=["not run" if pd.isna(v) else f"{v:.0f}" for v in column], fontsize=7)
+    ax.set_xticks(x, [str(label) for label in values.index], rotation=20, ha="right")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 105)
+    ax.set_title(title)
+    if len(values.columns):
+        ax.legend(fontsize="small")
+    else:
+        ax.text(0.5, 0.5, "no results", ha="center", va="center", transform=ax.transAxes)
+    return ax
+
+
+def plot_against(ax, rows: pd.DataFrame, x: str, y: str, xlabel: str, ylabel: str):
+    """One line per variant of ``y`` against ``x`` (columns of :func:`long_results`, averaged over the
+    datasets present), markers at the measured points; returns ``ax``."""
+    if rows.empty:
+        ax.text(0.5, 0.5, "no results", ha="center", va="center", transform=ax.transAxes)
+    else:
+        means = rows.groupby(["variant", x], observed=True)[y].mean().reset_index()
+        labels = [v for v in (rows["variant"].cat.categories if hasattr(rows["variant"], "cat") else
+                              rows["variant"].unique()) if v in set(means["variant"])]
+        colors = _variant_colors(labels)
+        for label in labels:
+            part = means[means["variant"] == label].sort_values(x)
+            ax.plot(part[x], part[y], marker="o", color=colors[label], label=str(label))
+        ax.legend(fontsize="small")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(-2, 102)
+    return ax
+
+
 __all__ = ["AVERAGE", "MAIN_TABLE", "Variant", "accuracy_table", "attack", "attack_label", "attackable_levels",
-           "book_settings", "eps_multiple", "evaluate_run", "forest_size", "long_results", "main_variants",
-           "mini_world_note", "paper_comparison", "records_store", "results_frame", "run_summary", "train_config",
+           "book_settings", "dataset_tree", "eps_multiple", "level_classes", "evaluate_run", "forest_size", "long_results", "main_variants",
+           "mini_world_note", "paper_comparison", "plot_against", "plot_grouped_bars", "records_store", "results_frame", "run_summary", "train_config",
            "train_run", "unavailable"]
