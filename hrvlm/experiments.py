@@ -133,6 +133,45 @@ def records_store() -> Path:
     return cache_dir("records") / "results.jsonl"
 
 
+# ----------------------------------------------------------------------------- a chapter's setting
+@dataclass(frozen=True)
+class Setting:
+    """What a result chapter runs: the profile, the variants (rows), the evaluation sets and their size,
+    and why nothing can run here (``unavailable``, ``None`` when it can)."""
+
+    profile: str
+    variants: tuple[Variant, ...]
+    datasets: tuple[str, ...]
+    n: int | None
+    unavailable: str | None
+
+    def note(self) -> str:
+        """The chapter's opening sentence: which world produced "ours", on which sets, and whether it ran."""
+        sets = ", ".join(self.datasets)
+        return (mini_world_note(self.profile) + f" This chapter evaluates on {sets}, {self.n} images each."
+                + (f" **Not run on this machine**: {self.unavailable}" if self.unavailable else ""))
+
+
+def chapter_setting(profile: str, *, trees: int = 5, methods: Sequence[str] | None = None,
+                    datasets: Sequence[str] | None = None, n: int | None = None, focus: bool = False) -> Setting:
+    """The :class:`Setting` of a chapter: :func:`main_variants` (only the labels in ``methods``, if given),
+    ``datasets`` (default: every evaluation set, or with ``focus`` the profile's ``book.focus_datasets``)
+    and ``n`` images each (default ``book.eval_n``, or ``book.focus_eval_n`` with ``focus``)."""
+    prof, book = get_profile(profile), book_settings(profile)
+    variants = [v for v in main_variants(profile, trees) if methods is None or v.label in methods]
+    if methods is not None and len(variants) < len(set(methods)):
+        known = [v.label for v in main_variants(profile, trees)]
+        raise ValueError(f"methods {sorted(set(methods) - {v.label for v in variants})} are not rows; rows: {known}")
+    default_sets = (book.get("focus_datasets") if focus else None) or prof.eval_datasets
+    size = n if n is not None else book.get("focus_eval_n" if focus else "eval_n", prof.eval_n)
+    return Setting(profile, tuple(variants), tuple(datasets or default_sets), size, unavailable(profile))
+
+
+def train_variants(setting: Setting, seed: int = 0) -> dict:
+    """``{variant: finished run folder}`` for the setting's variants (none when it cannot run here)."""
+    return {} if setting.unavailable else {v: train_run(v, setting.profile, seed=seed) for v in setting.variants}
+
+
 # ----------------------------------------------------------------------------- training
 def train_config(variant: Variant, profile: str, seed: int = 0, steps: int | None = None):
     """The :class:`hrvlm.train.TrainConfig` of ``variant`` under ``profile``: the profile's training
@@ -212,7 +251,7 @@ def evaluate_run(run: os.PathLike, profile: str, attacks: Sequence = (), dataset
 
     ``n`` images per set (default: the profile's ``book.eval_n``, else its ``eval_n``), the fixed subsets
     of :func:`hrvlm.data.fixed_subset`.  Records go to ``store`` (default :func:`records_store`); stored
-    chunks are read, not recomputed, so the model is loaded only when something is missing.
+    chunks are read, not recomputed.
     """
     import torch
 
@@ -254,6 +293,14 @@ def results_frame(results: Mapping[Variant, Sequence[dict]]) -> pd.DataFrame:
     order = [v.label for v in results]
     frame["variant"] = pd.Categorical(frame["variant"], categories=order, ordered=True)
     return frame
+
+
+def templates_note(frame: pd.DataFrame) -> str:
+    """One sentence naming the template sets and subset sizes the records of ``frame`` used."""
+    if frame.empty or "templates" not in frame:
+        return "Template set(s) used: none (nothing evaluated)."
+    sets = ", ".join(f"`{t}`" for t in sorted(frame["templates"].unique()))
+    return f"Template set(s) used: {sets}; images per set: {', '.join(map(str, sorted(frame['n'].unique())))}."
 
 
 def attack_label(row) -> str:
@@ -413,6 +460,6 @@ def plot_against(ax, rows: pd.DataFrame, x: str, y: str, xlabel: str, ylabel: st
 
 
 __all__ = ["AVERAGE", "MAIN_TABLE", "Variant", "accuracy_table", "attack", "attack_label", "attackable_levels",
-           "book_settings", "dataset_tree", "eps_multiple", "level_classes", "evaluate_run", "forest_size", "long_results", "main_variants",
+           "Setting", "book_settings", "chapter_setting", "dataset_tree", "eps_multiple", "level_classes", "evaluate_run", "forest_size", "long_results", "main_variants",
            "mini_world_note", "paper_comparison", "plot_against", "plot_grouped_bars", "records_store", "results_frame", "run_summary", "train_config",
-           "train_run", "unavailable"]
+           "templates_note", "train_run", "train_variants", "unavailable"]

@@ -49,9 +49,9 @@ from hrvlm.profiles import get_profile
 from hrvlm.tables import paper_table
 
 prof = get_profile(profile)
-variants = [v for v in ex.main_variants(profile, trees) if methods is None or v.label in methods]
-missing = ex.unavailable(profile)
-Markdown(ex.mini_world_note(profile) + (f" **Not run on this machine**: {missing}" if missing else ""))
+setting = ex.chapter_setting(profile, trees=trees, methods=methods, n=n)
+missing = setting.unavailable
+Markdown(setting.note())
 
 # %% [markdown]
 # ## The rows and their forests
@@ -76,7 +76,7 @@ Markdown(f"The fine-tuning set {prof.train_dataset} has **{available}** distinct
 # chapters reuse these runs.
 
 # %%
-runs = {} if missing else {v: ex.train_run(v, profile, seed=seed) for v in variants}
+runs = ex.train_variants(setting, seed)
 ex.run_summary(runs) if runs else Markdown("No runs: " + missing)
 
 # %% [markdown]
@@ -88,11 +88,10 @@ ex.run_summary(runs) if runs else Markdown("No runs: " + missing)
 
 # %%
 pgd = ex.attack("pgd", profile, eps_multiple, steps=attack_steps)
-results = {v: ex.evaluate_run(run, profile, [pgd], n=n, seed=seed) for v, run in runs.items()}
+results = {v: ex.evaluate_run(run, profile, [pgd], setting.datasets, n=setting.n, seed=seed)
+           for v, run in runs.items()}
 frame = ex.results_frame(results)
-templates = sorted(frame["templates"].unique()) if "templates" in frame else []
-Markdown(f"Template set(s) used: {', '.join(f'`{t}`' for t in templates) or 'none (nothing evaluated)'}; "
-         f"images per set: {sorted(frame['n'].unique().tolist()) if 'n' in frame else '–'}.")
+Markdown(ex.templates_note(frame))
 
 # %% [markdown]
 # ## The paper's numbers beside ours

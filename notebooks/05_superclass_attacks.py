@@ -46,16 +46,10 @@ import pandas as pd
 from IPython.display import Markdown
 
 from hrvlm import experiments as ex
-from hrvlm.profiles import get_profile
 
-prof = get_profile(profile)
-book = ex.book_settings(profile)
-datasets = datasets or book["focus_datasets"] or list(prof.eval_datasets)
-n = n or book["focus_eval_n"]
-variants = [v for v in ex.main_variants(profile, trees) if methods is None or v.label in methods]
-missing = ex.unavailable(profile)
-Markdown(ex.mini_world_note(profile) + f" This chapter evaluates on {', '.join(datasets)}, {n} images each."
-         + (f" **Not run on this machine**: {missing}" if missing else ""))
+setting = ex.chapter_setting(profile, trees=trees, methods=methods, datasets=datasets, n=n, focus=True)
+missing = setting.unavailable
+Markdown(setting.note())
 
 # %% [markdown]
 # ## The levels
@@ -65,8 +59,8 @@ Markdown(ex.mini_world_note(profile) + f" This chapter evaluates on {', '.join(d
 # attacked and is left out.
 
 # %%
-levels = {d: ex.attackable_levels(d) for d in datasets}
-ex.level_classes(datasets)
+levels = {d: ex.attackable_levels(d) for d in setting.datasets}
+ex.level_classes(setting.datasets)
 
 # %% [markdown]
 # ## Attacking each level
@@ -75,15 +69,14 @@ ex.level_classes(datasets)
 # the same adversarial images then go to the leaf head for the transfer numbers.
 
 # %%
-runs = {} if missing else {v: ex.train_run(v, profile, seed=seed) for v in variants}
+runs = ex.train_variants(setting, seed)
 pgd = ex.attack("pgd", profile, eps_multiple, steps=attack_steps)
-results = {v: [r for d in datasets for r in ex.evaluate_run(run, profile, [pgd], datasets=[d], levels=levels[d],
-                                                            n=n, seed=seed)]
+results = {v: [r for d in setting.datasets for r in ex.evaluate_run(run, profile, [pgd], [d], levels=levels[d],
+                                                                    n=setting.n, seed=seed)]
            for v, run in runs.items()}
 frame = ex.results_frame(results)
 long = ex.long_results(frame, profile)
-templates = sorted(frame["templates"].unique()) if "templates" in frame else []
-Markdown(f"Template set(s) used: {', '.join(f'`{t}`' for t in templates) or 'none (nothing evaluated)'}.")
+Markdown(ex.templates_note(frame))
 
 # %% [markdown]
 # ## Robust accuracy at the attacked level (Fig. 1a)

@@ -45,29 +45,22 @@ import pandas as pd
 from IPython.display import Markdown
 
 from hrvlm import experiments as ex
-from hrvlm.profiles import get_profile
 
-prof = get_profile(profile)
-book = ex.book_settings(profile)
-datasets = datasets or book["focus_datasets"] or list(prof.eval_datasets)
-n = n or book["focus_eval_n"]
-autoattack_steps = autoattack_steps or book["autoattack_steps"]
-variants = [v for v in ex.main_variants(profile, trees) if methods is None or v.label in methods]
-missing = ex.unavailable(profile)
-Markdown(ex.mini_world_note(profile) + f" This chapter evaluates on {', '.join(datasets)}, {n} images each; "
-         f"AutoAttack runs {autoattack_steps} iterations per component."
-         + (f" **Not run on this machine**: {missing}" if missing else ""))
+setting = ex.chapter_setting(profile, trees=trees, methods=methods, datasets=datasets, n=n, focus=True)
+autoattack_steps = autoattack_steps or ex.book_settings(profile)["autoattack_steps"]
+missing = setting.unavailable
+Markdown(setting.note() + f" AutoAttack runs {autoattack_steps} iterations per component.")
 
 # %%
-runs = {} if missing else {v: ex.train_run(v, profile, seed=seed) for v in variants}
+runs = ex.train_variants(setting, seed)
 attacks = [ex.attack(name, profile, m, **settings) for m in eps_multiples
            for name, settings in (("pgd", {"steps": attack_steps}), ("cw", {"steps": attack_steps}),
                                   ("autoattack", {"steps": autoattack_steps}))]
-results = {v: ex.evaluate_run(run, profile, attacks, datasets=datasets, n=n, seed=seed) for v, run in runs.items()}
+results = {v: ex.evaluate_run(run, profile, attacks, setting.datasets, n=setting.n, seed=seed)
+           for v, run in runs.items()}
 frame = ex.results_frame(results)
 long = ex.long_results(frame, profile)
-templates = sorted(frame["templates"].unique()) if "templates" in frame else []
-Markdown(f"Template set(s) used: {', '.join(f'`{t}`' for t in templates) or 'none (nothing evaluated)'}.")
+Markdown(ex.templates_note(frame))
 
 # %% [markdown]
 # ## Accuracy under each attack and budget
