@@ -151,6 +151,10 @@ class Setting:
         return (mini_world_note(self.profile) + f" This chapter evaluates on {sets}, {self.n} images each."
                 + (f" **Not run on this machine**: {self.unavailable}" if self.unavailable else ""))
 
+    def absent(self, what: str) -> str:
+        """``what`` ("Nothing was evaluated") and why, for a table or a finding that has no numbers."""
+        return what + (" (this profile cannot run here: see the note at the top)." if self.unavailable else ".")
+
 
 def chapter_setting(profile: str, *, trees: int = 5, methods: Sequence[str] | None = None,
                     datasets: Sequence[str] | None = None, n: int | None = None, focus: bool = False) -> Setting:

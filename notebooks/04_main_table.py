@@ -50,7 +50,6 @@ from hrvlm.tables import paper_table
 
 prof = get_profile(profile)
 setting = ex.chapter_setting(profile, trees=trees, methods=methods, n=n)
-missing = setting.unavailable
 Markdown(setting.note())
 
 # %% [markdown]
@@ -77,7 +76,7 @@ Markdown(f"The fine-tuning set {prof.train_dataset} has **{available}** distinct
 
 # %%
 runs = ex.train_variants(setting, seed)
-ex.run_summary(runs) if runs else Markdown("No runs: " + missing)
+ex.run_summary(runs) if runs else Markdown(setting.absent("No runs"))
 
 # %% [markdown]
 # ## Evaluation
@@ -114,7 +113,7 @@ comparison
 
 # %%
 table = ex.accuracy_table(frame, profile)
-table.round(1) if not table.empty else Markdown("Nothing was evaluated: " + (missing or "no runs"))
+table.round(1) if not table.empty else Markdown(setting.absent("Nothing was evaluated"))
 
 # %% [markdown]
 # ## Grouped bars
@@ -141,7 +140,7 @@ fig.tight_layout()
 # %%
 def findings(table):
     if table.empty or ex.AVERAGE not in table.columns.get_level_values(0):
-        return "No averages to compare" + (f": {missing}" if missing else ".")
+        return setting.absent("No averages to compare")
     avg = table[ex.AVERAGE]
     robust = [c for c in avg.columns if c != "clean"][0]
     best_robust, best_clean = avg[robust].idxmax(), avg["clean"].idxmax()

@@ -48,7 +48,6 @@ from IPython.display import Markdown
 from hrvlm import experiments as ex
 
 setting = ex.chapter_setting(profile, trees=trees, methods=methods, datasets=datasets, n=n, focus=True)
-missing = setting.unavailable
 Markdown(setting.note())
 
 # %% [markdown]
@@ -86,7 +85,7 @@ Markdown(ex.templates_note(frame))
 # %%
 def by_level(values: str):
     if long.empty:
-        return Markdown("Nothing was evaluated: " + (missing or "no runs"))
+        return Markdown(setting.absent("Nothing was evaluated"))
     table = long.pivot_table(index="variant", columns=["dataset", "level"], values=values, observed=True)
     return table.round(1)
 
@@ -126,7 +125,7 @@ fig.tight_layout()
 # %%
 def findings(long):
     if long.empty:
-        return "Nothing to report" + (f": {missing}" if missing else ".")
+        return setting.absent("Nothing to report")
     mean = long.groupby(["variant", "level"], observed=True)[["robust", "transfer_success"]].mean()
     leaf_only = [v for v in ("TeCoA", "PMG-AFT", "FARE") if v in mean.index.get_level_values(0)]
     lines = []

@@ -48,7 +48,6 @@ from hrvlm import experiments as ex
 
 setting = ex.chapter_setting(profile, trees=trees, methods=methods, datasets=datasets, n=n, focus=True)
 autoattack_steps = autoattack_steps or ex.book_settings(profile)["autoattack_steps"]
-missing = setting.unavailable
 Markdown(setting.note() + f" AutoAttack runs {autoattack_steps} iterations per component.")
 
 # %%
@@ -69,12 +68,12 @@ Markdown(ex.templates_note(frame))
 
 # %%
 table = ex.accuracy_table(frame, profile)
-table.round(1) if not table.empty else Markdown("Nothing was evaluated: " + (missing or "no runs"))
+table.round(1) if not table.empty else Markdown(setting.absent("Nothing was evaluated"))
 
 # %%
 def mean_by_attack(long):
     if long.empty:
-        return Markdown("Nothing was evaluated.")
+        return Markdown(setting.absent("Nothing was evaluated"))
     attacked = long[long["attack"] != "clean"]
     out = attacked.pivot_table(index="variant", columns=["attack", "eps"], values="robust", observed=True)
     out.columns = [f"{a} @ {e:g}×" for a, e in out.columns]
@@ -104,7 +103,7 @@ fig.tight_layout()
 # %%
 def findings(long):
     if long.empty:
-        return "Nothing to report" + (f": {missing}" if missing else ".")
+        return setting.absent("Nothing to report")
     attacked = long[long["attack"] != "clean"]
     mean = attacked.groupby(["attack", "eps", "variant"], observed=True)["robust"].mean()
     lines = []
