@@ -241,8 +241,11 @@ def level_classes(datasets: Sequence[str], tree: int = 0, depth: int = 5, shown:
     columns = {}
     for name in datasets:
         chosen = dataset_tree(name, tree, depth)
-        columns[name] = {f"level {lv}": f"{chosen.num_classes(lv)} classes: " + ", ".join(chosen.names[lv][:shown])
-                         + (f" (+{chosen.num_classes(lv) - shown} more)" if chosen.num_classes(lv) > shown else "") for lv in attackable_levels(name, tree, depth)}
+        columns[name] = {}
+        for lv in attackable_levels(name, tree, depth):
+            count = chosen.num_classes(lv)
+            more = f" (+{count - shown} more)" if count > shown else ""
+            columns[name][f"level {lv}"] = f"{count} classes: " + ", ".join(chosen.names[lv][:shown]) + more
     return pd.DataFrame(columns)
 
 
@@ -456,6 +459,8 @@ def plot_against(ax, rows: pd.DataFrame, x: str, y: str, xlabel: str, ylabel: st
         for label in labels:
             part = means[means["variant"] == label].sort_values(x)
             ax.plot(part[x], part[y], marker="o", color=colors[label], label=str(label))
+        ticks = sorted(means[x].unique())
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])  # only the measured levels or budgets
         ax.legend(fontsize="small")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -463,7 +468,8 @@ def plot_against(ax, rows: pd.DataFrame, x: str, y: str, xlabel: str, ylabel: st
     return ax
 
 
-__all__ = ["AVERAGE", "MAIN_TABLE", "Variant", "accuracy_table", "attack", "attack_label", "attackable_levels",
-           "Setting", "book_settings", "chapter_setting", "dataset_tree", "eps_multiple", "level_classes", "evaluate_run", "forest_size", "long_results", "main_variants",
-           "mini_world_note", "paper_comparison", "plot_against", "plot_grouped_bars", "records_store", "results_frame", "run_summary", "train_config",
-           "templates_note", "train_run", "train_variants", "unavailable"]
+__all__ = ["AVERAGE", "MAIN_TABLE", "accuracy_table", "attack", "attack_label", "attackable_levels", "book_settings",
+           "chapter_setting", "dataset_tree", "eps_multiple", "evaluate_run", "forest_size", "level_classes",
+           "long_results", "main_variants", "mini_world_note", "paper_comparison", "plot_against",
+           "plot_grouped_bars", "records_store", "results_frame", "run_summary", "Setting", "templates_note",
+           "train_config", "train_run", "train_variants", "unavailable", "Variant"]

@@ -37,12 +37,13 @@ eps_multiple = 1  # ε as a multiple of the profile's ε unit (the paper: 1 × 1
 attack_steps = 20  # PGD steps (the paper: 20)
 methods = None  # None: every main row; else a list of row labels, e.g. ["CLIP", "TeCoA"]
 trees = 5  # HRVLM's larger forest (the paper: 5); fewer if the fine-tuning set has fewer trees
+templates = None  # a template set for every dataset (e.g. "tecoa"); None: each dataset's own
 seed = 0
 
 # %%
 import matplotlib.pyplot as plt
 import pandas as pd
-from IPython.display import Markdown, display
+from IPython.display import Markdown
 
 from hrvlm import experiments as ex
 from hrvlm.profiles import get_profile
@@ -70,8 +71,9 @@ Markdown(f"The fine-tuning set {prof.train_dataset} has **{available}** distinct
 # ## Training
 #
 # Each row is one run of `hrvlm train` with the profile's settings (`hrvlm/resources/profiles.json`),
-# except the number of steps, which the book shortens to the profile's `book.train_steps` so that the
-# whole book builds in minutes on two CPU cores. Runs are cached by their configuration: the later
+# except the number of steps, which the book shortens to the profile's `book.train_steps` (`mini`: about
+# one epoch of the fine-tuning set; `full`: the profile's own) so that the whole book builds in minutes
+# on two CPU cores. Runs are cached by their configuration: the later
 # chapters reuse these runs.
 
 # %%
@@ -87,7 +89,8 @@ ex.run_summary(runs) if runs else Markdown(setting.absent("No runs"))
 
 # %%
 pgd = ex.attack("pgd", profile, eps_multiple, steps=attack_steps)
-results = {v: ex.evaluate_run(run, profile, [pgd], setting.datasets, n=setting.n, seed=seed)
+results = {v: ex.evaluate_run(run, profile, [pgd], setting.datasets, n=setting.n,
+                              templates=templates, seed=seed)
            for v, run in runs.items()}
 frame = ex.results_frame(results)
 Markdown(ex.templates_note(frame))

@@ -38,6 +38,7 @@ eps_multiple = 1  # ε as a multiple of the profile's ε unit
 attack_steps = 20  # PGD steps
 methods = None  # None: every main row; else a list of row labels
 trees = 5  # HRVLM's larger forest, as in the main table
+templates = None  # a template set for every dataset (e.g. "tecoa"); None: each dataset's own
 seed = 0
 
 # %%
@@ -70,8 +71,9 @@ ex.level_classes(setting.datasets)
 # %%
 runs = ex.train_variants(setting, seed)
 pgd = ex.attack("pgd", profile, eps_multiple, steps=attack_steps)
-results = {v: [r for d in setting.datasets for r in ex.evaluate_run(run, profile, [pgd], [d], levels=levels[d],
-                                                                    n=setting.n, seed=seed)]
+results = {v: [r for d in setting.datasets
+               for r in ex.evaluate_run(run, profile, [pgd], [d], levels=levels[d], n=setting.n, templates=templates,
+                                        seed=seed)]
            for v, run in runs.items()}
 frame = ex.results_frame(results)
 long = ex.long_results(frame, profile)

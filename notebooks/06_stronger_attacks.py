@@ -37,6 +37,7 @@ attack_steps = 20  # PGD and CW steps
 autoattack_steps = None  # iterations per AutoAttack component; None: the profile's book.autoattack_steps
 methods = None  # None: every main row; else a list of row labels
 trees = 5  # HRVLM's larger forest, as in the main table
+templates = None  # a template set for every dataset (e.g. "tecoa"); None: each dataset's own
 seed = 0
 
 # %%
@@ -55,7 +56,8 @@ runs = ex.train_variants(setting, seed)
 attacks = [ex.attack(name, profile, m, **settings) for m in eps_multiples
            for name, settings in (("pgd", {"steps": attack_steps}), ("cw", {"steps": attack_steps}),
                                   ("autoattack", {"steps": autoattack_steps}))]
-results = {v: ex.evaluate_run(run, profile, attacks, setting.datasets, n=setting.n, seed=seed)
+results = {v: ex.evaluate_run(run, profile, attacks, setting.datasets, n=setting.n,
+                              templates=templates, seed=seed)
            for v, run in runs.items()}
 frame = ex.results_frame(results)
 long = ex.long_results(frame, profile)

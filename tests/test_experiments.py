@@ -125,7 +125,8 @@ def test_tables_average_every_set_and_mini_numbers_stay_in_mini_columns():
 
 def test_long_results_give_levels_transfer_and_eps_multiples():
     v = ex.Variant.of("TeCoA", "tecoa")
-    frame = ex.results_frame({v: [record("mini-finetune", 0.5, 0.2), record("mini-finetune", 0.7, 0.4, level=1, transfer=0.3),
+    frame = ex.results_frame({v: [record("mini-finetune", 0.5, 0.2),
+                                  record("mini-finetune", 0.7, 0.4, level=1, transfer=0.3),
                                   record("mini-finetune", 0.5, 0.1, eps_multiple=4, name="cw")]})
     long = ex.long_results(frame, "mini").set_index(["level", "attack", "eps"])
     assert long.loc[(1, "PGD-20", 1.0), "transfer_success"] == pytest.approx(30)
