@@ -1,146 +1,109 @@
-"""The papers' ablations as data, and the runs and records behind them (chapters 07 and 08 of the book).
+"""The papers' ablations as data (chapters 07 and 08 of the book), on top of :mod:`hrvlm.experiments`.
 
-An ablation is a list of *variants* of one method, each a label, the method settings it changes and
-the paper row it reproduces (:data:`ABLATIONS`).  A variant is trained with the profile's settings of
-that method updated by its own (:func:`train_variant`, a cached run: the same configuration is the same
-run folder, so the reference variant of every HRVLM ablation is one run), then evaluated into a records
-store (:func:`evaluate_run`).  How big the runs and evaluations are is profile data
-(``profiles.<profile>.book``, :func:`sizes`): under ``full`` the ablation runs use the profile's own
-loop, so the reference variant *is* the main table's HRVLM run; under ``mini`` they use a shorter
-loop (``ablation_loop``) so that the nine HRVLM variants fit the book's time budget — all variants of
-one table share that loop, so they are compared with each other, never with the main table's run.
+An ablation is a list of :class:`~hrvlm.experiments.Variant` of one method that differ in one setting
+(:func:`variants`); each is trained and evaluated by :mod:`hrvlm.experiments` (cached runs, records
+store).  The reference variant of every HRVLM ablation (full components, universal perturbation, both
+HNSA directions, one tree) *is* the main table's ``HRVLM (1 tree)`` variant, so it is one run.
+
+How big ablation runs are is profile data (``profiles.<profile>.book``, :func:`sizes`):
+``ablation_loop`` overrides the training loop of every ablation variant, reference included.  Under
+``full`` it is empty, so the reference is the main table's run; under ``mini`` it shortens the runs so
+that the HRVLM and QT-AFT variants fit the book's time budget — all variants of one table share it,
+so they are compared with each other, never with the main table's longer run.
 """
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
-import pandas as pd
+from .experiments import Variant
 
-# name -> the method, the setting that varies, and the variants: (row label, settings, paper method id)
+# the main table's HRVLM row: every HRVLM ablation's reference (same settings → same run)
+REFERENCE = {"trees": 1}
+
+# name -> method, paper table (or None) and variants: (row label, settings changed, paper row method id);
+# the HRVLM reference row is the one whose settings are {} (REFERENCE alone)
 ABLATIONS = {
-    "components": {
-        "method": "hrvlm", "paper": "hrvlm-table10",
-        "variants": [("+ HITA", {"components": "hita"}, "hrvlm-hita"),
-                     ("+ HITA + vic", {"components": "hita+vic"}, "hrvlm-hita-vic"),
-                     ("+ HITA + gap", {"components": "hita+gap"}, "hrvlm-hita-gap"),
-                     ("Full (HITA + vic + gap)", {"components": "full"}, "hrvlm-1tree")]},
-    "perturbation": {
-        "method": "hrvlm", "paper": "hrvlm-table12",
-        "variants": [("Leaf-only perturbation", {"perturbation": "leaf"}, "hrvlm-leaf-perturbation"),
-                     ("Separate perturbation per level", {"perturbation": "per-level"}, "hrvlm-per-level-perturbation"),
-                     ("Universal hierarchical perturbation", {"perturbation": "universal"}, "hrvlm-1tree")]},
-    "hnsa": {
-        "method": "hrvlm", "paper": "hrvlm-hnsa",
-        "variants": [("both neighbouring levels (l-1 and l+1)", {"hnsa": "both"}, "hrvlm-1tree"),
-                     ("lower level only (l-1)", {"hnsa": "lower"}, "hrvlm-hnsa-lower"),
-                     ("higher level only (l+1)", {"hnsa": "upper"}, "hrvlm-hnsa-upper")]},
-    # the paper gives no table: the mini world's quality ladder through QT-AFT's `captions` setting
-    "captions": {
-        "method": "qtaft", "paper": None,
-        "variants": [("class name", {"captions": "name"}, "qtaft-name"),
-                     ("prompt template", {"captions": "template"}, "qtaft-template"),
-                     ("name + WordNet gloss", {"captions": "gloss"}, "qtaft-gloss"),
-                     ("object with its properties", {"captions": "detailed"}, "qtaft-detailed")]},
+    "components": ("hrvlm", "hrvlm-table10", [
+        ("+ HITA", {"components": "hita"}, "hrvlm-hita"),
+        ("+ HITA + vic", {"components": "hita+vic"}, "hrvlm-hita-vic"),
+        ("+ HITA + gap", {"components": "hita+gap"}, "hrvlm-hita-gap"),
+        ("Full (HITA + vic + gap)", {}, "hrvlm-1tree")]),
+    "perturbation": ("hrvlm", "hrvlm-table12", [
+        ("Leaf-only perturbation", {"perturbation": "leaf"}, "hrvlm-leaf-perturbation"),
+        ("Separate perturbation per level", {"perturbation": "per-level"}, "hrvlm-per-level-perturbation"),
+        ("Universal hierarchical perturbation", {}, "hrvlm-1tree")]),
+    "hnsa": ("hrvlm", "hrvlm-hnsa", [
+        ("both neighbouring levels (l-1 and l+1)", {}, "hrvlm-1tree"),
+        ("lower level only (l-1)", {"hnsa": "lower"}, "hrvlm-hnsa-lower"),
+        ("higher level only (l+1)", {"hnsa": "upper"}, "hrvlm-hnsa-upper")]),
+    # no table of the paper: the mini world's caption-quality ladder through QT-AFT's `captions` setting
+    "captions": ("qtaft", None, [
+        ("class name", {"captions": "name"}, None),
+        ("prompt template", {"captions": "template"}, None),
+        ("name + WordNet gloss", {"captions": "gloss"}, None),
+        ("object with its properties", {"captions": "detailed"}, None)]),
 }
 
 
 def sizes(profile: str) -> dict:
     """The profile's ``book`` entry with the ablation sizes resolved: ``ablation_loop`` (training-loop
-    overrides, ``{}`` = the profile's), ``ablation_n`` and ``qtaft_n`` (images per evaluation set;
-    ``None`` in the data = the profile's ``eval_n``), ``ablation_metrics`` and ``autoattack_steps``."""
+    overrides, ``{}`` = the book's own loop), ``ablation_n`` and ``qtaft_n`` (images per evaluation set;
+    ``None`` in the data = the profile's ``eval_n``), ``ablation_attacks`` (``pgd``: PGD-20, ``autoattack``)
+    and ``autoattack_steps`` (``None``: the attack's own)."""
+    from .experiments import book_settings
     from .profiles import get_profile
 
-    prof = get_profile(profile)
-    book = dict(prof.book or {})
-    missing = [k for k in ("ablation_loop", "ablation_n", "ablation_metrics", "autoattack_steps", "qtaft_n")
+    book = book_settings(profile)
+    missing = [k for k in ("ablation_loop", "ablation_n", "ablation_attacks", "autoattack_steps", "qtaft_n")
                if k not in book]
     if missing:
         raise KeyError(f"profile {profile!r} lacks the book setting(s) {missing} (profiles.json, "
                        f"profiles.{profile}.book; see its book_keys note)")
     for key in ("ablation_n", "qtaft_n"):
-        book[key] = prof.eval_n if book[key] is None else book[key]
+        book[key] = get_profile(profile).eval_n if book[key] is None else book[key]
     return book
 
 
-def missing_inputs(profile: str) -> str | None:
-    """Why the profile's runs cannot happen on this machine (weights not cached, data absent), or
-    ``None``; checks files only, so a chapter can say so in one sentence before any work."""
-    from .data import get_spec
-    from .data.real import REAL, DatasetMissing, require_files
-    from .evaluate import default_split
-    from .models import cached_weights
-    from .profiles import get_profile
-
-    prof = get_profile(profile)
-    if prof.pretrain is None and cached_weights(prof.model, prof.pretrained) is None:
-        return (f"the `{profile}` profile's weights ({prof.model}, {prof.pretrained!r}) are not in the local cache "
-                f"and nothing is downloaded here")
-    for name in dict.fromkeys((prof.train_dataset, *prof.eval_datasets)):
-        if name in REAL:
-            split = "train" if name == prof.train_dataset else default_split(get_spec(name))
-            try:
-                require_files(name, split, prof.dataset_options.get("root"))
-            except DatasetMissing:
-                return f"the `{profile}` profile's dataset {name!r} ({split}) is not under the data root ($HRVLM_DATA)"
-    return None
+def variants(name: str, profile: str) -> list[Variant]:
+    """The variants of ablation ``name`` (a key of :data:`ABLATIONS`) with the profile's ``ablation_loop``."""
+    if name not in ABLATIONS:
+        raise KeyError(f"unknown ablation {name!r}; known: {sorted(ABLATIONS)}")
+    method, _, rows = ABLATIONS[name]
+    base = REFERENCE if method == "hrvlm" else {}
+    loop = sizes(profile)["ablation_loop"]
+    return [Variant.of(label, method, {**base, **settings}, paper=paper, loop=loop) for label, settings, paper in rows]
 
 
-def forest_size(profile: str, depth: int = 5) -> int:
-    """How many distinct trees the profile's fine-tuning set has (at most the paper's 5)."""
-    from .data import get_spec
-    from .hierarchy import forest_for_dataset
-    from .methods.hrvlm import MAX_TREES
-    from .profiles import get_profile
+def tree_variants(profile: str) -> list[Variant]:
+    """HRVLM with 1, 2, … N trees, N the distinct trees of the profile's fine-tuning forest (at most 5)."""
+    from .experiments import forest_size
 
-    spec = get_spec(get_profile(profile).train_dataset)
-    return len(forest_for_dataset(spec.hierarchy, depth=depth, max_trees=MAX_TREES))
-
-
-def train_variant(method: str, profile: str, settings: dict | None = None, loop: dict | None = None,
-                  seed: int = 0) -> Path:
-    """The finished run of ``method`` under ``profile`` with ``settings`` and loop overrides ``loop``
-    (trained now unless a run of this exact configuration is cached)."""
-    from .train import config_from_profile, train
-
-    config = config_from_profile(method, profile, settings or {}, seed=seed, **(loop or {}))
-    return train(config, progress=False)
+    loop = sizes(profile)["ablation_loop"]
+    return [Variant.of(f"{k} tree{'s' if k > 1 else ''}", "hrvlm", {**REFERENCE, "trees": k},
+                       paper={1: "hrvlm-1tree", 5: "hrvlm-5trees"}.get(k), loop=loop)
+            for k in range(1, forest_size(profile) + 1)]
 
 
-def metric_attack(metric: dict, profile: str, autoattack_steps: int | None = None):
-    """The attack of a paper table's metric (``{"name", "steps"?, "eps_multiple"}``) in ``profile``'s ε unit."""
-    from .attacks import build_attack
-    from .profiles import get_profile
+def attacks(names, profile: str, eps: float = 1.0, pgd_steps: int = 20, autoattack_steps: int | None = None) -> list:
+    """``pgd`` (``pgd_steps`` steps) and ``autoattack`` (``autoattack_steps`` per component; ``None``: the
+    attack's own) at ε = ``eps`` × the profile's unit, in the order named."""
+    from .experiments import attack
 
-    spec = metric["attack"]
-    settings = {"steps": spec["steps"]} if "steps" in spec else {}
-    if spec["name"].startswith("autoattack") and autoattack_steps is not None:
-        settings["steps"] = autoattack_steps
-    return build_attack(spec["name"], get_profile(profile).eps(spec["eps_multiple"]), **settings)
-
-
-def evaluate_run(run: Path | str, profile: str, attacks, n: int | None, store, seed: int = 0) -> list[dict]:
-    """Records of run ``run`` on every evaluation set of ``profile`` (level 0, clean and each attack)."""
-    from .evaluate import evaluate
-    from .models import load_clip
-    from .profiles import get_profile
-    from .runs import read_record
-
-    prof = get_profile(profile)
-    record = read_record(run)
-    model, _, tokenizer = load_clip(record["model"], str(record["path"]))
-    return [r for dataset in prof.eval_datasets for r in evaluate(
-        model, tokenizer, dataset, attacks, n=n, store=store, method=record["method"]["name"], seed=seed,
-        dataset_options=prof.dataset_options, progress=False)]
+    known = {"pgd": {"steps": pgd_steps}, "autoattack": {} if autoattack_steps is None else {"steps": autoattack_steps}}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"unknown ablation attack(s) {unknown}; use {sorted(known)}")
+    return [attack(name, profile, eps, **known[name]) for name in names]
 
 
-def records_of(records: list[dict], labels: dict[str, str]) -> pd.DataFrame:
-    """A records frame whose ``method`` is the label of the run that produced each record
-    (``labels``: checkpoint digest → label), so variants of one method become rows of their own."""
-    from .records import records_to_frame
+def run_study(variants: list[Variant], profile: str, attacks: list, n: int, seed: int = 0):
+    """Train (or reuse) every variant's run and evaluate it on the profile's evaluation sets: returns
+    ``(runs, frame)``, the run folders by variant and :func:`hrvlm.experiments.results_frame`."""
+    from .experiments import evaluate_run, results_frame, train_run
 
-    frame = records_to_frame(records)
-    return frame.assign(method=frame["checkpoint"].map(labels))
+    runs = {v: train_run(v, profile, seed=seed) for v in variants}
+    results = {v: evaluate_run(run, profile, attacks, n=n, seed=seed, progress=False) for v, run in runs.items()}
+    return runs, results_frame(results)
 
 
 def epoch_minutes(record: dict) -> float:
@@ -149,3 +112,17 @@ def epoch_minutes(record: dict) -> float:
     whole = record.get("epoch_times_s") or []
     seconds = sum(whole) / len(whole) if whole else record.get("epoch_time_s_estimate")
     return math.nan if seconds is None else seconds / 60.0
+
+
+def results_view(frame, profile: str, title: str):
+    """``(table, figure)``: the variants' accuracy table (:func:`hrvlm.experiments.accuracy_table`) and
+    grouped bars of its averages."""
+    import matplotlib.pyplot as plt
+
+    from .experiments import AVERAGE, accuracy_table, plot_grouped_bars
+
+    table = accuracy_table(frame, profile)
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    plot_grouped_bars(ax, table[AVERAGE], title=f"{title} ({profile} profile, average)")
+    fig.tight_layout()
+    return table, fig

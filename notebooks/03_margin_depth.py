@@ -228,18 +228,19 @@ except WordNetMissing as err:
 # %%
 from IPython.display import Markdown  # noqa: E402
 
-from hrvlm import ablations, trained_geometry  # noqa: E402
+from hrvlm import experiments, trained_geometry  # noqa: E402
 from hrvlm.attacks import build_attack  # noqa: E402
 from hrvlm.data import get_spec  # noqa: E402
 from hrvlm.hierarchy import forest_for_dataset  # noqa: E402
 from hrvlm.models import load_clip  # noqa: E402
 
 prof = get_profile(profile)
-unavailable = ablations.missing_inputs(prof.name)
+unavailable = experiments.unavailable(prof.name)
 if unavailable:
-    display(Markdown(f"*This section does not apply on this machine: {unavailable}.*"))
+    display(Markdown(f"*This section does not apply on this machine: {unavailable}*"))
 else:
-    run = ablations.train_variant("hrvlm", prof.name, seed=seed)
+    main_hrvlm = next(v for v in experiments.main_variants(prof.name) if v.paper == "hrvlm-1tree")
+    run = experiments.train_run(main_hrvlm, prof.name, seed=seed)
     model, _, tokenizer = load_clip(prof.model, str(run))
     tree = forest_for_dataset(get_spec(prof.train_dataset).hierarchy, depth=5).trees[0]
     head = trained_geometry.tree_head(model, tokenizer, prof.train_dataset, tree)
