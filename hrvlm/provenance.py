@@ -89,7 +89,8 @@ def record_table(frame: pd.DataFrame, runs: list[dict]) -> pd.DataFrame:
         "weights": frame["checkpoint"].map(lambda d: by_digest.get(d, f"not a run ({_short(d)})")),
         "method": frame["method"], "head": column("head_kind"), "dataset": frame["dataset"], "split": frame["split"],
         "n": frame["n"], "subset": column("subset_ids_hash"), "level": frame["level"], "tree": column("tree"),
-        "templates": column("templates") + " (" + column("templates_hash").astype(str) + ")",
+        "templates": [f"{t} ({h})" if isinstance(t, str) else None
+                      for t, h in zip(column("templates"), column("templates_hash"))],
         "attack": column("attack_name"), "ε": column("attack_eps"), "steps": column("attack_steps"),
         "seed": frame["seed"], "clean": 100 * frame["clean_acc"], "robust": 100 * column("robust_acc"),
         "git": column("code_git").map(_short), "device": column("device")})
