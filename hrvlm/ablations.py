@@ -126,3 +126,21 @@ def results_view(frame, profile: str, title: str):
     plot_grouped_bars(ax, table[AVERAGE], title=f"{title} ({profile} profile, average)")
     fig.tight_layout()
     return table, fig
+
+
+def reading(table, title: str) -> str:
+    """One sentence on an accuracy table's averages: per metric, the best and worst variant and the
+    spread in points (what a reader should check against the paper's claim, whatever it shows)."""
+    from .experiments import AVERAGE
+
+    if table is None or table.empty or AVERAGE not in table.columns.get_level_values(0):
+        return f"{title}: no results in this build."
+    parts = []
+    for metric, values in table[AVERAGE].items():
+        values = values.dropna()
+        if values.empty:
+            continue
+        best, worst = values.idxmax(), values.idxmin()
+        parts.append(f"{metric}: best {best} ({values[best]:.1f} %), worst {worst} ({values[worst]:.1f} %), "
+                     f"a spread of {values[best] - values[worst]:.1f} points")
+    return f"{title} — " + "; ".join(parts) + "."
