@@ -6,10 +6,10 @@ store).  The reference variant of every HRVLM ablation (full components, univers
 HNSA directions, one tree) *is* the main table's ``HRVLM (1 tree)`` variant, so it is one run.
 
 How big ablation runs are is profile data (``profiles.<profile>.book``, :func:`sizes`):
-``ablation_loop`` overrides the training loop of every ablation variant, reference included.  Under
-``full`` it is empty, so the reference is the main table's run; under ``mini`` it shortens the runs so
-that the HRVLM and QT-AFT variants fit the book's time budget — all variants of one table share it,
-so they are compared with each other, never with the main table's longer run.
+``ablation_loop`` overrides the training loop of every ablation variant, reference included.  It is
+empty in every profile, so the reference is the main table's run and its records the main table's;
+a shorter loop there is the knob for a faster book (all variants of one table share it, so they stay
+comparable with each other, no longer with the main table).
 """
 from __future__ import annotations
 
@@ -20,20 +20,19 @@ from .experiments import Variant
 # the main table's HRVLM row: every HRVLM ablation's reference (same settings → same run)
 REFERENCE = {"trees": 1}
 
-# name -> method, paper table (or None) and variants: (row label, settings changed, paper row method id);
-# the HRVLM reference row is the one whose settings are {} (REFERENCE alone)
+# name -> method, paper table (or None) and variants: (row label, the setting of the row, paper row method id)
 ABLATIONS = {
     "components": ("hrvlm", "hrvlm-table10", [
         ("+ HITA", {"components": "hita"}, "hrvlm-hita"),
         ("+ HITA + vic", {"components": "hita+vic"}, "hrvlm-hita-vic"),
         ("+ HITA + gap", {"components": "hita+gap"}, "hrvlm-hita-gap"),
-        ("Full (HITA + vic + gap)", {}, "hrvlm-1tree")]),
+        ("Full (HITA + vic + gap)", {"components": "full"}, "hrvlm-1tree")]),
     "perturbation": ("hrvlm", "hrvlm-table12", [
         ("Leaf-only perturbation", {"perturbation": "leaf"}, "hrvlm-leaf-perturbation"),
         ("Separate perturbation per level", {"perturbation": "per-level"}, "hrvlm-per-level-perturbation"),
-        ("Universal hierarchical perturbation", {}, "hrvlm-1tree")]),
+        ("Universal hierarchical perturbation", {"perturbation": "universal"}, "hrvlm-1tree")]),
     "hnsa": ("hrvlm", "hrvlm-hnsa", [
-        ("both neighbouring levels (l-1 and l+1)", {}, "hrvlm-1tree"),
+        ("both neighbouring levels (l-1 and l+1)", {"hnsa": "both"}, "hrvlm-1tree"),
         ("lower level only (l-1)", {"hnsa": "lower"}, "hrvlm-hnsa-lower"),
         ("higher level only (l+1)", {"hnsa": "upper"}, "hrvlm-hnsa-upper")]),
     # no table of the paper: the mini world's caption-quality ladder through QT-AFT's `captions` setting
@@ -46,32 +45,36 @@ ABLATIONS = {
 
 
 def sizes(profile: str) -> dict:
-    """The profile's ``book`` entry with the ablation sizes resolved: ``ablation_loop`` (training-loop
-    overrides, ``{}`` = the book's own loop), ``ablation_n`` and ``qtaft_n`` (images per evaluation set;
-    ``None`` in the data = the profile's ``eval_n``), ``ablation_attacks`` (``pgd``: PGD-20, ``autoattack``)
-    and ``autoattack_steps`` (``None``: the attack's own)."""
+    """The profile's ``book`` entry, checked for the keys the ablation chapters read: ``ablation_loop``
+    (training-loop overrides, ``{}`` = the book's own loop), ``ablation_attacks`` (``pgd``: PGD-20,
+    ``autoattack``), ``eval_n`` (images per evaluation set) and ``autoattack_steps``."""
     from .experiments import book_settings
-    from .profiles import get_profile
 
     book = book_settings(profile)
-    missing = [k for k in ("ablation_loop", "ablation_n", "ablation_attacks", "autoattack_steps", "qtaft_n")
-               if k not in book]
+    missing = [k for k in ("ablation_loop", "ablation_attacks", "eval_n", "autoattack_steps") if k not in book]
     if missing:
         raise KeyError(f"profile {profile!r} lacks the book setting(s) {missing} (profiles.json, "
                        f"profiles.{profile}.book; see its book_keys note)")
-    for key in ("ablation_n", "qtaft_n"):
-        book[key] = get_profile(profile).eval_n if book[key] is None else book[key]
     return book
 
 
 def variants(name: str, profile: str) -> list[Variant]:
-    """The variants of ablation ``name`` (a key of :data:`ABLATIONS`) with the profile's ``ablation_loop``."""
+    """The variants of ablation ``name`` (a key of :data:`ABLATIONS`) with the profile's ``ablation_loop``.
+
+    A row's setting equal to what the profile already uses is left out of the variant, so that the
+    row is the same configuration, hence the same run, as the main table's (e.g. QT-AFT's ``detailed``
+    captions in the mini world, ``gloss`` under ``full``)."""
+    from .methods import build_method
+    from .profiles import get_profile
+
     if name not in ABLATIONS:
         raise KeyError(f"unknown ablation {name!r}; known: {sorted(ABLATIONS)}")
     method, _, rows = ABLATIONS[name]
+    effective = build_method(method, get_profile(profile).method(method)).settings
     base = REFERENCE if method == "hrvlm" else {}
     loop = sizes(profile)["ablation_loop"]
-    return [Variant.of(label, method, {**base, **settings}, paper=paper, loop=loop) for label, settings, paper in rows]
+    return [Variant.of(label, method, {**base, **{k: v for k, v in settings.items() if effective.get(k) != v}},
+                       paper=paper, loop=loop) for label, settings, paper in rows]
 
 
 def tree_variants(profile: str) -> list[Variant]:

@@ -133,6 +133,49 @@ def records_store() -> Path:
     return cache_dir("records") / "results.jsonl"
 
 
+# ----------------------------------------------------------------------------- a chapter's setting
+@dataclass(frozen=True)
+class Setting:
+    """What a result chapter runs: the profile, the variants (rows), the evaluation sets and their size,
+    and why nothing can run here (``unavailable``, ``None`` when it can)."""
+
+    profile: str
+    variants: tuple[Variant, ...]
+    datasets: tuple[str, ...]
+    n: int | None
+    unavailable: str | None
+
+    def note(self) -> str:
+        """The chapter's opening sentence: which world produced "ours", on which sets, and whether it ran."""
+        sets = ", ".join(self.datasets)
+        return (mini_world_note(self.profile) + f" This chapter evaluates on {sets}, {self.n} images each."
+                + (f" **Not run on this machine**: {self.unavailable}" if self.unavailable else ""))
+
+    def absent(self, what: str) -> str:
+        """``what`` ("Nothing was evaluated") and why, for a table or a finding that has no numbers."""
+        return what + (" (this profile cannot run here: see the note at the top)." if self.unavailable else ".")
+
+
+def chapter_setting(profile: str, *, trees: int = 5, methods: Sequence[str] | None = None,
+                    datasets: Sequence[str] | None = None, n: int | None = None, focus: bool = False) -> Setting:
+    """The :class:`Setting` of a chapter: :func:`main_variants` (only the labels in ``methods``, if given),
+    ``datasets`` (default: every evaluation set, or with ``focus`` the profile's ``book.focus_datasets``)
+    and ``n`` images each (default ``book.eval_n``, or ``book.focus_eval_n`` with ``focus``)."""
+    prof, book = get_profile(profile), book_settings(profile)
+    variants = [v for v in main_variants(profile, trees) if methods is None or v.label in methods]
+    if methods is not None and len(variants) < len(set(methods)):
+        known = [v.label for v in main_variants(profile, trees)]
+        raise ValueError(f"methods {sorted(set(methods) - {v.label for v in variants})} are not rows; rows: {known}")
+    default_sets = (book.get("focus_datasets") if focus else None) or prof.eval_datasets
+    size = n if n is not None else book.get("focus_eval_n" if focus else "eval_n", prof.eval_n)
+    return Setting(profile, tuple(variants), tuple(datasets or default_sets), size, unavailable(profile))
+
+
+def train_variants(setting: Setting, seed: int = 0) -> dict:
+    """``{variant: finished run folder}`` for the setting's variants (none when it cannot run here)."""
+    return {} if setting.unavailable else {v: train_run(v, setting.profile, seed=seed) for v in setting.variants}
+
+
 # ----------------------------------------------------------------------------- training
 def train_config(variant: Variant, profile: str, seed: int = 0, steps: int | None = None):
     """The :class:`hrvlm.train.TrainConfig` of ``variant`` under ``profile``: the profile's training
@@ -175,17 +218,32 @@ def attack(name: str, profile: str, multiple: float = 1.0, **settings):
     return build_attack(name, get_profile(profile).eps(multiple), **settings)
 
 
-def attackable_levels(dataset: str, tree: int = 0, depth: int = 5) -> list[int]:
-    """The levels of ``dataset``'s tree ``tree`` (depth ``depth``) that have two classes or more: the
-    levels a superclass attack can target (level 0 = the dataset's classes)."""
+def dataset_tree(dataset: str, tree: int = 0, depth: int = 5):
+    """Tree ``tree`` of ``dataset``'s forest at ``depth`` (what :func:`evaluate_run` attacks with ``levels``)."""
     from .data.registry import get_spec
     from .hierarchy import forest_for_dataset
 
     spec = get_spec(dataset)
     if spec.hierarchy is None:
-        return [0]
-    chosen = forest_for_dataset(spec.hierarchy, depth=depth).trees[tree]
+        raise ValueError(f"dataset {dataset!r} has no class hierarchy")
+    return forest_for_dataset(spec.hierarchy, depth=depth).trees[tree]
+
+
+def attackable_levels(dataset: str, tree: int = 0, depth: int = 5) -> list[int]:
+    """The levels of ``dataset``'s tree ``tree`` (depth ``depth``) that have two classes or more: the
+    levels a superclass attack can target (level 0 = the dataset's classes)."""
+    chosen = dataset_tree(dataset, tree, depth)
     return [level for level in range(chosen.depth + 1) if chosen.num_classes(level) > 1]
+
+
+def level_classes(datasets: Sequence[str], tree: int = 0, depth: int = 5, shown: int = 6) -> pd.DataFrame:
+    """Level × dataset: how many classes each attackable level has, and the first ``shown`` names."""
+    columns = {}
+    for name in datasets:
+        chosen = dataset_tree(name, tree, depth)
+        columns[name] = {f"level {lv}": f"{chosen.num_classes(lv)} classes: " + ", ".join(chosen.names[lv][:shown])
+                         + (f" (+{chosen.num_classes(lv) - shown} more)" if chosen.num_classes(lv) > shown else "") for lv in attackable_levels(name, tree, depth)}
+    return pd.DataFrame(columns)
 
 
 def evaluate_run(run: os.PathLike, profile: str, attacks: Sequence = (), datasets: Sequence[str] | None = None,
@@ -197,7 +255,7 @@ def evaluate_run(run: os.PathLike, profile: str, attacks: Sequence = (), dataset
 
     ``n`` images per set (default: the profile's ``book.eval_n``, else its ``eval_n``), the fixed subsets
     of :func:`hrvlm.data.fixed_subset`.  Records go to ``store`` (default :func:`records_store`); stored
-    chunks are read, not recomputed, so the model is loaded only when something is missing.
+    chunks are read, not recomputed.
     """
     import torch
 
@@ -239,6 +297,14 @@ def results_frame(results: Mapping[Variant, Sequence[dict]]) -> pd.DataFrame:
     order = [v.label for v in results]
     frame["variant"] = pd.Categorical(frame["variant"], categories=order, ordered=True)
     return frame
+
+
+def templates_note(frame: pd.DataFrame) -> str:
+    """One sentence naming the template sets and subset sizes the records of ``frame`` used."""
+    if frame.empty or "templates" not in frame:
+        return "Template set(s) used: none (nothing evaluated)."
+    sets = ", ".join(f"`{t}`" for t in sorted(frame["templates"].unique()))
+    return f"Template set(s) used: {sets}; images per set: {', '.join(map(str, sorted(frame['n'].unique())))}."
 
 
 def attack_label(row) -> str:
@@ -347,7 +413,57 @@ def _eps_text(prof: Profile) -> str:
     return str(Fraction(prof.eps_unit).limit_denominator(10_000))
 
 
+# ----------------------------------------------------------------------------- figures
+def _variant_colors(labels: Sequence[str]):
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    return dict(zip(labels, plt.get_cmap("tab10")(np.arange(len(labels)) % 10)))
+
+
+def plot_grouped_bars(ax, values: pd.DataFrame, title: str = ""):
+    """Grouped bars: one group per row of ``values`` (a variant), one bar per column (a metric), e.g.
+    ``accuracy_table(...)["average"]``; returns ``ax``.  A missing value is labelled "not run"."""
+    import numpy as np
+
+    x, width = np.arange(len(values.index)), 0.8 / max(len(values.columns), 1)
+    for i, metric in enumerate(values.columns):
+        column = values[metric]
+        bars = ax.bar(x + (i - (len(values.columns) - 1) / 2) * width, column.fillna(0).to_numpy(), width,
+                      label=str(metric))
+        ax.bar_label(bars, labels=["not run" if pd.isna(v) else f"{v:.0f}" for v in column], fontsize=7)
+    ax.set_xticks(x, [str(label) for label in values.index], rotation=20, ha="right")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 105)
+    ax.set_title(title)
+    if len(values.columns):
+        ax.legend(fontsize="small")
+    else:
+        ax.text(0.5, 0.5, "no results", ha="center", va="center", transform=ax.transAxes)
+    return ax
+
+
+def plot_against(ax, rows: pd.DataFrame, x: str, y: str, xlabel: str, ylabel: str):
+    """One line per variant of ``y`` against ``x`` (columns of :func:`long_results`, averaged over the
+    datasets present), markers at the measured points; returns ``ax``."""
+    if rows.empty:
+        ax.text(0.5, 0.5, "no results", ha="center", va="center", transform=ax.transAxes)
+    else:
+        means = rows.groupby(["variant", x], observed=True)[y].mean().reset_index()
+        labels = [v for v in (rows["variant"].cat.categories if hasattr(rows["variant"], "cat") else
+                              rows["variant"].unique()) if v in set(means["variant"])]
+        colors = _variant_colors(labels)
+        for label in labels:
+            part = means[means["variant"] == label].sort_values(x)
+            ax.plot(part[x], part[y], marker="o", color=colors[label], label=str(label))
+        ax.legend(fontsize="small")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(-2, 102)
+    return ax
+
+
 __all__ = ["AVERAGE", "MAIN_TABLE", "Variant", "accuracy_table", "attack", "attack_label", "attackable_levels",
-           "book_settings", "eps_multiple", "evaluate_run", "forest_size", "long_results", "main_variants",
-           "mini_world_note", "paper_comparison", "records_store", "results_frame", "run_summary", "train_config",
-           "train_run", "unavailable"]
+           "Setting", "book_settings", "chapter_setting", "dataset_tree", "eps_multiple", "level_classes", "evaluate_run", "forest_size", "long_results", "main_variants",
+           "mini_world_note", "paper_comparison", "plot_against", "plot_grouped_bars", "records_store", "results_frame", "run_summary", "train_config",
+           "templates_note", "train_run", "train_variants", "unavailable"]

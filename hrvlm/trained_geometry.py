@@ -137,3 +137,17 @@ def disk_layout(head, tree) -> tuple[dict, dict, dict]:
         for i, parent in enumerate(np.asarray(tree.parents(level))):
             children[(level + 1, int(parent))].append((level, i))
     return children, positions, depths
+
+
+def reading(norms: pd.DataFrame, margins: pd.DataFrame) -> str:
+    """What :func:`norm_order` and :func:`level_margins` (one model) show, in one or two sentences."""
+    pairs = norms["parent–child pairs"].fillna(0)
+    ordered = float((norms["parent nearer origin"].fillna(0) * pairs).sum())
+    total = int(pairs.sum())
+    text = (f"{ordered:.0f} of {total} parent–child pairs ({100 * ordered / max(total, 1):.0f} %) have the parent "
+            f"nearer the origin; mean text norms run from {norms['mean norm'].iloc[0]:.3f} at the leaves to "
+            f"{norms['mean norm'].iloc[-1]:.3f} at the root")
+    deepest, shallowest = margins.iloc[0], margins.iloc[-1]
+    trend = "larger" if deepest["clean margin"] > shallowest["clean margin"] else "smaller"
+    return (text + f". The mean clean margin is {trend} at the leaves ({deepest['clean margin']:.3f}) than at "
+            f"level {margins.index[-1]} ({shallowest['clean margin']:.3f}), the shallowest level with two classes.")

@@ -247,7 +247,8 @@ else:
     display(Markdown(f"Run `{run.name}` (profile `{prof.name}`), tree `{tree.name}`: "
                      f"{', '.join(str(tree.num_classes(l)) for l in range(tree.depth + 1))} classes at levels 0–{tree.depth}, "
                      f"curvature {head.curvature:g}, temperature {head.temperature:g}."))
-    display(trained_geometry.norm_order(head, tree, head.curvature))
+    norms = trained_geometry.norm_order(head, tree, head.curvature)
+    display(norms)
 
 # %%
 if not unavailable:
@@ -291,6 +292,11 @@ if not unavailable:
     plt.show()
 
 # %% [markdown]
-# What the tables say is read from them, whatever it is: in the `mini` and `smoke` profiles these are
-# mini-world runs of a few hundred steps (`smoke`: six), so the order can be partial; under `full` the same
-# cells measure the ImageNet-trained model.
+# What the tables show, computed from them (in the `mini` and `smoke` profiles these are short mini-world
+# runs, `smoke` six steps, so the order can be partial or absent; under `full` the same cells measure the
+# ImageNet-trained model). HRVLM's feature scales start every point at norm $\tanh 1 \approx 0.76$, so
+# norms that stay near it mean training has not (yet) spread the levels apart.
+
+# %%
+if not unavailable:
+    display(Markdown(f"HRVLM, this run: {trained_geometry.reading(norms, margins.loc['HRVLM (Poincaré head)'])}"))

@@ -34,7 +34,7 @@
 # %% tags=["parameters"]
 profile = "mini"  # "smoke" (CI), "mini" (default), "full": sizes from the profile's `book` entry
 seed = 0
-n = None  # images per evaluation set; None: the profile's book.qtaft_n (full: 1,000, the paper's)
+n = None  # images per evaluation set; None: the profile's book.eval_n (full: 1,000, QT-AFT's protocol)
 eps = 4  # AutoAttack ε in units of the profile's eps_unit (QT-AFT: 4/255)
 autoattack_steps = None  # steps per AutoAttack component; None: the profile's book.autoattack_steps
 train_eps = 1  # training ε of the compared runs, in units (1: the main table's runs)
@@ -55,7 +55,7 @@ from hrvlm.tables import is_mini_world
 
 prof = get_profile(profile)
 book = ablations.sizes(profile)
-n = n or book["qtaft_n"]
+n = n or book["eval_n"]
 steps = autoattack_steps if autoattack_steps is not None else book["autoattack_steps"]
 autoattack = ablations.attacks(["autoattack"], profile, eps, autoattack_steps=steps)
 unavailable = experiments.unavailable(profile)
@@ -103,8 +103,9 @@ if runs:
 #   analogue of the authors' detailed VLM captions, which the mini world can state exactly;
 # * `file:PATH` (`captions_file`): the authors' captions, read unchanged (not available offline).
 #
-# The caption variants use the profile's `ablation_loop` (under `mini`, shorter runs than the comparison's),
-# and are evaluated with the same AutoAttack and, because 4 units may saturate, with PGD-20 at 1 unit.
+# The quality the profile already uses (`detailed` in the mini world, `gloss` under `full`) is the comparison's
+# QT-AFT run itself. The variants are evaluated with the same AutoAttack and, because 4 units may saturate,
+# with PGD-20 at 1 unit.
 
 # %%
 qualities = [q for q in ablations.variants("captions", profile)

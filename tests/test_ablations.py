@@ -23,23 +23,22 @@ def test_every_ablation_variant_is_a_valid_setting_and_one_table_shares_one_loop
         for variant in variants:
             build_method(method, dict(variant.settings))  # a bad setting raises here
     sizes = ablations.sizes(profile)
-    assert sizes["ablation_n"] > 0 and sizes["qtaft_n"] > 0 and set(sizes["ablation_attacks"]) <= {"pgd", "autoattack"}
+    assert sizes["eval_n"] > 0 and set(sizes["ablation_attacks"]) <= {"pgd", "autoattack"}
 
 
-def test_under_full_the_ablation_reference_is_the_main_tables_run():
-    main = experiments.train_config(main_hrvlm("full"), "full")
+@pytest.mark.parametrize("profile", profile_names())
+def test_the_ablation_references_are_the_main_tables_runs(profile):
+    runs = {experiments.train_config(v, profile).name(): v for v in experiments.main_variants(profile)}
+    main = experiments.train_config(main_hrvlm(profile), profile).name()
     for name in ("components", "perturbation", "hnsa"):
-        reference = [v for v in ablations.variants(name, "full") if v.paper == "hrvlm-1tree"]
-        assert len(reference) == 1
-        assert experiments.train_config(reference[0], "full").name() == main.name(), name
-    assert experiments.train_config(ablations.tree_variants("full")[0], "full").name() == main.name()
-
-
-def test_mini_ablations_run_a_shorter_loop_than_the_main_table():
-    loop = ablations.sizes("mini")["ablation_loop"]
-    reference = ablations.variants("components", "mini")[-1]
-    config = experiments.train_config(reference, "mini")
-    assert config.steps == loop["steps"] and config.name() != experiments.train_config(main_hrvlm("mini"), "mini").name()
+        reference = [v for v in ablations.variants(name, profile) if v.paper == "hrvlm-1tree"]
+        assert len(reference) == 1 and experiments.train_config(reference[0], profile).name() == main, name
+    trees = ablations.tree_variants(profile)  # 1 and N trees: the main table's two HRVLM rows
+    assert all(experiments.train_config(v, profile).name() in runs for v in (trees[0], trees[-1]))
+    qtaft = next(v for v in experiments.main_variants(profile) if v.method == "qtaft")
+    names = [experiments.train_config(v, profile).name() for v in ablations.variants("captions", profile)
+             if profile != "full" or dict(v.settings).get("captions") != "detailed"]
+    assert names.count(experiments.train_config(qtaft, profile).name()) == 1  # the profile's own quality
 
 
 def test_tree_variants_count_the_fine_tuning_forest():
