@@ -56,6 +56,7 @@ steps = autoattack_steps if autoattack_steps is not None else book["autoattack_s
 chosen = ablations.attacks(attack_names, profile, eps, pgd_steps, steps)
 unavailable = experiments.unavailable(profile)
 pd.set_option("display.precision", 2)
+pd.set_option("display.max_columns", None)  # wide per-dataset tables are shown whole
 loop = book["ablation_loop"] or "the book's loop (the main table's)"
 display(Markdown(
     f"{experiments.mini_world_note(profile)} Ablation runs: {loop}; {n} images per evaluation set; "

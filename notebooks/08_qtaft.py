@@ -61,6 +61,7 @@ autoattack = ablations.attacks(["autoattack"], profile, eps, autoattack_steps=st
 unavailable = experiments.unavailable(profile)
 train_loop = {} if train_eps == 1 else {"eps": train_eps}
 pd.set_option("display.precision", 2)
+pd.set_option("display.max_columns", None)  # wide per-dataset tables are shown whole
 display(Markdown(
     f"{experiments.mini_world_note(profile)} AutoAttack (APGD-CE then APGD-DLR, "
     f"{steps or 100} steps each) at ε = {eps} units on {n} images per evaluation set; runs trained at "

@@ -37,6 +37,7 @@ from hrvlm.records import load_table, verify
 
 prof = get_profile(profile)
 store = store or experiments.records_store()
+pd.set_option("display.max_columns", None)  # provenance tables are shown whole
 pd.Series(environment.report(), name="value").to_frame()
 
 # %% [markdown]
