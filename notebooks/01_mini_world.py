@@ -131,6 +131,19 @@ pd.DataFrame({q: [corpus.caption(i, q) for i in range(3)] for q in QUALITIES})
 # looped even digit, quadrilateral, …), a kind (consonant, even digit, punctuation mark, polygon, …) and a
 # category (letter, digit, mark, plane figure). Every mini dataset gets this tree restricted to its classes,
 # first in its forest; the WordNet trees (derived by `hrvlm.hierarchy`, in one order in every process) follow.
+#
+# WordNet gives the mini world only two distinct trees, and HRVLM sums its loss over up to five (the paper's
+# extra trees were written by an LLM). Two **further curated trees** over the same classes, each a different
+# way a person would group them, complete the forest after the WordNet trees (same depth rules, provenance in
+# each file):
+#
+# | tree | file | grouping, root to leaf |
+# |---|---|---|
+# | `mini-world-function` | `mini-world-function.json` | what a symbol is *for*: writing / mathematical / pictorial symbol < letter, punctuation, numeral, operator sign, geometric shape, emblem, indicator < vowel or consonant letter, prime or non-prime numeral, arithmetic operator, … < the sound a letter stands for (stop, fricative, sonorant consonant; open, front, back vowel), perfect-square numeral, multiplicative operator (`*`, `/`), … |
+# | `mini-world-strokes` | `mini-world-strokes.json` | how the shape is *drawn*: straight edges only / curves only / both < closed (encloses a region) or open < mirror-symmetric or not < visual family (triangular, ring, hooked, winding, …) |
+#
+# Pretraining captions name only the superclasses of the first tree (the file `miniworld.json` names), so
+# adding trees does not change the pretrained model or its cache key.
 # The colour set has WordNet trees only (11 colours have no three-level structure).
 
 # %%

@@ -56,7 +56,8 @@ datasets = MINI + (list(H.REAL_DATASETS) if real == "all" else list(real))
 # class-name files, and go through exactly the same code as the real datasets. The forest starts with the
 # curated `mini-world` tree (the analogue of the paper's LLM-made trees; see the mini-world chapter) and
 # continues with WordNet's own trees: WordNet gives more than one because some synsets have two parents
-# (`square` is both a rectangle and a regular polygon).
+# (`square` is both a rectangle and a regular polygon), then with two further curated trees (what a symbol
+# is for; how it is drawn) that bring it to the five trees HRVLM can sum over.
 
 # %%
 shapes = H.forest_for_dataset("mini-pretrain")

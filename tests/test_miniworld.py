@@ -187,6 +187,30 @@ def test_world_tree_passes_the_depth_rules():
     assert depth_rules(forest[1])  # WordNet's own paths mix depths: why the curated tree exists
 
 
+def test_finetune_forest_has_five_distinct_trees_two_of_them_further_curated_views():
+    """Issue 11 trains HRVLM on 5 trees; WordNet gives the mini world 2, so two further curated views
+    (how the shape is drawn, what the symbol is for) complete the forest after the WordNet trees."""
+    from hrvlm.hierarchy import (TREE_DIR, dataset_tree_files, depth_rules, forest_for_dataset,
+                                 read_tree_file)
+
+    forest = forest_for_dataset("mini-finetune")
+    assert len(forest) == 5 and len({tree.partitions() for tree in forest}) == 5
+    assert [t.name.split("/")[1] for t in forest] == ["mini-world-curated", "wordnet-0", "wordnet-1",
+                                                      "mini-world-function", "mini-world-strokes"]
+    files = {p.name: read_tree_file(p) for p in dataset_tree_files("mini-finetune")}
+    assert [n for n, spec in files.items() if spec.get("primary")] == [world()["tree"]]  # captions' tree only
+    for name in ("mini-world-function.json", "mini-world-strokes.json"):
+        spec = files[name]
+        assert spec["leaves"] == files["mini-world.json"]["leaves"] and spec["datasets"] == files["mini-world.json"]["datasets"]
+        assert spec["provenance"]["source"].startswith("hrvlm, curated")
+    for tree in forest.trees[3:]:
+        assert depth_rules(tree) == [] and tree.depth == 5 and tree.num_classes(5) == 1
+    fresh = forest_for_dataset.__wrapped__("mini-finetune")  # built again, not the cached forest
+    assert [t.content_hash() for t in fresh] == [t.content_hash() for t in forest]
+    assert captions.world_tree() == read_tree_file(TREE_DIR / "mini-world.json")
+    assert captions.superclasses("letter b")[-1] == "character"  # pretraining captions: the primary tree's names
+
+
 def test_dataset_styles_hold():
     outline = MiniWorldDataset("mini-outline", "test", n=40)
     assert not any(outline.factors(i).filled for i in range(40))
