@@ -342,7 +342,7 @@ def _csv(kind):
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="open_clip / hrvlm model config (default: the run's, "
-                                                       "else hrvlm-tiny)")
+                                                       "else the --profile's, else hrvlm-tiny)")
     parser.add_argument("--pretrained", default=None,
                         help="'mini', an open_clip tag, a checkpoint file, or a fine-tuning run (folder or name)")
     parser.add_argument("--method", default=None,
@@ -399,6 +399,7 @@ def build_attacks(names: Sequence[str], eps_values: Sequence[float], norm: str =
 def run(args: argparse.Namespace) -> int:
     from .distributed import init_distributed
     from .models import load_clip
+    from .profiles import get_profile
     from .runs import is_run, read_record
 
     d = init_distributed()
@@ -407,7 +408,10 @@ def run(args: argparse.Namespace) -> int:
     attacks = build_attacks(args.attack, args.eps, args.norm, steps=args.steps, step_size=args.step_size,
                             restarts=args.restarts, autocast=policy.dtype)
     run_record = read_record(args.pretrained) if args.pretrained is not None and is_run(args.pretrained) else {}
-    model_name = args.model or run_record.get("model", "hrvlm-tiny")
+    # the model: given, else the run's, else the profile's (so `--pretrained mini --profile mini` loads the
+    # mini world's own tower rather than building weights for another architecture)
+    model_name = args.model or run_record.get("model") or (get_profile(args.profile).model if args.profile
+                                                            else "hrvlm-tiny")
     method = args.method or run_record.get("method", {}).get("name", "clip")
     store = Path(args.store) if args.store else cache_dir("records") / "results.jsonl"
     options = {k: v for k, v in (("profile", args.profile), ("root", args.root)) if v is not None}
