@@ -42,7 +42,7 @@ from .profiles import profile_names
 PROFILES = tuple(profile_names())
 NOTEBOOK_DIR = "notebooks"
 STAMP = "hrvlm_book"          # notebook metadata key of a complete executed copy
-STAMP_VERSION = 1             # bump when the post-processing of executed notebooks changes
+STAMP_VERSION = 2             # bump when the set-up or post-processing of executed notebooks changes
 PACKAGE = Path(__file__).resolve().parent
 DEFAULT_REPOSITORY = "hrvlm/hrvlm"  # owner/name in the book's links; GITHUB_REPOSITORY replaces it
 # A terminal progress bar's last frame: "  40%|████      | 4/10 [00:02<00:03, 2.0it/s]".
@@ -50,7 +50,7 @@ PROGRESS_LINE = re.compile(r"\d+%\|.*\|\s*\d+(\.\d+)?[kMG]?/|\|\s*\d+/\d+\s*\[\d
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 # Run first in every chapter, hidden from the page: pandas would cut long text cells ("pairs of eve…");
 # the book's CSS wraps them instead.
-DISPLAY_SETUP = 'import pandas as pd\n\npd.set_option("display.max_colwidth", None)'
+DISPLAY_SETUP = 'import pandas as pd\n\npd.set_option("display.max_colwidth", None)\npd.set_option("display.max_rows", 200)'
 
 
 class BookError(RuntimeError):

@@ -94,7 +94,8 @@ def level_table(model, tokenizer, dataset: str, eps: float, n: int | None, profi
     for record in records:
         level, m = record["level"], record["n"]
         rows.append({"level": level, "classes": record["num_classes"],
-                     "names": ", ".join(tree.names[level][:6]) + (" …" if tree.num_classes(level) > 6 else ""),
+                     "names": ", ".join(tree.names[level][:6]) + (f" (+{tree.num_classes(level) - 6} more)"
+                                                                 if tree.num_classes(level) > 6 else ""),
                      "majority": majority_baseline(eval_labels(dataset, n, profile, tree, level)),
                      "clean": record["clean_acc"], "clean_se": binomial_se(record["clean_acc"], m),
                      "robust": record["robust_acc"], "robust_se": binomial_se(record["robust_acc"], m),
