@@ -144,6 +144,9 @@ def reading(table, title: str) -> str:
         if values.empty:
             continue
         best, worst = values.idxmax(), values.idxmin()
+        if values[best] - values[worst] < 0.05:
+            parts.append(f"{metric}: every variant at {values[best]:.1f} %")
+            continue
         parts.append(f"{metric}: best {best} ({values[best]:.1f} %), worst {worst} ({values[worst]:.1f} %), "
                      f"a spread of {values[best] - values[worst]:.1f} points")
     return f"{title} — " + "; ".join(parts) + "."
