@@ -109,8 +109,9 @@ if runs:
 # with PGD-20 at 1 unit.
 
 # %%
-qualities = [q for q in ablations.variants("captions", profile)
-             if is_mini_world(prof.train_dataset) or dict(q.settings)["captions"] in CLASS_QUALITIES]
+rows = ablations.ABLATIONS["captions"][2]  # (label, {"captions": quality}, paper id)
+qualities = [v for v, (_, setting, _) in zip(ablations.variants("captions", profile), rows)
+             if is_mini_world(prof.train_dataset) or setting["captions"] in CLASS_QUALITIES]
 if captions_file:
     qualities.append(Variant.of("authors' VLM captions", "qtaft", {"captions": f"file:{captions_file}"},
                                 loop=book["ablation_loop"]))
@@ -124,7 +125,7 @@ if runs_q:
     display(table_q)
     plt.show()
 else:
-    display(pd.DataFrame({"captions": [dict(q.settings)["captions"] for q in qualities]},
+    display(pd.DataFrame({"captions": [dict(q.settings).get("captions", "the profile's own") for q in qualities]},
                          index=[q.label for q in qualities]))
 
 # %% [markdown]
