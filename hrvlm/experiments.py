@@ -151,6 +151,17 @@ class Setting:
         return (mini_world_note(self.profile) + f" This chapter evaluates on {sets}, {self.n} images each."
                 + (f" **Not run on this machine**: {self.unavailable}" if self.unavailable else ""))
 
+    def precision_note(self) -> str:
+        """How precise the numbers are: the largest standard error of one set's accuracy (50/√n points,
+        at 50 %) and of the average over the sets, and the differences that are within that noise."""
+        if not self.n:
+            return ""
+        sets = len(self.datasets)
+        one, mean = 50 / self.n ** 0.5, 50 / (self.n * sets) ** 0.5
+        average = f" and the average over the {sets} sets up to {mean:.1f}" if sets > 1 else ""
+        return (f"With {self.n} images per set, one set's accuracy has a standard error of up to {one:.1f} points"
+                f"{average}: differences of less than about {2 * mean:.0f} points are within sampling noise here.")
+
     def absent(self, what: str) -> str:
         """``what`` ("Nothing was evaluated") and why, for a table or a finding that has no numbers."""
         return what + (" (this profile cannot run here: see the note at the top)." if self.unavailable else ".")

@@ -147,6 +147,7 @@ def findings(long):
                      f"{base['robust'].mean():.1f} %, HRVLM {hrvlm['robust'].mean():.1f} %; transfer success "
                      f"{base['transfer_success'].mean():.1f} % against {hrvlm['transfer_success'].mean():.1f} %. "
                      "The paper claims HRVLM is higher on the first and lower on the second.")
+    lines.append("* " + setting.precision_note())
     return "\n".join(lines)
 
 

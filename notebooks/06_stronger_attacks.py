@@ -124,6 +124,7 @@ def findings(long):
                      "(mean over budgets and sets): the gap is how much PGD-20 overstates robustness here.")
     lines.append("* The paper states that HRVLM stays ahead under CW, AutoAttack and 2–4/255 without recoverable "
                  "numbers; the lines above are what this build measured, whatever their order.")
+    lines.append("* " + setting.precision_note())
     return "\n".join(lines)
 
 

@@ -42,6 +42,8 @@ def test_chapter_setting_sizes_come_from_the_profile_and_unknown_rows_are_refuse
     assert focus.datasets == tuple(book["focus_datasets"]) and focus.n == book["focus_eval_n"]
     assert [v.label for v in focus.variants] == ["CLIP", "TeCoA"] and focus.unavailable is None
     assert "mini world" in focus.note() and "Not run" not in focus.note()
+    assert f"up to {50 / book['eval_n'] ** 0.5:.1f} points" in main.precision_note()
+    assert "average over the 6 sets" in main.precision_note() and "average" not in focus.precision_note()
     with pytest.raises(ValueError, match="not rows"):
         ex.chapter_setting("mini", methods=["AoS"])
 
