@@ -56,7 +56,7 @@ Markdown(setting.note())
 # %% [markdown]
 # ## The rows and their forests
 #
-# HRVLM's forest is the set of distinct WordNet trees (up to five) that share the fine-tuning set's
+# HRVLM's forest is the set of distinct trees (up to five: curated and WordNet) that share the fine-tuning set's
 # classes as leaves. How many exist is read from the fine-tuning set's class hierarchy, never assumed.
 
 # %%
