@@ -88,6 +88,9 @@ class TrainConfig:
     checkpoint_every: int = 100         # steps
     checkpoint_seconds: float = 900.0   # and at least this often (wall time)
     num_workers: int = 0
+    # torch threads on the CPU: fixed (and part of the run's hash), because the thread count changes
+    # float summation order and so the weights; one thread is also the fastest for tiny models here
+    threads: int = 1
 
     def check(self) -> None:
         """A ``ValueError`` naming the first bad value (before any model or data is loaded)."""
@@ -105,6 +108,8 @@ class TrainConfig:
         for name, value in positive.items():
             if not value > 0:
                 raise ValueError(f"{name} must be > 0, got {value!r}")
+        if not (isinstance(self.threads, int) and self.threads >= 1):
+            raise ValueError(f"threads must be an integer >= 1, got {self.threads!r}")
         for name, value in (("eps", self.eps), ("warmup", self.warmup), ("weight_decay", self.weight_decay),
                             ("momentum", self.momentum), ("seed", self.seed), ("num_workers", self.num_workers)):
             if not value >= 0:
@@ -300,7 +305,18 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, *, stop_aft
     """Fine-tune with ``config`` into run folder ``out`` (default ``<cache>/runs/<config.name()>``);
     returns the folder.  A finished run is returned as is; an interrupted one resumes.  ``stop_after``
     ends this call after that many total steps (a checkpoint is written there), as an interruption would.
+    On the CPU the run uses ``config.threads`` torch threads (restored afterwards).
     """
+    previous_threads = torch.get_num_threads()
+    if (torch.device(device) if device is not None else init_distributed().device()).type == "cpu":
+        torch.set_num_threads(config.threads)
+    try:
+        return _train(config, out, stop_after=stop_after, progress=progress, device=device)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _train(config: TrainConfig, out, *, stop_after: int | None, progress: bool, device) -> Path:
     from .data.registry import get_spec
     from .evaluate import accepted_options
     from .methods import Batch, TrainContext, build_method

@@ -352,3 +352,18 @@ def test_eval_splits_datasets_across_torchrun_ranks(tmp_path):
     assert one.keys() == two.keys() and len(one) == 3
     for key in one:
         assert (one[key]["clean_correct"], one[key]["robust_correct"]) == (two[key]["clean_correct"], two[key]["robust_correct"])
+
+
+def test_cpu_runs_use_the_configured_thread_count(tmp_path):
+    """The thread count changes float summation order, so it is part of the run's configuration (and hash),
+    used while training on the CPU and restored afterwards."""
+    torch.set_num_threads(2)
+    try:
+        run = tr.train(config(steps=2, threads=1), tmp_path / "one", progress=False)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
+    assert runs.read_record(run)["environment"]["torch_threads"] == 1
+    assert config(threads=1).name() != config(threads=2).name()
+    with pytest.raises(ValueError, match="threads must be an integer >= 1"):
+        config(threads=0).check()
