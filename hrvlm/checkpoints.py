@@ -27,6 +27,13 @@ def save_checkpoint(folder: Path, state: dict) -> None:
     atomic_write_json(Path(folder) / META, {"step": state["step"], "sha256": hashlib.sha256(data).hexdigest()})
 
 
+def discard_checkpoint(folder: Path) -> None:
+    """Remove the checkpoint of a finished run (its weights and record are the result; the optimiser
+    state would only take space, about twice the model's)."""
+    for name in (META, STATE):  # the sha256 first: a half-removed pair is never loaded
+        (Path(folder) / name).unlink(missing_ok=True)
+
+
 def load_checkpoint(folder: Path) -> dict | None:
     """The saved state, or None if absent or not matching its recorded sha256."""
     ckpt, meta = Path(folder) / STATE, Path(folder) / META

@@ -7,7 +7,8 @@ deterministic on the CPU.  A run lives in ``cache_dir("pretrained", f"{model}-{c
 * ``checkpoint.pt`` (+ ``checkpoint.json`` with its sha256 and step), written atomically every
   ``checkpoint_every`` steps or ``checkpoint_seconds`` seconds, whichever comes first: model, optimiser,
   scheduler and RNG states.  Re-running an interrupted
-  run resumes there; batch ``t`` depends only on ``(seed, t)``, so resuming gives the same weights;
+  run resumes there; batch ``t`` depends only on ``(seed, t)``, so resuming gives the same weights (removed
+  once the run has finished);
 * ``model.safetensors`` (the inner open_clip state dict) and ``record.json`` (config, seed, steps, wall
   time, zero-shot accuracies and the weights' sha256) once finished.  A weights file whose sha256 does
   not match its record is never loaded: it is rebuilt.
@@ -30,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoints import load_checkpoint, save_checkpoint
+from .checkpoints import discard_checkpoint, load_checkpoint, save_checkpoint
 from .storage import atomic_write_bytes, atomic_write_json, cache_dir, config_hash, file_sha256
 
 
@@ -293,6 +294,7 @@ def _pretrain(config: PretrainConfig, stop_after: int | None, progress: bool) ->
               "torch_threads": config.threads, "torch": torch.__version__,
               "zeroshot_top1": accuracies, "weights": weights.name, "sha256": file_sha256(weights)}
     atomic_write_json(out / "record.json", record)
+    discard_checkpoint(out)
     return weights
 
 

@@ -5,7 +5,7 @@ file>``), ``hrvlm eval --pretrained <run>`` and ``hrvlm export``, written by :mo
 
     <runs>/<name>/
         config.json          the training configuration (a resumed run must match it)
-        checkpoint.pt/.json  resumable state, written atomically with its sha256
+        checkpoint.pt/.json  resumable state, written atomically with its sha256 (removed once finished)
         model.safetensors    the inner open_clip state dict, once finished
         method.safetensors   the method's own parameters (a learned logit scale …), if any
         run.json             the record: config, method, head spec, seed, steps, wall times, sha256s

@@ -51,7 +51,7 @@ import torch
 from torch import nn
 
 from . import runs
-from .checkpoints import load_checkpoint, save_checkpoint
+from .checkpoints import discard_checkpoint, load_checkpoint, save_checkpoint
 from .distributed import Dist, init_distributed
 from .precision import CHOICES as PRECISION_CHOICES, precision_policy
 from .storage import atomic_write_bytes, atomic_write_json, canonical_json, config_hash, file_sha256
@@ -499,6 +499,7 @@ def _finish(out: Path, config: TrainConfig, model, method, extras, d: Dist, *, t
             "sha256": {name: file_sha256(out / name) for name in files},
         }
         atomic_write_json(out / runs.RECORD, record)
+        discard_checkpoint(out)
     d.barrier()
     return out
 

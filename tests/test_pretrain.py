@@ -113,6 +113,7 @@ def test_interrupted_run_resumes_to_the_same_weights(trained, tmp_path, monkeypa
     assert pt.load_record(short) is None
     resumed = load_file(str(pt.pretrain(short, progress=False)))
     assert json.loads((pt.run_dir(short) / "record.json").read_text())["resumed_at"] == 6
+    assert not (pt.run_dir(short) / "checkpoint.pt").exists()  # a finished run keeps no optimiser state
 
     monkeypatch.setenv("HRVLM_CACHE", str(tmp_path / "other"))
     straight = load_file(str(pt.pretrain(short, progress=False)))

@@ -56,6 +56,7 @@ def test_resume_is_bit_identical(tmp_path):
     assert ra["weights_digest"] == rb["weights_digest"]
     ma, mb = load_file(str(whole / runs.METHOD_WEIGHTS)), load_file(str(tmp_path / "part" / runs.METHOD_WEIGHTS))
     assert torch.equal(ma["temperature"], mb["temperature"]) and ma["temperature"] != 0
+    assert not (whole / "checkpoint.pt").exists() and not (tmp_path / "part" / "checkpoint.json").exists()
     # the run changed the weights, and a finished run is returned as is
     assert ra["losses"][0] != ra["losses"][-1]
     assert tr.train(cfg, whole, progress=False) == whole and runs.read_record(whole)["losses"] == ra["losses"]
