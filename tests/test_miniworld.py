@@ -153,6 +153,29 @@ def test_factors_vary_across_the_corpus():
     assert any(f.resolution < 32 for f in fs)
 
 
+def test_the_finetuning_set_is_turned_further_than_the_web_corpus():
+    # The fine-tuning set's distribution shift (its clean top-1 has headroom below the corpus'): ±45°
+    # where the corpus is drawn at the world's ±30°.
+    corpus = [abs(MiniWorldDataset("mini-pretrain", "train", n=400).factors(i).rotation) for i in range(400)]
+    finetune = [abs(MiniWorldDataset("mini-finetune", "train", n=400).factors(i).rotation) for i in range(400)]
+    assert max(corpus) <= world()["rotation_max"] < max(finetune) <= 45
+    assert sum(r > world()["rotation_max"] for r in finetune) > 400 * 0.2  # a third expected
+    with pytest.raises(ValueError, match="rotation_max"):
+        Style(shapes=("letter a",), rotation_max=200)
+
+
+def test_render_cache_keys_on_the_dataset_itself_only(monkeypatch):
+    from hrvlm.miniworld import datasets, render
+
+    corpus, finetune = MiniWorldDataset("mini-pretrain", "train", n=8), MiniWorldDataset("mini-finetune", "test", n=8)
+    before = corpus.cache_key(), finetune.cache_key()
+    changed = json.loads(json.dumps(world()))
+    changed["datasets"]["mini-finetune"]["seed"] += 1
+    for module in (render, datasets):
+        monkeypatch.setattr(module, "world", lambda: changed)
+    assert corpus.cache_key() == before[0] and finetune.cache_key() != before[1]
+
+
 @pytest.mark.parametrize("name", dataset_names())
 def test_documented_sizes_and_balanced_labels(name):
     for split, sizes in definition(name)["splits"].items():

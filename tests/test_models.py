@@ -155,3 +155,20 @@ def test_the_mini_worlds_conv_tower_is_registered_and_trains():
     assert all(p.grad is not None for p in model.clip.visual.parameters())
     model.eval()
     assert torch.equal(model.encode_image(x), model.encode_image(x))  # batch norm uses running stats
+
+
+def test_the_conv_tower_runs_channels_last_and_the_vit_does_not(tiny):
+    from hrvlm.weights import state_digest
+
+    torch.manual_seed(0)
+    model, _, _ = load_clip("hrvlm-tiny-cnn")
+    conv = model.clip.visual.trunk.features[0][0].weight
+    assert model.channels_last and conv.is_contiguous(memory_format=torch.channels_last)
+    assert not tiny[0].channels_last  # a ViT has one convolution: nothing to gain
+    x = torch.rand(6, 3, model.image_size, model.image_size)
+    fast, digest = model.encode_image(x), state_digest(model)
+    slow = model.set_channels_last(False).encode_image(x)
+    assert state_digest(model) == digest  # the layout is not part of the weights' identity
+    assert conv.is_contiguous() and not model.channels_last
+    # other kernels, same function: equal up to float rounding
+    torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-4)

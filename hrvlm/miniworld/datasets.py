@@ -34,6 +34,23 @@ def definition(name: str) -> dict:
         raise KeyError(f"no mini-world dataset {name!r}; known: {sorted(world()['datasets'])}") from None
 
 
+def rendering_inputs(name: str) -> dict:
+    """Everything the items and captions of dataset ``name`` are made from: the world's shared vocabulary
+    (shapes, colours, backgrounds, sizes, rotation, caption mixtures), the curated tree its captions name,
+    the dataset's definition (its prose description aside), its classnames and templates files, the
+    renderer version and the glyph font.  Other datasets' definitions are not part of it, so changing one
+    dataset re-renders (and re-pretrains, for the corpus) nothing else."""
+    from ..zeroshot import TEMPLATE_DIR
+    from .captions import world_tree
+
+    d = {k: v for k, v in definition(name).items() if k != "description"}
+    return {"vocabulary": {k: v for k, v in world().items() if k not in ("datasets", "source")},
+            "tree": world_tree(), "definition": d,
+            "classnames": json.loads(_classname_path(name).read_text()),
+            "templates": json.loads((TEMPLATE_DIR / f"{d['templates']}.json").read_text()),
+            "render_version": RENDER_VERSION, "font": font_sha256()}
+
+
 def split_size(name: str, split: str, profile: str = "mini") -> int:
     """The documented number of items of ``name``/``split`` in ``profile`` (``smoke`` or ``mini``)."""
     sizes = definition(name)["splits"]
@@ -131,8 +148,7 @@ class MiniWorldDataset(Dataset):
     # ------------------------------------------------------------------ caching
     def cache_key(self) -> str:
         return config_hash({"name": self.name, "split": self.split, "n": self.n, "size": self.image_size,
-                            "style": repr(self.style), "seed": self.seed, "world": world(), "v": RENDER_VERSION,
-                            "font": font_sha256()})
+                            "style": repr(self.style), "seed": self.seed, "inputs": rendering_inputs(self.name)})
 
     def materialize(self, cache: bool = True) -> "MiniWorldDataset":
         """Render every item once into memory (and a cached ``.npz``; a corrupt one is rebuilt)."""

@@ -75,6 +75,7 @@ class Style:
     filled_prob: float = 0.5             # P(filled) when fill is "any"
     lowres: tuple[int, ...] = ()         # possible low resolutions …
     lowres_prob: float = 0.0             # … and how often one is used
+    rotation_max: float | None = None    # ±degrees of rotation (None: the world's ``rotation_max``)
 
     def __post_init__(self):
         w = world()
@@ -88,6 +89,8 @@ class Style:
             raise ValueError(f"fill must be 'filled', 'outline' or 'any', not {self.fill!r}")
         if not 0.0 <= self.lowres_prob <= 1.0 or (self.lowres_prob > 0 and not self.lowres):
             raise ValueError("lowres_prob must be in [0, 1] and needs at least one lowres resolution")
+        if self.rotation_max is not None and not 0 <= self.rotation_max <= 180:
+            raise ValueError(f"rotation_max must be in [0, 180] degrees, not {self.rotation_max!r}")
 
 
 def item_rng(seed: int, index: int) -> np.random.Generator:
@@ -123,8 +126,9 @@ def sample_factors(style: Style, label_index: int | None, rng: np.random.Generat
     lo, hi = w["sizes"][size]
     scale = float(rng.uniform(lo, hi))
     cx, cy = (float(v) for v in rng.uniform(scale + 0.02, 0.98 - scale, size=2))
-    # Mostly upright, as objects in photos are: ±rotation_max degrees.
-    rotation = float(rng.uniform(-w["rotation_max"], w["rotation_max"]))
+    # Mostly upright, as objects in photos are: ±rotation_max degrees (the world's unless the style says).
+    rotation_max = w["rotation_max"] if style.rotation_max is None else style.rotation_max
+    rotation = float(rng.uniform(-rotation_max, rotation_max))
     filled = {"filled": True, "outline": False}.get(style.fill, bool(rng.random() < style.filled_prob))
     resolution = image_size
     if style.lowres and rng.random() < style.lowres_prob:
