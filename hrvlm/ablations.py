@@ -14,8 +14,18 @@ comparable with each other, no longer with the main table).
 from __future__ import annotations
 
 import math
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Mapping
+
+import pandas as pd
 
 from .experiments import Variant
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from .tables import Comparison
 
 # the main table's HRVLM row: every HRVLM ablation's reference (same settings → same run)
 REFERENCE = {"trees": 1}
@@ -99,14 +109,45 @@ def attacks(names, profile: str, eps: float = 1.0, pgd_steps: int = 20, autoatta
     return [attack(name, profile, eps, **known[name]) for name in names]
 
 
-def run_study(variants: list[Variant], profile: str, attacks: list, n: int, seed: int = 0):
-    """Train (or reuse) every variant's run and evaluate it on the profile's evaluation sets: returns
-    ``(runs, frame)``, the run folders by variant and :func:`hrvlm.experiments.results_frame`."""
-    from .experiments import evaluate_run, results_frame, train_run
+@dataclass(frozen=True)
+class Study:
+    """One ablation as a chapter shows it: the run folders by variant (none when the profile cannot run
+    here), their records ``frame``, the paper's table beside ours (``comparison``, ``None`` without a paper
+    table) and, when something ran, ours per dataset (``table``, :func:`hrvlm.experiments.accuracy_table`)
+    with grouped bars of its averages (``figure``, when asked for)."""
 
-    runs = {v: train_run(v, profile, seed=seed) for v in variants}
-    results = {v: evaluate_run(run, profile, attacks, n=n, seed=seed, progress=False) for v, run in runs.items()}
-    return runs, results_frame(results)
+    title: str
+    runs: dict
+    frame: pd.DataFrame
+    comparison: Comparison | None = None
+    table: pd.DataFrame | None = None
+    figure: Figure | None = None
+
+    def shown(self) -> list:
+        """What a chapter displays, in order: the paper's table beside ours (if there is one), then ours per
+        dataset (if anything ran); ``figure`` is drawn by matplotlib."""
+        return [part for part in (self.comparison, self.table) if part is not None]
+
+
+def study(variants: list[Variant], profile: str, attacks: list, n: int, seed: int = 0, *, title: str,
+          paper: str | None = None, bars: bool = True) -> Study:
+    """Train (or reuse) every variant's run and evaluate it on the profile's evaluation sets, then tabulate:
+    the :class:`Study` of ``variants`` against the paper table ``paper``.  Nothing runs when the profile
+    cannot run here (:func:`hrvlm.experiments.unavailable`): the study then has no runs and only the paper's
+    numbers."""
+    from .experiments import accuracy_table, evaluate_run, paper_comparison, results_frame, train_run, unavailable
+
+    if unavailable(profile):
+        runs, frame = {}, results_frame({})
+    else:
+        runs = {v: train_run(v, profile, seed=seed) for v in variants}
+        frame = results_frame({v: evaluate_run(run, profile, attacks, n=n, seed=seed, progress=False)
+                               for v, run in runs.items()})
+    comparison = None if paper is None else paper_comparison(frame, profile, paper)
+    if not runs:
+        return Study(title, runs, frame, comparison)
+    table = accuracy_table(frame, profile)
+    return Study(title, runs, frame, comparison, table, average_bars(table, profile, title) if bars else None)
 
 
 def epoch_minutes(record: dict) -> float:
@@ -117,36 +158,69 @@ def epoch_minutes(record: dict) -> float:
     return math.nan if seconds is None else seconds / 60.0
 
 
-def results_view(frame, profile: str, title: str):
-    """``(table, figure)``: the variants' accuracy table (:func:`hrvlm.experiments.accuracy_table`) and
-    grouped bars of its averages."""
+def perturbation_cost(runs: Mapping[Variant, os.PathLike], profile: str) -> pd.DataFrame:
+    """Table 12's time per epoch: the paper's minutes per epoch and their ratio to the universal perturbation's,
+    beside ours (:func:`epoch_minutes` of each run's record, ``runs`` from the ``perturbation`` ablation; NaN
+    where a row did not run), in the paper's row order.  Hardware differs, so the ratios are what compares."""
+    from .experiments import AVERAGE
+    from .runs import read_record
+    from .tables import paper_table
+
+    _, name, rows = ABLATIONS["perturbation"]
+    universal = next(label for label, settings, _ in rows if settings["perturbation"] == "universal")
+    reported = paper_table(name).reported()[(AVERAGE, "minutes_per_epoch")]
+    ours = pd.Series({v.label: epoch_minutes(read_record(run)) for v, run in runs.items()}, dtype=float)
+    return pd.DataFrame({
+        "reported: min / epoch": reported, "reported: × universal": reported / reported.loc[universal],
+        f"ours ({profile}): min / epoch": ours.reindex(reported.index),
+        f"ours ({profile}): × universal": (ours / ours.get(universal, math.nan)).reindex(reported.index)})
+
+
+def training_costs(runs: Mapping[Variant, os.PathLike]) -> pd.DataFrame:
+    """Variant × (steps, batch size, minutes per epoch, training images per second, device), from each run's
+    record: what a method costs to train on this machine (the attack included)."""
+    from .runs import read_record
+
+    records = {v.label: read_record(run) for v, run in runs.items()}
+    return pd.DataFrame({label: {"steps": r["steps"], "batch size": r["config"]["batch_size"],
+                                 "min / epoch": epoch_minutes(r), "images / s": r["images_per_s"],
+                                 "device": r["environment"]["device"]} for label, r in records.items()}).T
+
+
+def reported_trees() -> pd.DataFrame:
+    """The paper's HRVLM rows of the main table (1 and 5 trees): its only numbers on the number of trees."""
+    from .experiments import MAIN_TABLE
+    from .tables import paper_table
+
+    table = paper_table(MAIN_TABLE)
+    return table.known().loc[[row["row"] for row in table.rows if row["method"].startswith("hrvlm")]]
+
+
+def average_bars(table: pd.DataFrame, profile: str, title: str):
+    """Grouped bars of an accuracy table's averages (:func:`hrvlm.experiments.plot_grouped_bars`): the figure."""
     import matplotlib.pyplot as plt
 
-    from .experiments import AVERAGE, accuracy_table, plot_grouped_bars
+    from .experiments import AVERAGE, plot_grouped_bars
 
-    table = accuracy_table(frame, profile)
     fig, ax = plt.subplots(figsize=(8, 3.6))
     plot_grouped_bars(ax, table[AVERAGE], title=f"{title} ({profile} profile, average)")
     fig.tight_layout()
-    return table, fig
+    return fig
 
 
-def reading(table, title: str) -> str:
-    """One sentence on an accuracy table's averages: per metric, the best and worst variant and the
-    spread in points (what a reader should check against the paper's claim, whatever it shows)."""
+def trees_figure(table: pd.DataFrame, profile: str):
+    """Average accuracy of each metric against the number of trees: ``table`` is the accuracy table of
+    :func:`tree_variants` (row ``k`` = ``k + 1`` trees); the figure."""
+    import matplotlib.pyplot as plt
+
     from .experiments import AVERAGE
 
-    if table is None or table.empty or AVERAGE not in table.columns.get_level_values(0):
-        return f"{title}: no results in this build."
-    parts = []
-    for metric, values in table[AVERAGE].items():
-        values = values.dropna()
-        if values.empty:
-            continue
-        best, worst = values.idxmax(), values.idxmin()
-        if values[best] - values[worst] < 0.05:
-            parts.append(f"{metric}: every variant at {values[best]:.1f} %")
-            continue
-        parts.append(f"{metric}: best {best} ({values[best]:.1f} %), worst {worst} ({values[worst]:.1f} %), "
-                     f"a spread of {values[best] - values[worst]:.1f} points")
-    return f"{title} — " + "; ".join(parts) + "."
+    averages = table[AVERAGE]
+    trees = range(1, len(averages) + 1)
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for metric in averages.columns:
+        ax.plot(trees, averages[metric], "o-", label=metric)
+    ax.set(xlabel="trees", ylabel="average accuracy (%)", title=f"number of trees ({profile} profile)", xticks=trees)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig

@@ -390,6 +390,26 @@ def accuracy_table(frame: pd.DataFrame, profile: str, level: int = 0) -> pd.Data
     return table.loc[order].dropna(axis=1, how="all")
 
 
+def level_table(long: pd.DataFrame, value: str) -> pd.DataFrame:
+    """Variant × (dataset, attacked level) of one :func:`long_results` column (``clean``, ``robust``,
+    ``leaf_robust``, ``transfer_success``), the mean where several attacks share a cell; empty without rows."""
+    if long.empty:
+        return pd.DataFrame()
+    return long.pivot_table(index="variant", columns=["dataset", "level"], values=value, observed=True)
+
+
+def attack_table(long: pd.DataFrame) -> pd.DataFrame:
+    """Variant × (``clean``, then ``ATTACK @ ε×`` per attack and ε multiple) of :func:`long_results`: accuracy
+    (%), the mean over the evaluated sets and levels; empty without rows."""
+    if long.empty:
+        return pd.DataFrame()
+    attacked = long[long["attack"] != "clean"]
+    robust = attacked.pivot_table(index="variant", columns=["attack", "eps"], values="robust", observed=True)
+    robust.columns = [f"{a} @ {e:g}×" for a, e in robust.columns]
+    clean = long.groupby("variant", observed=True)["clean"].mean().rename("clean")
+    return pd.concat([clean, robust], axis=1)
+
+
 def _metric_order(metric: str):
     attack, _, eps = metric.partition(" @ ")
     rank = next((i for i, p in enumerate(("PGD", "CW", "APGD", "AutoAttack")) if attack.startswith(p)), 9)
@@ -479,8 +499,8 @@ def plot_against(ax, rows: pd.DataFrame, x: str, y: str, xlabel: str, ylabel: st
     return ax
 
 
-__all__ = ["AVERAGE", "MAIN_TABLE", "accuracy_table", "attack", "attack_label", "attackable_levels", "book_settings",
-           "chapter_setting", "dataset_tree", "eps_multiple", "evaluate_run", "forest_size", "level_classes",
-           "long_results", "main_variants", "mini_world_note", "paper_comparison", "plot_against",
-           "plot_grouped_bars", "records_store", "results_frame", "run_summary", "Setting", "templates_note",
-           "train_config", "train_run", "train_variants", "unavailable", "Variant"]
+__all__ = ["AVERAGE", "MAIN_TABLE", "accuracy_table", "attack", "attack_label", "attack_table", "attackable_levels",
+           "book_settings", "chapter_setting", "dataset_tree", "eps_multiple", "evaluate_run", "forest_size",
+           "level_classes", "level_table", "long_results", "main_variants", "mini_world_note", "paper_comparison",
+           "plot_against", "plot_grouped_bars", "records_store", "results_frame", "run_summary", "Setting",
+           "templates_note", "train_config", "train_run", "train_variants", "unavailable", "Variant"]

@@ -46,6 +46,7 @@ import pandas as pd
 from IPython.display import Markdown
 
 from hrvlm import experiments as ex
+from hrvlm import findings
 from hrvlm.profiles import get_profile
 from hrvlm.tables import paper_table
 
@@ -141,30 +142,4 @@ fig.tight_layout()
 # The sentences below are computed from the table above, so they describe whatever this build measured.
 
 # %%
-def findings(table):
-    if table.empty or ex.AVERAGE not in table.columns.get_level_values(0):
-        return setting.absent("No averages to compare")
-    avg = table[ex.AVERAGE]
-    robust = [c for c in avg.columns if c != "clean"][0]
-    best_robust, best_clean = avg[robust].idxmax(), avg["clean"].idxmax()
-    hrvlm = [v for v in avg.index if str(v).startswith("HRVLM")]
-    others = [v for v in avg.index if v not in hrvlm and v != "CLIP"]
-    lines = [f"* Highest average {robust} accuracy: **{best_robust}** ({avg.loc[best_robust, robust]:.1f} %); "
-             f"highest clean accuracy: **{best_clean}** ({avg.loc[best_clean, 'clean']:.1f} %)."]
-    if "CLIP" in avg.index:
-        lines.append(f"* CLIP without fine-tuning: {avg.loc['CLIP', 'clean']:.1f} % clean, "
-                     f"{avg.loc['CLIP', robust]:.1f} % under {robust} (the paper: 64.9 % and 7.2 %).")
-    if hrvlm and others:
-        best_other = avg.loc[others, robust].idxmax()
-        for v in hrvlm:
-            gap = avg.loc[v, robust] - avg.loc[best_other, robust]
-            lines.append(f"* {v}: {avg.loc[v, 'clean']:.1f} % clean, {avg.loc[v, robust]:.1f} % robust, "
-                         f"{gap:+.1f} points of robust accuracy against the best baseline ({best_other}).")
-    lines.append("* The paper reports HRVLM ahead of every baseline on the 15-dataset average (62.1/44.3 with one "
-                 "tree, 62.5/45.4 with five). Whether the mini world agrees is the finding above; the mini world is "
-                 "not tuned toward the paper's numbers.")
-    lines.append("* " + setting.precision_note())
-    return "\n".join(lines)
-
-
-Markdown(findings(table))
+Markdown(findings.main_table(table, setting))

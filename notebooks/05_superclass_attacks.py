@@ -43,10 +43,10 @@ seed = 0
 
 # %%
 import matplotlib.pyplot as plt
-import pandas as pd
 from IPython.display import Markdown
 
 from hrvlm import experiments as ex
+from hrvlm import findings
 
 setting = ex.chapter_setting(profile, trees=trees, methods=methods, datasets=datasets, n=n, focus=True)
 Markdown(setting.note())
@@ -85,17 +85,11 @@ Markdown(ex.templates_note(frame))
 # Clean and robust accuracy of each level's classifier, attacked with that level's labels (%).
 
 # %%
-def by_level(values: str):
-    if long.empty:
-        return Markdown(setting.absent("Nothing was evaluated"))
-    table = long.pivot_table(index="variant", columns=["dataset", "level"], values=values, observed=True)
-    return table.round(1)
-
-
-by_level("clean")
+nothing = Markdown(setting.absent("Nothing was evaluated"))
+ex.level_table(long, "clean").round(1) if not long.empty else nothing
 
 # %%
-by_level("robust")
+ex.level_table(long, "robust").round(1) if not long.empty else nothing
 
 # %% [markdown]
 # ## Transfer of superclass adversaries to the leaf classifier (Fig. 1b)
@@ -104,10 +98,10 @@ by_level("robust")
 # success rate (leaf right on the clean image, wrong on the adversary, over the images it gets right clean).
 
 # %%
-by_level("leaf_robust")
+ex.level_table(long, "leaf_robust").round(1) if not long.empty else nothing
 
 # %%
-by_level("transfer_success")
+ex.level_table(long, "transfer_success").round(1) if not long.empty else nothing
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(12, 4))
@@ -125,30 +119,4 @@ fig.tight_layout()
 # Computed from the tables above (averages over the evaluated sets); the paper's claims are qualitative.
 
 # %%
-def findings(long):
-    if long.empty:
-        return setting.absent("Nothing to report")
-    mean = long.groupby(["variant", "level"], observed=True)[["robust", "transfer_success"]].mean()
-    leaf_only = [v for v in ("TeCoA", "PMG-AFT", "FARE") if v in mean.index.get_level_values(0)]
-    lines = []
-    for v in mean.index.get_level_values(0).unique():
-        part = mean.loc[v]
-        superclass = part.loc[part.index > 0]
-        if superclass.empty:
-            continue
-        lines.append(f"* **{v}**: {part.loc[0, 'robust']:.1f} % robust at the leaves; at the superclass levels "
-                     f"{superclass['robust'].min():.1f}–{superclass['robust'].max():.1f} %; transfer success "
-                     f"{superclass['transfer_success'].mean():.1f} % on average.")
-    if leaf_only and any(str(v).startswith("HRVLM") for v in mean.index.get_level_values(0)):
-        sup = mean[mean.index.get_level_values(1) > 0].groupby(level=0, observed=True).mean()
-        base = sup.loc[leaf_only]
-        hrvlm = sup.loc[[v for v in sup.index if str(v).startswith("HRVLM")]]
-        lines.append(f"* Superclass robust accuracy, mean over levels ≥ 1: leaf-trained baselines "
-                     f"{base['robust'].mean():.1f} %, HRVLM {hrvlm['robust'].mean():.1f} %; transfer success "
-                     f"{base['transfer_success'].mean():.1f} % against {hrvlm['transfer_success'].mean():.1f} %. "
-                     "The paper claims HRVLM is higher on the first and lower on the second.")
-    lines.append("* " + setting.precision_note())
-    return "\n".join(lines)
-
-
-Markdown(findings(long))
+Markdown(findings.superclass_attacks(long, setting))

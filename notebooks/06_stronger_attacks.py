@@ -42,10 +42,10 @@ seed = 0
 
 # %%
 import matplotlib.pyplot as plt
-import pandas as pd
 from IPython.display import Markdown
 
 from hrvlm import experiments as ex
+from hrvlm import findings
 
 setting = ex.chapter_setting(profile, trees=trees, methods=methods, datasets=datasets, n=n, focus=True)
 autoattack_steps = autoattack_steps or ex.book_settings(profile)["autoattack_steps"]
@@ -73,17 +73,7 @@ table = ex.accuracy_table(frame, profile)
 table.round(1) if not table.empty else Markdown(setting.absent("Nothing was evaluated"))
 
 # %%
-def mean_by_attack(long):
-    if long.empty:
-        return Markdown(setting.absent("Nothing was evaluated"))
-    attacked = long[long["attack"] != "clean"]
-    out = attacked.pivot_table(index="variant", columns=["attack", "eps"], values="robust", observed=True)
-    out.columns = [f"{a} @ {e:g}×" for a, e in out.columns]
-    clean = long.groupby("variant", observed=True)["clean"].mean().rename("clean")
-    return pd.concat([clean, out], axis=1).round(1)
-
-
-mean_by_attack(long)
+ex.attack_table(long).round(1) if not long.empty else Markdown(setting.absent("Nothing was evaluated"))
 
 # %% [markdown]
 # ## Accuracy against ε
@@ -103,29 +93,4 @@ fig.tight_layout()
 # ## What this build shows
 
 # %%
-def findings(long):
-    if long.empty:
-        return setting.absent("Nothing to report")
-    attacked = long[long["attack"] != "clean"]
-    mean = attacked.groupby(["attack", "eps", "variant"], observed=True)["robust"].mean()
-    lines = []
-    for (name, eps), part in mean.groupby(level=[0, 1]):
-        part = part.droplevel([0, 1])
-        if part.max() == part.min():
-            lines.append(f"* {name} at ε = {eps:g}×: every method at {part.max():.1f} %.")
-        else:
-            lines.append(f"* {name} at ε = {eps:g}×: best **{part.idxmax()}** ({part.max():.1f} %), "
-                         f"worst {part.idxmin()} ({part.min():.1f} %).")
-    pgd = attacked[attacked["attack"].str.startswith("PGD")].groupby("variant", observed=True)["robust"].mean()
-    aa = attacked[attacked["attack"] == "AutoAttack"].groupby("variant", observed=True)["robust"].mean()
-    if not aa.empty and not pgd.empty:
-        drop = (pgd - aa).dropna()
-        lines.append(f"* AutoAttack lowers accuracy below PGD by {drop.min():.1f}–{drop.max():.1f} points "
-                     "(mean over budgets and sets): the gap is how much PGD-20 overstates robustness here.")
-    lines.append("* The paper states that HRVLM stays ahead under CW, AutoAttack and 2–4/255 without recoverable "
-                 "numbers; the lines above are what this build measured, whatever their order.")
-    lines.append("* " + setting.precision_note())
-    return "\n".join(lines)
-
-
-Markdown(findings(long))
+Markdown(findings.stronger_attacks(long, setting))

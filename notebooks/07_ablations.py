@@ -44,9 +44,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown, display
 
-from hrvlm import ablations, experiments, tables
+from hrvlm import ablations, experiments, findings
 from hrvlm.profiles import get_profile
-from hrvlm.runs import read_record
 
 prof = get_profile(profile)
 book = ablations.sizes(profile)
@@ -64,26 +63,6 @@ display(Markdown(
     + (f"\n\n*The runs do not apply on this machine: {unavailable} Only the paper's numbers are shown.*"
        if unavailable else "")))
 
-
-def study(variants):
-    """Runs and records of the variants, or none when the profile cannot run here."""
-    if unavailable:
-        return {}, experiments.results_frame({})
-    return ablations.run_study(variants, profile, chosen, n, seed)
-
-
-readings = {}  # our tables, read in the last section
-
-
-def show(frame, runs, paper_table, title):
-    """The paper's table beside ours, our per-dataset table and the average bars."""
-    display(experiments.paper_comparison(frame, profile, paper_table))
-    if runs:
-        readings[title], _ = ablations.results_view(frame, profile, title)
-        display(readings[title])
-        plt.show()
-
-
 # %% [markdown]
 # ## Components (Table 10)
 #
@@ -94,8 +73,10 @@ def show(frame, runs, paper_table, title):
 # mainly add robustness.
 
 # %%
-runs_c, frame_c = study(ablations.variants("components", profile))
-show(frame_c, runs_c, "hrvlm-table10", "components")
+components = ablations.study(ablations.variants("components", profile), profile, chosen, n, seed,
+                             title="components", paper="hrvlm-table10")
+display(*components.shown())
+plt.show()
 
 # %% [markdown]
 # ## Perturbation strategy and its cost (Table 12)
@@ -112,19 +93,13 @@ show(frame_c, runs_c, "hrvlm-table10", "components")
 # the same cost", and only the per-level strategy's L+1 attacks per step are expected to stand out.
 
 # %%
-runs_p, frame_p = study(ablations.variants("perturbation", profile))
-show(frame_p, runs_p, "hrvlm-table12", "perturbation")
+perturbation = ablations.study(ablations.variants("perturbation", profile), profile, chosen, n, seed,
+                               title="perturbation", paper="hrvlm-table12")
+display(*perturbation.shown())
+plt.show()
 
 # %%
-paper12 = tables.paper_table("hrvlm-table12").reported()[("average", "minutes_per_epoch")]
-universal_paper = paper12.loc["Universal hierarchical perturbation"]
-ours12 = pd.Series({v.label: ablations.epoch_minutes(read_record(r)) for v, r in runs_p.items()}, dtype=float)
-timing = pd.DataFrame({
-    "reported: min / epoch": paper12, "reported: × universal": paper12 / universal_paper,
-    f"ours ({profile}): min / epoch": ours12.reindex(paper12.index),
-    f"ours ({profile}): × universal": (ours12 / ours12.get("Universal hierarchical perturbation", float("nan"))
-                                       ).reindex(paper12.index)})
-display(timing)
+display(ablations.perturbation_cost(perturbation.runs, profile))
 
 # %% [markdown]
 # Our time per epoch of every method, from the main table's runs (chapter 04 trains them; the same
@@ -133,12 +108,9 @@ display(timing)
 
 # %%
 if not unavailable:
-    mains = [v for v in experiments.main_variants(profile) if v.method in methods]
-    method_runs = {v: experiments.train_run(v, profile, seed=seed) for v in mains}
-    records = {v.label: read_record(r) for v, r in method_runs.items()}
-    display(pd.DataFrame({label: {"steps": r["steps"], "batch size": r["config"]["batch_size"],
-                                  "min / epoch": ablations.epoch_minutes(r), "images / s": r["images_per_s"],
-                                  "device": r["environment"]["device"]} for label, r in records.items()}).T)
+    method_runs = {v: experiments.train_run(v, profile, seed=seed)
+                   for v in experiments.main_variants(profile) if v.method in methods}
+    display(ablations.training_costs(method_runs))
 
 # %% [markdown]
 # ## HNSA negatives
@@ -148,8 +120,10 @@ if not unavailable:
 # inferred from the source's word order; see the table's note).
 
 # %%
-runs_h, frame_h = study(ablations.variants("hnsa", profile))
-show(frame_h, runs_h, "hrvlm-hnsa", "HNSA negatives")
+hnsa = ablations.study(ablations.variants("hnsa", profile), profile, chosen, n, seed,
+                       title="HNSA negatives", paper="hrvlm-hnsa")
+display(*hnsa.shown())
+plt.show()
 
 # %% [markdown]
 # ## Number of trees
@@ -161,20 +135,11 @@ show(frame_h, runs_h, "hrvlm-hnsa", "HNSA negatives")
 # %%
 tree_variants = ablations.tree_variants(profile)
 display(Markdown(f"The fine-tuning set {prof.train_dataset} has {len(tree_variants)} distinct tree(s) at depth 5."))
-runs_t, frame_t = study(tree_variants)
-main_reported = tables.paper_table(experiments.MAIN_TABLE)
-display(main_reported.known().loc[[r["row"] for r in main_reported.rows if r["method"].startswith("hrvlm")]])
-if runs_t:
-    trees_table = readings["number of trees"] = experiments.accuracy_table(frame_t, profile)
-    display(trees_table)
-    averages = trees_table[experiments.AVERAGE]
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    for metric in averages.columns:
-        ax.plot(range(1, len(averages) + 1), averages[metric], "o-", label=metric)
-    ax.set(xlabel="trees", ylabel="average accuracy (%)", title=f"number of trees ({profile} profile)",
-           xticks=range(1, len(averages) + 1))
-    ax.legend(fontsize="small")
-    fig.tight_layout()
+trees = ablations.study(tree_variants, profile, chosen, n, seed, title="number of trees", bars=False)
+display(ablations.reported_trees())
+if trees.runs:
+    display(trees.table)
+    ablations.trees_figure(trees.table, profile)
     plt.show()
 
 # %% [markdown]
@@ -188,5 +153,4 @@ if runs_t:
 # tuned toward the paper); compare them with the paper's claims quoted in each section.
 
 # %%
-display(Markdown("\n".join(f"* {ablations.reading(table, title)}" for title, table in readings.items())
-                 or "*No runs in this build.*"))
+display(Markdown(findings.readings({s.title: s.table for s in (components, perturbation, hnsa, trees) if s.runs})))

@@ -47,7 +47,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown, display
 
-from hrvlm import ablations, experiments
+from hrvlm import ablations, experiments, findings
 from hrvlm.captions import CLASS_QUALITIES
 from hrvlm.experiments import Variant
 from hrvlm.profiles import get_profile
@@ -80,16 +80,9 @@ display(Markdown(
 # %%
 compared = [Variant.of(v.label, v.method, dict(v.settings), paper=v.method, loop={**dict(v.loop), **train_loop})
             for v in experiments.main_variants(profile) if v.method in methods and v.method != "hrvlm"]
-if unavailable:
-    runs, frame = {}, experiments.results_frame({})
-else:
-    runs, frame = ablations.run_study(compared, profile, autoattack, n, seed)
-display(experiments.paper_comparison(frame, profile, "qtaft-main"))
-table = table_q = None
-if runs:
-    table, _ = ablations.results_view(frame, profile, "QT-AFT's comparison")
-    display(table)
-    plt.show()
+qtaft = ablations.study(compared, profile, autoattack, n, seed, title="QT-AFT's comparison", paper="qtaft-main")
+display(*qtaft.shown())
+plt.show()
 
 # %% [markdown]
 # ## Caption quality
@@ -116,13 +109,9 @@ if captions_file:
     qualities.append(Variant.of("authors' VLM captions", "qtaft", {"captions": f"file:{captions_file}"},
                                 loop=book["ablation_loop"]))
 caption_attacks = autoattack + ablations.attacks(["pgd"], profile, 1, pgd_steps=pgd_steps)
-if unavailable:
-    runs_q, frame_q = {}, experiments.results_frame({})
-else:
-    runs_q, frame_q = ablations.run_study(qualities, profile, caption_attacks, n, seed)
-if runs_q:
-    table_q, _ = ablations.results_view(frame_q, profile, "caption quality")
-    display(table_q)
+captions = ablations.study(qualities, profile, caption_attacks, n, seed, title="caption quality")
+if captions.runs:
+    display(captions.table)
     plt.show()
 else:
     display(pd.DataFrame({"captions": [dict(q.settings).get("captions", "the profile's own") for q in qualities]},
@@ -140,4 +129,4 @@ else:
 # is the finding, and nothing here is tuned toward the abstract's claim.
 
 # %%
-display(Markdown(f"* {ablations.reading(table, 'QT-AFT comparison')}\n* {ablations.reading(table_q, 'caption quality')}"))
+display(Markdown(findings.readings({"QT-AFT comparison": qtaft.table, "caption quality": captions.table})))

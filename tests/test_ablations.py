@@ -113,11 +113,3 @@ def test_provenance_names_the_run_behind_each_record_and_keeps_profiles_apart():
     table = provenance.record_table(mini, runs)
     assert set(table["weights"]) == {"hrvlm-mini-s0-123", "not a run (bbbb)"}
 
-
-def test_reading_names_best_worst_and_spread_or_a_tie():
-    columns = pd.MultiIndex.from_tuples([(experiments.AVERAGE, "clean"), (experiments.AVERAGE, "AutoAttack @ 4×")])
-    table = pd.DataFrame([[80.0, 0.0], [84.0, 0.0]], index=["A", "B"], columns=columns)
-    text = ablations.reading(table, "t")
-    assert "best B (84.0 %), worst A (80.0 %), a spread of 4.0 points" in text
-    assert "AutoAttack @ 4×: every variant at 0.0 %" in text
-    assert ablations.reading(None, "t") == "t: no results in this build."
