@@ -73,9 +73,9 @@ display(Markdown(
 # ## The comparison
 #
 # Clean and AutoAttack accuracy of CLIP, TeCoA, PMG-AFT, FARE and QT-AFT on every evaluation set of the
-# profile and on average. In the mini world the ε unit is 2/255 and images are 32 px, so 4 units is a large
-# budget for a tiny model trained at 1 unit: a robust accuracy near zero for every method is a plausible
-# outcome, and a finding if it happens, not a failure of the chapter.
+# profile and on average. In the mini world the ε unit is the one chosen in chapter 01 (3/255) and images
+# are 32 px, so 4 units is a large budget for a tiny model trained at 1 unit: a robust accuracy near zero
+# for every method is a plausible outcome, and a finding if it happens, not a failure of the chapter.
 
 # %%
 compared = [Variant.of(v.label, v.method, dict(v.settings), paper=v.method, loop={**dict(v.loop), **train_loop})
