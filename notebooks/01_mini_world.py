@@ -36,6 +36,7 @@ from IPython.display import Markdown, display
 
 from hrvlm.benchmarks.mini import (EPS_GRID, MIN_CLASSES, TARGET_ABOVE_MAJORITY, TARGET_ROBUST, calibration,
                                    choose_eps, leaf_table, level_table)
+from hrvlm.experiments import records_store
 from hrvlm.hierarchy import depth_rules, draw_tree, forest_for_dataset
 from hrvlm.miniworld.captions import QUALITIES, gloss, superclasses
 from hrvlm.miniworld.datasets import MiniWorldDataset, definition, split_size
@@ -208,7 +209,7 @@ fig.tight_layout()
 
 # %%
 config = PretrainConfig.profile(world_profile, model=prof.model)
-ensure_pretrained(prof.model, world_profile, progress=False)
+ensure_pretrained(prof.model, world_profile)  # its progress bar goes to the builder's terminal, not the page
 record = load_record(config)
 {k: record[k] for k in ("steps", "wall_time_s", "cpu_time_s", "steps_per_s", "torch_threads")}
 
@@ -224,12 +225,15 @@ record = load_record(config)
 
 # %%
 model, _, tokenizer = load_clip(prof.model, pretrained=prof.pretrained)
-leaves = pd.DataFrame(leaf_table(model, tokenizer, prof.eval_datasets, n_eval, world_profile)).set_index("dataset")
+store = records_store()  # the book's records: a rebuild reuses these evaluations
+leaves = pd.DataFrame(leaf_table(model, tokenizer, prof.eval_datasets, n_eval, world_profile, store=store))
+leaves = leaves.set_index("dataset")
 leaves[["majority", "clean", "se"]] = leaves[["majority", "clean", "se"]].mul(100).round(1)
 leaves
 
 # %%
-levels = pd.DataFrame(level_table(model, tokenizer, prof.train_dataset, prof.eps_unit, n_eval, world_profile))
+levels = pd.DataFrame(level_table(model, tokenizer, prof.train_dataset, prof.eps_unit, n_eval, world_profile,
+                                  store=store))
 levels["read (≥ majority + 40)"] = [
     "" if row.level == 0 or row.classes < MIN_CLASSES else ("yes" if row.clean >= row.majority + TARGET_ABOVE_MAJORITY
                                                             else "no") for row in levels.itertuples()]
@@ -245,7 +249,7 @@ levels.drop(columns="tree").set_index("level")
 # as the analogue of 1/255, and 2× and 4× it as the analogues of 2/255 and 4/255.
 
 # %%
-table = calibration(model, tokenizer, prof.eval_datasets, EPS_GRID, n_eval, prof.dataset_options)
+table = calibration(model, tokenizer, prof.eval_datasets, EPS_GRID, n_eval, prof.dataset_options, store=store)
 curve = pd.DataFrame(table).T.mul(100).round(1)
 curve.index.name = "ε × 255"
 curve

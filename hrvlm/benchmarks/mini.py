@@ -29,8 +29,10 @@ MIN_CLASSES = 4
 
 
 def calibration(model, tokenizer, datasets, eps_grid=EPS_GRID, n: int | None = None, dataset_options=None,
-                steps: int = 10, progress: bool = False) -> dict[int, dict[str, float]]:
-    """``{k: {dataset: robust top-1 under PGD-steps at k/255, ..., "average": ...}}``."""
+                steps: int = 10, progress: bool = False, store=None) -> dict[int, dict[str, float]]:
+    """``{k: {dataset: robust top-1 under PGD-steps at k/255, ..., "average": ...}}``.
+
+    ``store`` (here and below): a records file whose stored evaluations are reused (None: none)."""
     from ..attacks import build_attack
     from ..evaluate import evaluate
 
@@ -38,6 +40,7 @@ def calibration(model, tokenizer, datasets, eps_grid=EPS_GRID, n: int | None = N
     for k in eps_grid:
         attack = build_attack("pgd", eps=k / 255, steps=steps)
         row = {name: evaluate(model, tokenizer, name, attacks=[attack], n=n, dataset_options=dataset_options,
+                              store=store,
                               batch_size=250, progress=progress)[0]["robust_acc"] for name in datasets}
         row["average"] = float(np.mean(list(row.values())))
         table[k] = row
@@ -59,7 +62,8 @@ def eval_labels(dataset: str, n: int | None, profile: str, tree=None, level: int
     return labels if level == 0 else np.asarray(tree.level_labels(labels, level))
 
 
-def leaf_table(model, tokenizer, datasets, n: int | None, profile: str, progress: bool = False) -> list[dict]:
+def leaf_table(model, tokenizer, datasets, n: int | None, profile: str, progress: bool = False,
+               store=None) -> list[dict]:
     """Clean leaf top-1 per dataset with classes, majority baseline and binomial SE."""
     from ..evaluate import evaluate
     from ..metrics import binomial_se, majority_baseline
@@ -67,6 +71,7 @@ def leaf_table(model, tokenizer, datasets, n: int | None, profile: str, progress
     rows = []
     for name in datasets:
         record = evaluate(model, tokenizer, name, n=n, dataset_options={"profile": profile}, batch_size=250,
+                          store=store,
                           progress=progress)[0]
         labels = eval_labels(name, n, profile)
         rows.append({"dataset": name, "classes": record["num_classes"], "n": record["n"],
@@ -76,7 +81,7 @@ def leaf_table(model, tokenizer, datasets, n: int | None, profile: str, progress
 
 
 def level_table(model, tokenizer, dataset: str, eps: float, n: int | None, profile: str, tree_index: int = 0,
-                steps: int = 10, progress: bool = False) -> list[dict]:
+                steps: int = 10, progress: bool = False, store=None) -> list[dict]:
     """Per level (with ≥ 2 classes) of the dataset's tree ``tree_index``: classes, majority baseline, clean top-1 ± SE,
     robust top-1 ± SE under PGD-``steps`` at ``eps`` (superclass attacks above level 0) and the leaf
     transfer rate of those superclass adversaries."""
@@ -88,7 +93,7 @@ def level_table(model, tokenizer, dataset: str, eps: float, n: int | None, profi
     tree = forest_for_dataset(dataset).trees[tree_index]
     levels = [level for level in range(tree.depth + 1) if tree.num_classes(level) >= 2]  # a root is no task
     records = evaluate(model, tokenizer, dataset, attacks=[build_attack("pgd", eps=eps, steps=steps)],
-                       levels=levels, n=n, tree=tree_index, dataset_options={"profile": profile},
+                       levels=levels, n=n, tree=tree_index, dataset_options={"profile": profile}, store=store,
                        batch_size=250, progress=progress)
     rows = []
     for record in records:
@@ -108,6 +113,7 @@ def _met(ok: bool) -> str:
 
 
 def main(argv=None) -> int:
+    from ..experiments import records_store
     from ..models import load_clip
     from ..pretrain import PretrainConfig, ensure_pretrained, load_record
     from ..profiles import get_profile
@@ -139,7 +145,8 @@ def main(argv=None) -> int:
 
     model, _, tokenizer = load_clip(prof.model, pretrained=prof.pretrained)
     n = args.n if args.n is not None else prof.eval_n
-    leaves = leaf_table(model, tokenizer, prof.eval_datasets, n, world)
+    store = records_store()  # hrvlm eval's: evaluations stored there are reused, new ones kept
+    leaves = leaf_table(model, tokenizer, prof.eval_datasets, n, world, store=store)
     print(f"clean zero-shot leaf top-1 ({n} fixed test images per set; ± binomial SE)")
     print(f"  {'dataset':<16} {'classes':>7} {'majority':>9} {'top-1':>8} {'± SE':>6}")
     for row in leaves:
@@ -152,7 +159,7 @@ def main(argv=None) -> int:
           f"({_met(lo <= finetune <= hi)}), zero-shot average {100 * zeroshot:.1f} % ≥ {100 * TARGET_ZEROSHOT:.0f} % "
           f"({_met(zeroshot >= TARGET_ZEROSHOT)})")
 
-    levels = level_table(model, tokenizer, prof.train_dataset, prof.eps_unit, n, world)
+    levels = level_table(model, tokenizer, prof.train_dataset, prof.eps_unit, n, world, store=store)
     print(f"per level of {levels[0]['tree']}: clean and PGD-10 at the profile's ε = {prof.eps_unit * 255:g}/255 "
           f"(superclass attacks above level 0), leaf transfer = share of correct leaf decisions flipped")
     print(f"  {'level':>5} {'classes':>7} {'majority':>9} {'clean':>8} {'± SE':>5} {'target':>12} "
@@ -166,7 +173,7 @@ def main(argv=None) -> int:
               f"{100 * row['clean_se']:5.1f} {target:>12} {100 * row['robust']:7.1f}% {100 * row['robust_se']:5.1f} "
               f"{transfer:>9}")
 
-    table = calibration(model, tokenizer, prof.eval_datasets, grid, n, prof.dataset_options)
+    table = calibration(model, tokenizer, prof.eval_datasets, grid, n, prof.dataset_options, store=store)
     print(f"robust leaf top-1 under PGD-10 (step ε/4, random start), {n} images per dataset")
     print("  ε/255 " + " ".join(f"{d.removeprefix('mini-'):>9}" for d in prof.eval_datasets) + "   average")
     for k, row in table.items():
