@@ -3,13 +3,14 @@
 An ablation is a list of :class:`~hrvlm.experiments.Variant` of one method that differ in one setting
 (:func:`variants`); each is trained and evaluated by :mod:`hrvlm.experiments` (cached runs, records
 store).  The reference variant of every HRVLM ablation (full components, universal perturbation, both
-HNSA directions, one tree) *is* the main table's ``HRVLM (1 tree)`` variant, so it is one run.
+HNSA directions, one tree) is the main table's ``HRVLM (1 tree)`` variant with the ablations' loop, so
+it is one run shared by all of them.
 
 How big ablation runs are is profile data (``profiles.<profile>.book``, :func:`sizes`):
-``ablation_loop`` overrides the training loop of every ablation variant, reference included.  It is
-empty in every profile, so the reference is the main table's run and its records the main table's;
-a shorter loop there is the knob for a faster book (all variants of one table share it, so they stay
-comparable with each other, no longer with the main table).
+``ablation_loop`` overrides the training loop of every ablation variant, reference included.  Where it
+is empty (``smoke``, ``full``) the reference is the main table's run and its records the main table's;
+``mini`` trains its ablations shorter than its main table, for the book's time budget (all variants of
+one table share the loop, so they stay comparable with each other, no longer with the main table).
 """
 from __future__ import annotations
 
