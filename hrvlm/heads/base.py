@@ -21,18 +21,13 @@ from typing import ClassVar, Sequence
 import torch
 from torch import nn
 
+from ..registry import registrar
+
 HEADS: dict[str, type["Head"]] = {}
 
 
-def register_head(kind: str):
-    """Class decorator: make a :class:`Head` subclass buildable as ``{"kind": kind, ...}``."""
-    def wrap(cls: type[Head]) -> type[Head]:
-        if kind in HEADS and HEADS[kind] is not cls:
-            raise ValueError(f"a head kind {kind!r} is registered already ({HEADS[kind].__qualname__})")
-        cls.kind = kind
-        HEADS[kind] = cls
-        return cls
-    return wrap
+# Class decorator: ``@register_head(kind)`` makes a :class:`Head` subclass buildable as ``{"kind": kind, ...}``.
+register_head = registrar(HEADS, "kind", "a head kind")
 
 
 class Head(nn.Module):

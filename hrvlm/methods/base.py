@@ -39,18 +39,13 @@ from typing import Any, ClassVar, Iterator
 import torch
 from torch import nn
 
+from ..registry import registrar
+
 METHODS: dict[str, type["Method"]] = {}
 
 
-def register_method(name: str):
-    """Class decorator: make a :class:`Method` subclass buildable by ``name``."""
-    def wrap(cls: type[Method]) -> type[Method]:
-        if name in METHODS and METHODS[name] is not cls:
-            raise ValueError(f"a method {name!r} is registered already ({METHODS[name].__qualname__})")
-        cls.name = name
-        METHODS[name] = cls
-        return cls
-    return wrap
+# Class decorator: ``@register_method(name)`` makes a :class:`Method` subclass buildable by ``name``.
+register_method = registrar(METHODS, "name", "a method")
 
 
 def build_method(name: str, settings: dict | None = None) -> "Method":
