@@ -194,9 +194,11 @@ _load_checkpoint = load_checkpoint
 
 
 # ----------------------------------------------------------------------------- evaluation
-def zeroshot_report(model, tokenizer, profile: str = "mini", datasets=None, progress: bool = False) -> dict[str, float]:
-    """Clean zero-shot top-1 (through :func:`hrvlm.evaluate.evaluate`) on the mini evaluation sets of
-    ``profile``, plus ``"zero-shot average"`` over all of them but the fine-tuning set."""
+def zeroshot_report(model, tokenizer, profile: str = "mini", datasets=None, progress: bool = False,
+                    store=None) -> dict[str, float]:
+    """Clean zero-shot top-1 (through :func:`hrvlm.evaluate.evaluate`; ``store``: a records file whose
+    stored evaluations are reused) on the mini evaluation sets of ``profile``, plus ``"zero-shot average"``
+    over all of them but the fine-tuning set."""
     from .evaluate import evaluate
     from .profiles import get_profile
 
@@ -204,7 +206,7 @@ def zeroshot_report(model, tokenizer, profile: str = "mini", datasets=None, prog
     acc = {}
     for name in datasets or prof.eval_datasets:
         record = evaluate(model, tokenizer, name, n=prof.eval_n, dataset_options=prof.dataset_options,
-                          batch_size=250, progress=progress)[0]
+                          batch_size=250, progress=progress, store=store)[0]
         acc[name] = record["clean_acc"]
     others = [v for k, v in acc.items() if k != prof.train_dataset]
     acc["zero-shot average"] = float(np.mean(others))
@@ -385,10 +387,12 @@ def run(args: argparse.Namespace) -> int:
         record = load_record(config)
     else:
         print(f"reusing the cached run {run_dir(config)}")
+    from .experiments import records_store
     from .models import load_clip
 
     model, _, tokenizer = load_clip(config.model, pretrained=run_dir(config) / record["weights"])
     summary = {k: record[k] for k in ("key", "steps", "wall_time_s", "steps_per_s")}
-    summary["zeroshot_top1"] = zeroshot_report(model, tokenizer, args.profile)  # today's sets, not the record's
+    # today's sets, not the record's; kept in hrvlm eval's store, so a second call reads them back
+    summary["zeroshot_top1"] = zeroshot_report(model, tokenizer, args.profile, store=records_store())
     print(json.dumps(summary, indent=2))
     return 0

@@ -206,3 +206,19 @@ def test_checkpoints_by_time_as_well_as_steps(seconds, expected, tmp_path, monke
                                                    "checkpoint_seconds": seconds})
     pt.pretrain(config, progress=False)
     assert saved == expected
+
+
+def test_cli_prints_todays_zero_shot_accuracies_and_reads_them_back(tmp_path, monkeypatch, capsys):
+    from hrvlm.cli import main
+    from hrvlm.experiments import records_store
+
+    monkeypatch.setenv("HRVLM_CACHE", str(tmp_path))
+    assert main(["pretrain", "--profile", "smoke", "--steps", "6"]) == 0
+    out = capsys.readouterr().out
+    printed = json.loads(out[out.index("{"):])
+    assert set(printed["zeroshot_top1"]) == set(get_profile("smoke").eval_datasets) | {"zero-shot average"}
+    stored = records_store().read_text().count("\n")
+    assert stored >= len(get_profile("smoke").eval_datasets)
+    assert main(["pretrain", "--profile", "smoke", "--steps", "6"]) == 0
+    out = capsys.readouterr().out
+    assert "reusing the cached run" in out and records_store().read_text().count("\n") == stored

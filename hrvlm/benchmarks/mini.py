@@ -40,8 +40,7 @@ def calibration(model, tokenizer, datasets, eps_grid=EPS_GRID, n: int | None = N
     for k in eps_grid:
         attack = build_attack("pgd", eps=k / 255, steps=steps)
         row = {name: evaluate(model, tokenizer, name, attacks=[attack], n=n, dataset_options=dataset_options,
-                              store=store,
-                              batch_size=250, progress=progress)[0]["robust_acc"] for name in datasets}
+                              store=store, batch_size=250, progress=progress)[0]["robust_acc"] for name in datasets}
         row["average"] = float(np.mean(list(row.values())))
         table[k] = row
     return table
@@ -71,8 +70,7 @@ def leaf_table(model, tokenizer, datasets, n: int | None, profile: str, progress
     rows = []
     for name in datasets:
         record = evaluate(model, tokenizer, name, n=n, dataset_options={"profile": profile}, batch_size=250,
-                          store=store,
-                          progress=progress)[0]
+                          store=store, progress=progress)[0]
         labels = eval_labels(name, n, profile)
         rows.append({"dataset": name, "classes": record["num_classes"], "n": record["n"],
                      "majority": majority_baseline(labels), "clean": record["clean_acc"],
