@@ -442,9 +442,8 @@ def mini_world_note(profile: str) -> str:
 
 
 def _eps_text(prof: Profile) -> str:
-    from fractions import Fraction
-
-    return str(Fraction(prof.eps_unit).limit_denominator(10_000))
+    """The profile's ε unit in the field's notation, k/255 (3/255, not the reduced 1/85)."""
+    return f"{prof.eps_unit * 255:.4g}/255"
 
 
 # ----------------------------------------------------------------------------- figures

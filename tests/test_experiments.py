@@ -159,3 +159,12 @@ def test_figures_draw_bars_and_lines_and_say_when_there_is_nothing():
     assert [t.get_text() for t in c.texts] == ["no results"]
     plt.close(fig)
     json.dumps(ex.book_settings("smoke"))  # the book sizes are plain data
+
+
+@pytest.mark.parametrize("profile", ["smoke", "mini", "full"])
+def test_the_profile_note_states_eps_in_255ths(profile):
+    # the field writes budgets as k/255: a unit of 3/255 must not read as the reduced 1/85
+    import re
+
+    k = re.search(r"at ε = (\d+)/255", ex.mini_world_note(profile))
+    assert k and int(k[1]) / 255 == pytest.approx(get_profile(profile).eps_unit)
