@@ -9,7 +9,8 @@ loop does the rest, the same way for all of them:
 * **data**: batch ``t`` is a seeded function of ``(seed, t)`` (epoch-wise permutations, drop-last), so
   the data position is the step; under DDP each rank takes its contiguous slice of the same global
   batch; the batch carries its dataset indices, so a method reads per-item data (QT-AFT's captions)
-  from ``TrainContext.train_set``;
+  from ``TrainContext.train_set``; ``decode="device"`` (the full profile's) has the loader's workers read
+  JPEG bytes only and decodes each batch on the device (:mod:`hrvlm.data.jpeg`: nvJPEG on GPUs);
 * **modes**: the whole model is in ``eval()`` while the method perturbs (attacks see the deployed
   function), then back to training mode for the loss.  BatchNorm (the mini world's CNN tower) stays in
   eval mode in training too by default (``batchnorm="frozen"``): the running statistics of pretraining
@@ -52,6 +53,7 @@ from torch import nn
 
 from . import runs
 from .checkpoints import discard_checkpoint, load_checkpoint, save_checkpoint
+from .data.jpeg import DECODE_CHOICES, EncodedImages, collate_encoded, decode_batch, image_files
 from .distributed import Dist, init_distributed
 from .precision import CHOICES as PRECISION_CHOICES, precision_policy
 from .storage import atomic_write_bytes, atomic_write_json, canonical_json, config_hash, file_sha256
@@ -88,6 +90,9 @@ class TrainConfig:
     checkpoint_every: int = 100         # steps
     checkpoint_seconds: float = 900.0   # and at least this often (wall time)
     num_workers: int = 0
+    # "workers": DataLoader workers decode and resize (PIL); "device": they read bytes, the loop decodes
+    # the batch on the device (hrvlm.data.jpeg; nvJPEG on GPUs). Part of the hash: the pixels differ slightly
+    decode: str = "workers"
     # torch threads on the CPU: fixed (and part of the run's hash), because the thread count changes
     # float summation order and so the weights; one thread is also the fastest for tiny models here
     threads: int = 1
@@ -117,7 +122,7 @@ class TrainConfig:
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip!r}")
         for name, value, known in (("optimizer", self.optimizer, OPTIMIZERS), ("precision", self.precision, PRECISION_CHOICES),
-                                   ("batchnorm", self.batchnorm, BATCHNORM_MODES)):
+                                   ("batchnorm", self.batchnorm, BATCHNORM_MODES), ("decode", self.decode, DECODE_CHOICES)):
             if value not in known:
                 raise ValueError(f"unknown {name} {value!r}; choose one of {known}")
         build_method(self.method, self.method_settings)  # its own settings check
@@ -130,6 +135,9 @@ class TrainConfig:
             raise ValueError(err.args[0]) from None
         if self.split not in spec.splits:
             raise ValueError(f"dataset {spec.name!r} has no split {self.split!r}; its splits are {list(spec.splits)}")
+        if self.decode == "device" and not spec.image_files:
+            raise ValueError(f"decode='device' reads image files, and dataset {spec.name!r} is not a folder of them "
+                             f"(ImageNet and TinyImageNet are); use decode='workers'")
         weights = resolved.pretrained
         if os.sep in weights and not weights.startswith("hf-hub:"):  # a file or a run: it must exist now
             from .weights import WEIGHT_SUFFIXES
@@ -409,9 +417,11 @@ def _train(config: TrainConfig, out, *, stop_after: int | None, progress: bool, 
 
     end = config.steps if stop_after is None else min(config.steps, stop_after)
     per_epoch = len(data) // config.batch_size
+    on_device = config.decode == "device"
     loader = torch.utils.data.DataLoader(
-        _Indexed(data), batch_sampler=_Steps(start, end, config.batch_size, len(data), config.seed, d.rank, d.world),
-        num_workers=config.num_workers, pin_memory=device.type == "cuda")
+        EncodedImages(image_files(data)) if on_device else _Indexed(data),
+        batch_sampler=_Steps(start, end, config.batch_size, len(data), config.seed, d.rank, d.world),
+        num_workers=config.num_workers, pin_memory=device.type == "cuda", collate_fn=collate_encoded if on_device else None)
     batches = iter(loader)  # draws a seed from torch's RNG: before the RNG state is restored
     if state is not None:
         _set_rng_state(state["rng"][d.rank])
@@ -419,6 +429,8 @@ def _train(config: TrainConfig, out, *, stop_after: int | None, progress: bool, 
     t0, last_save, base = time.perf_counter(), time.perf_counter(), timing["elapsed"]
     set_train_mode(model, config.batchnorm)
     for step, (images, labels, index) in enumerate(batches, start=start):
+        if on_device:
+            images = decode_batch(images, device, model.image_size)
         batch = Batch(images, labels.long(), index).to(device)
         with attack_mode(model):
             adv = method.perturb(batch)
@@ -517,6 +529,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eps", type=float, default=None, help="training ε as a multiple of the profile's ε unit")
     parser.add_argument("--precision", choices=PRECISION_CHOICES, default=None, help="default: auto")
     parser.add_argument("--seed", type=int, default=None, help="override the seed")
+    parser.add_argument("--decode", choices=DECODE_CHOICES, default=None,
+                        help="where training JPEGs are decoded: in the loader's workers (PIL) or as a batch on the "
+                             "device (nvJPEG on GPUs; ImageNet and TinyImageNet); default: the profile's")
+    parser.add_argument("--num-workers", type=int, default=None, help="DataLoader worker processes (default: the profile's)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                         help="a method setting, e.g. --set lambda_=10 (repeatable)")
     parser.add_argument("--out", default=None, help="run folder (default <cache>/runs/<method>-<profile>-s<seed>-<hash>)")
@@ -542,7 +558,8 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_profile(args.method, args.profile, _settings(args.set), steps=args.steps,
                                  model=args.model, pretrained=args.pretrained,
                                  batch_size=args.batch_size, lr=args.lr, eps=args.eps,
-                                 precision=args.precision, seed=args.seed)
+                                 precision=args.precision, seed=args.seed, decode=args.decode,
+                                 num_workers=args.num_workers)
     out = train(config, args.out, progress=not args.no_progress, device=args.device)
     if int(os.environ.get("RANK", "0")) == 0:
         record = runs.read_record(out)

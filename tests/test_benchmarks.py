@@ -33,7 +33,7 @@ def test_perf_runs_every_section_on_the_cpu(tmp_path, capsys):
     assert perf.main(TINY + ["--json", str(out)]) == 0
     printed = capsys.readouterr().out
     figures = json.loads(out.read_text())
-    assert set(figures) == {"environment", "ceilings", "attacks", "step", "jpeg"}
+    assert set(figures) == {"environment", "ceilings", "attacks", "step", "jpeg", "pipeline"}
     assert figures["ceilings"]["matmul_dtype"] == "float32" and figures["ceilings"]["copy_gb_s"] > 0
     labels = [r["label"] for r in figures["attacks"]["rows"]]
     assert labels == ["hrvlm PGD, fp32", "hrvlm PGD, fp32, weights trainable", "reference loop, fp32 (plain)",
@@ -41,12 +41,26 @@ def test_perf_runs_every_section_on_the_cpu(tmp_path, capsys):
     assert [(r["attack_steps"], r["label"]) for r in figures["step"]["rows"]] == [
         (0, "hrvlm, fp32"), (0, "reference, fp32"), (1, "hrvlm, fp32"), (1, "reference, fp32")]
     assert figures["step"]["rows"][0]["methods"] == ["clip"]
-    assert [r["label"] for r in figures["jpeg"]["rows"]] == ["decode_jpeg on cpu", "decode + resize/crop 224 on cpu"]
+    assert [r["label"] for r in figures["jpeg"]["rows"]] == [
+        "decode='workers' (PIL) on cpu", "decode_jpeg on cpu", "decode='device' on cpu"]
     for section in ("attacks", "step", "jpeg"):
         assert all(r["images_per_s"] > 0 for r in figures[section]["rows"])
     assert "x the reference loop" in printed and "PGD-k + one training step" in printed
+    # the tiny CPU model's 32-px step is no match for 224-px decoding: the pipeline rows are the GPU's
+    assert figures["pipeline"] == [] and "decode='device'" in printed
     # the ViT-B/32 FLOP model is not applied to tiny models
     assert "TFLOP/s" not in printed.split("PGD-2 evaluation")[1]
+
+
+def test_the_pipeline_rows_add_decoding_and_step_times_per_image():
+    figures = {"jpeg": {"rows": [{"label": "decode='device' on cpu", "device": "cpu", "images_per_s": 10.0},
+                                 {"label": "decode='device' on cuda", "device": "cuda", "images_per_s": 3000.0}]},
+               "step": {"rows": [{"attack_steps": 0, "images_per_s": 6000.0}, {"attack_steps": 0, "images_per_s": 1.0},
+                                 {"attack_steps": 3, "images_per_s": 3000.0}]}}
+    rows = perf.pipeline(figures, torch.device("cuda"))
+    assert [(r["attack_steps"], r["images_per_s"], r["share_of_step"]) for r in rows] == [
+        (0, pytest.approx(2000.0), pytest.approx(1 / 3)), (3, pytest.approx(1500.0), pytest.approx(0.5))]
+    assert perf.pipeline(figures, torch.device("cpu")) == []
 
 
 def test_bad_options_fail_before_any_measurement(capsys):

@@ -212,9 +212,11 @@ def test_hrvlm_train_command(monkeypatch, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("name", ["imagenet", "tinyimagenet"])
-def test_training_on_local_imagenet_folders(name, tmp_path):
+def test_training_on_local_imagenet_folders(name, tmp_path, monkeypatch):
     """ImageNet from a local ImageFolder and TinyImageNet as extracted from its zip, both fabricated here
-    (3 classes × 4 images; nothing is downloaded), through the real datasets' own loaders."""
+    (3 classes × 4 images; nothing is downloaded), through the real datasets' own loaders, with either
+    decode path: PIL in the loader (``workers``) or the batch's bytes decoded by the loop (``device``, the
+    full profile's).  Both feed the same items in the same order, with pixels equal to 2/255."""
     from PIL import Image
 
     from hrvlm.data import DatasetSpec, register
@@ -227,17 +229,40 @@ def test_training_on_local_imagenet_folders(name, tmp_path):
         folder = folder if name == "imagenet" else folder / "images"
         folder.mkdir(parents=True)
         for i in range(4):
-            pixels = (torch.rand(64, 64, 3, generator=g) * 255).byte().numpy()
-            Image.fromarray(pixels).save(folder / f"{wnid}_{i}.JPEG")
+            pixels = torch.nn.functional.interpolate(torch.rand(1, 3, 5, 6, generator=g), size=(48, 64), mode="bicubic")
+            Image.fromarray((pixels[0].clamp(0, 1) * 255).byte().permute(1, 2, 0).numpy()).save(folder / f"{wnid}_{i}.JPEG")
     if name == "tinyimagenet":
         (tmp_path / "tiny-imagenet-200" / "wnids.txt").write_text("\n".join(wnids))
     register(DatasetSpec(name=f"test-{name}", profile="full", classnames=("tench", "goldfish", "shark"),
                          templates="simple", factory=lambda split, **kw: build(name, split, **kw),
-                         splits=("train",)), replace=True)
-    run = tr.train(config(dataset=f"test-{name}", dataset_options={"root": str(tmp_path)}, batch_size=6,
-                          steps=3), tmp_path / "run", progress=False)
-    record = runs.read_record(run)
-    assert len(record["losses"]) == 3 and record["steps_per_epoch"] == 2 and len(record["epoch_times_s"]) == 1
+                         splits=("train",), image_files=True), replace=True)
+    seen, perturb = [], _train_methods.ProbeCE.perturb
+
+    def recording(self, batch):
+        seen.append((batch.images.clone(), batch.labels.clone(), batch.index.clone()))
+        return perturb(self, batch)
+
+    monkeypatch.setattr(_train_methods.ProbeCE, "perturb", recording)
+    fed = {}
+    for decode in ("workers", "device"):
+        seen.clear()
+        run = tr.train(config(dataset=f"test-{name}", dataset_options={"root": str(tmp_path)}, batch_size=6,
+                              steps=3, decode=decode), tmp_path / decode, progress=False)
+        record = runs.read_record(run)
+        assert len(record["losses"]) == 3 and record["steps_per_epoch"] == 2 and len(record["epoch_times_s"]) == 1
+        assert record["config"]["decode"] == decode
+        fed[decode] = list(seen)
+    for (a, labels_a, index_a), (b, labels_b, index_b) in zip(fed["workers"], fed["device"], strict=True):
+        assert a.shape == b.shape == (6, 3, 32, 32)
+        assert torch.equal(labels_a, labels_b) and torch.equal(index_a, index_b)
+        assert (a - b).abs().max() * 255 <= 2.0 + 1e-4
+
+
+def test_device_decoding_needs_a_folder_of_image_files():
+    with pytest.raises(ValueError, match="decode='device' reads image files, and dataset 'mini-finetune' is not"):
+        config(decode="device").check()
+    with pytest.raises(ValueError, match="unknown decode 'gpu'"):
+        config(decode="gpu").check()
 
 
 def test_export_round_trip_loads_in_plain_open_clip(tmp_path):

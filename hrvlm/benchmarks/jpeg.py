@@ -3,29 +3,37 @@
 Synthetic JPEGs of ImageNet sizes are made on the machine itself (no dataset needed): smooth random
 colour fields with fine noise, which compress to about ImageNet's mean file size (≈ 110 kB) at
 quality 90, at sizes drawn from ImageNet's common ones (500×375, 375×500, 500×333, 500×500, …).
-Decoding is timed on the CPU (``torchvision.io.decode_jpeg``, one process; a loader multiplies it by
-its workers) and, where a GPU is present, batched on the device (nvJPEG through
-``decode_jpeg(..., device="cuda")``), then resized to 224 px on the device, which is what a training
-step consumes.  Compare the images/s with the training step's (``hrvlm bench step``).
+Timed side by side, what a training batch costs to get to 224 px:
+
+* ``decode="workers"``: PIL decode + resize + centre crop per image (``hrvlm.data.real.image_transform``),
+  one process — a loader multiplies it by its workers;
+* ``torchvision.io.decode_jpeg`` alone on the CPU, and, on a GPU, batched on the device (nvJPEG);
+* ``decode="device"``: :func:`hrvlm.data.jpeg.decode_batch` (decode, then resize and crop per size group)
+  on the CPU and, on a GPU, on the device — what the training loop runs.
+
+Compare the images/s with the training step's (``hrvlm bench step``).
 """
 from __future__ import annotations
 
 import argparse
+import io
 import sys
-import warnings
 
 import torch
 import torch.nn.functional as F
-from torchvision.io import decode_jpeg, encode_jpeg
 
+from ..data.jpeg import decode_batch, quiet_codecs
 from ._measure import device_of, environment, print_environment, rate_unit, run, seconds
 
 # (height, width) of frequent ImageNet train images
 IMAGENET_SIZES = ((375, 500), (500, 375), (333, 500), (500, 500), (500, 333), (400, 500), (281, 500))
+SIZE = 224
 
 
 def synthetic_jpegs(n: int, seed: int = 0, quality: int = 90) -> list[torch.Tensor]:
     """``n`` JPEG byte tensors (uint8, 1-D, on the CPU) of ImageNet sizes with natural-image-like content."""
+    from torchvision.io import encode_jpeg
+
     g = torch.Generator().manual_seed(seed)
     out = []
     for i in range(n):
@@ -33,22 +41,19 @@ def synthetic_jpegs(n: int, seed: int = 0, quality: int = 90) -> list[torch.Tens
         coarse = torch.rand(1, 3, h // 16 + 1, w // 16 + 1, generator=g)
         image = F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False)[0]
         image = image + 0.08 * torch.randn(3, h, w, generator=g)
-        out.append(encode_jpeg((image.clamp(0, 1) * 255).to(torch.uint8), quality=quality))
+        with quiet_codecs():
+            out.append(encode_jpeg((image.clamp(0, 1) * 255).to(torch.uint8), quality=quality))
     return out
 
 
-def decode_and_resize(data: list[torch.Tensor], device: torch.device, size: int = 224) -> torch.Tensor:
-    """Decode a batch, resize each shorter side to ``size`` and centre-crop: ``[B, 3, size, size]`` in [0, 1]."""
-    images = decode_jpeg(data, device=device)
-    out = torch.empty(len(images), 3, size, size, device=device)
-    for i, image in enumerate(images):
-        h, w = image.shape[1:]
-        scale = size / min(h, w)
-        resized = F.interpolate(image[None].float(), size=(max(size, round(h * scale)), max(size, round(w * scale))),
-                                mode="bilinear", antialias=True, align_corners=False)[0]
-        top, left = (resized.shape[1] - size) // 2, (resized.shape[2] - size) // 2
-        out[i] = resized[:, top:top + size, left:left + size] / 255
-    return out
+def pil_workers_path(data: list[torch.Tensor], size: int = SIZE) -> torch.Tensor:
+    """What ``decode="workers"`` does per image (PIL decode, resize, crop, to tensor), for a whole batch."""
+    from PIL import Image
+
+    from ..data.real import image_transform
+
+    transform = image_transform(size, None, "resize-first")
+    return torch.stack([transform(Image.open(io.BytesIO(d.numpy().tobytes()))) for d in data])
 
 
 def measure(args: argparse.Namespace) -> dict:
@@ -57,23 +62,25 @@ def measure(args: argparse.Namespace) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = device_of(args.device)
-    with warnings.catch_warnings():
-        # torchvision 0.29 deprecates its codecs in favour of TorchCodec (not a dependency here yet)
-        warnings.filterwarnings("ignore", "The image decoding and encoding capabilities", DeprecationWarning)
+    with quiet_codecs():
         return _measure_decoding(args, device)
 
 
 def _measure_decoding(args: argparse.Namespace, device: torch.device) -> dict:
+    from torchvision.io import decode_jpeg
+
     data = synthetic_jpegs(args.images)
     megabytes = sum(d.numel() for d in data) / 1e6
+    cpu = torch.device("cpu")
+    cases = [("decode='workers' (PIL) on cpu", cpu, lambda: pil_workers_path(data))]
+    for target in [cpu] + ([device] if device.type == "cuda" else []):
+        cases += [(f"decode_jpeg on {target.type}", target, lambda t=target: decode_jpeg(data, device=t)),
+                  (f"decode='device' on {target.type}", target, lambda t=target: decode_batch(data, t, SIZE))]
     rows = []
-    targets = [torch.device("cpu")] + ([device] if device.type == "cuda" else [])
-    for target in targets:
-        for label, fn in ((f"decode_jpeg on {target.type}", lambda t=target: decode_jpeg(data, device=t)),
-                          (f"decode + resize/crop 224 on {target.type}", lambda t=target: decode_and_resize(data, t))):
-            t = seconds(fn, target, args.repeats, args.warmup)
-            rows.append({"label": label, "device": target.type, "seconds": t, "images_per_s": len(data) / t,
-                         "mb_per_s": megabytes / t})
+    for label, target, fn in cases:
+        t = seconds(fn, target, args.repeats, args.warmup)
+        rows.append({"label": label, "device": target.type, "seconds": t, "images_per_s": len(data) / t,
+                     "mb_per_s": megabytes / t})
     return {"benchmark": "jpeg", "environment": environment(device), "images": len(data),
             "mean_kb": 1e3 * megabytes / len(data), "rows": rows}
 

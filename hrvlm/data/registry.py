@@ -34,6 +34,7 @@ class DatasetSpec:
     splits: tuple[str, ...] = ("test",)
     description: str = ""
     options: dict = field(default_factory=dict)  # default keyword arguments of the factory
+    image_files: bool = False         # its items are image files (decode="device" reads their bytes)
 
     @property
     def num_classes(self) -> int:
