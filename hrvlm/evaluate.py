@@ -31,7 +31,7 @@ import torch
 from . import __version__
 from .attacks import ATTACKS, superclass_attack, transfer_outcome, transfer_summary
 from .data.real import DEFAULT_RESOLUTION, RESOLUTION_POLICIES, apply_resolution, check_resolution
-from .data.registry import fixed_subset, get_spec
+from .data.registry import default_num_workers, fixed_subset, get_spec
 from .heads import build_head
 from .precision import CHOICES as PRECISION_CHOICES, precision_policy
 from .records import SCHEMA, RecordStore, encode_bits, record_key, records_to_frame
@@ -144,7 +144,7 @@ def check_levels(tree, levels: Sequence[int], attacked: bool) -> None:
 def check_request(dataset: str, levels: Sequence[int] = (0,), attacks=(), n: int | None = None, *,
                   split: str | None = None, store=None, templates: str | None = None,
                   resolution: str = DEFAULT_RESOLUTION, tree=0, depth: int = 5, batch_size: int = 64,
-                  num_workers: int = 0, dataset_options: dict | None = None):
+                  num_workers: int | None = None, dataset_options: dict | None = None):
     """Check a whole :func:`evaluate` request before any model or data is loaded; raise a one-line
     ``ValueError``/``KeyError``/``FileNotFoundError`` saying what to change.
 
@@ -196,7 +196,7 @@ def evaluate(model, tokenizer, dataset: str, attacks=(), levels: Sequence[int] =
              subset=None, split: str | None = None, store=None, method: str = "clip",
              head: dict | None = None, templates: str | None = None,
              resolution: str = DEFAULT_RESOLUTION, tree=0, depth: int = 5, batch_size: int = 64,
-             seed: int = 0, num_workers: int = 0, dataset_options: dict | None = None,
+             seed: int = 0, num_workers: int | None = None, dataset_options: dict | None = None,
              progress: bool = True, precision: str = "auto") -> list[dict]:
     """Evaluate ``model`` (a :class:`~hrvlm.models.PixelCLIP`) zero-shot on registered ``dataset``.
 
@@ -210,7 +210,9 @@ def evaluate(model, tokenizer, dataset: str, attacks=(), levels: Sequence[int] =
     white-box on it.  The weights are identified by :func:`checkpoint_id` (their values).
     ``templates``: a template set (default the dataset's).  ``resolution``:
     :data:`~hrvlm.data.real.RESOLUTION_POLICIES`.  ``tree``: index into the dataset's forest of depth
-    ``depth``, or a ``hrvlm.hierarchy.Tree``.  ``precision``: the autocast policy of the scoring
+    ``depth``, or a ``hrvlm.hierarchy.Tree``.  ``num_workers``: the loader's processes (default
+    :func:`~hrvlm.data.default_num_workers`: none on the CPU, several on a GPU; no record depends on it).
+    ``precision``: the autocast policy of the scoring
     forwards (:func:`hrvlm.precision.precision_policy`: bf16 on recent GPUs, float32 on CPU); attacks
     carry their own ``autocast`` (the CLI builds them with the same policy).
 
@@ -250,8 +252,11 @@ def evaluate(model, tokenizer, dataset: str, attacks=(), levels: Sequence[int] =
     if all(r is not None for r in results):
         return results
 
+    workers = default_num_workers(device) if num_workers is None else num_workers
+    # one loader for every (level, attack) chunk: its workers persist from one pass to the next
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(data, ids.tolist()), batch_size=batch_size,
-                                         shuffle=False, num_workers=num_workers, pin_memory=device.type == "cuda")
+                                         shuffle=False, num_workers=workers, pin_memory=device.type == "cuda",
+                                         persistent_workers=workers > 0)
     input_size = tuple(data[int(ids[0])][0].shape[-2:])
     encoder, prepare = apply_resolution(model, input_size, resolution)
     classifier = build_head(head, encoder, tokenizer, names, prompts)
@@ -369,11 +374,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", default=None, help="dataset profile option (mini world: smoke|mini)")
     parser.add_argument("--root", default=None, help="data root of real datasets (default $HRVLM_DATA)")
     parser.add_argument("--store", default=None, help="records file (default <cache>/records/results.jsonl)")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="images per batch (a record key field; default: the --profile's eval_batch_size, else 64)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None, help="default: cuda if available (this rank's under torchrun), "
                                                         "else cpu")
-    parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--num-workers", type=int, default=None,
+                        help="data loader processes (default: 0 on the CPU, min(8, CPU cores - 1) on a GPU)")
     parser.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
                         help="autocast of attacks and scoring: auto = bf16 on GPUs with it, fp16 on older GPUs, "
                              "float32 on CPU")
@@ -413,6 +420,8 @@ def run(args: argparse.Namespace) -> int:
     model_name = args.model or run_record.get("model") or (get_profile(args.profile).model if args.profile
                                                             else "hrvlm-tiny")
     method = args.method or run_record.get("method", {}).get("name", "clip")
+    if args.batch_size is None:
+        args.batch_size = get_profile(args.profile).eval_batch_size if args.profile else 64
     store = Path(args.store) if args.store else cache_dir("records") / "results.jsonl"
     options = {k: v for k, v in (("profile", args.profile), ("root", args.root)) if v is not None}
     if not args.datasets:

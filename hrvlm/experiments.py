@@ -263,12 +263,12 @@ def level_classes(datasets: Sequence[str], tree: int = 0, depth: int = 5, shown:
 def evaluate_run(run: os.PathLike, profile: str, attacks: Sequence = (), datasets: Sequence[str] | None = None,
                  levels: Sequence[int] = (0,), n: int | None = None, *, store: os.PathLike | None = None,
                  templates: str | None = None, tree: int = 0, depth: int = 5, seed: int = 0,
-                 batch_size: int = 128, device: str | None = None, progress: bool = True) -> list[dict]:
+                 batch_size: int | None = None, device: str | None = None, progress: bool = True) -> list[dict]:
     """Every record of ``run`` evaluated on ``datasets`` (default: the profile's evaluation sets) with
     ``attacks`` (each also gives clean accuracy; none: clean only) at ``levels`` of tree ``tree``.
 
     ``n`` images per set (default: the profile's ``book.eval_n``, else its ``eval_n``), the fixed subsets
-    of :func:`hrvlm.data.fixed_subset`.  Records go to ``store`` (default :func:`records_store`); stored
+    of :func:`hrvlm.data.fixed_subset`, in batches of ``batch_size`` (default: the profile's ``eval_batch_size``).  Records go to ``store`` (default :func:`records_store`); stored
     chunks are read, not recomputed.
     """
     import torch
@@ -281,6 +281,7 @@ def evaluate_run(run: os.PathLike, profile: str, attacks: Sequence = (), dataset
     record = read_record(run)
     datasets = list(datasets or prof.eval_datasets)
     n = n if n is not None else (prof.book or {}).get("eval_n", prof.eval_n)
+    batch_size = batch_size or prof.eval_batch_size
     store = Path(store) if store is not None else records_store()
     check_attacks(attacks)
     for name in datasets:  # the whole request, before the model loads

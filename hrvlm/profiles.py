@@ -33,6 +33,9 @@ class Profile:
     train: dict | None = None         # hrvlm.train.TrainConfig settings
     methods: dict | None = None       # method name -> its settings (+ optional "loop": train overrides)
     book: dict | None = None          # sizes of the book's theory and hierarchy chapters (see "book_keys")
+    # images per evaluation batch (a record key field); full: 256, what `hrvlm bench attacks` measures at:
+    # ViT-B/32 at 64 leaves an H100 waiting on kernel launches
+    eval_batch_size: int = 128
 
     def eps(self, multiple: float = 1.0) -> float:
         """``multiple`` × the profile's ε unit (the analogue of ``multiple``/255)."""

@@ -162,3 +162,12 @@ def test_data_cli_lists_and_refuses_without_hanging(tmp_path, capsys):
     assert "present" in capsys.readouterr().out
     with pytest.raises(ValueError, match="no split"):
         data_cli.fetch("cifar10", tmp_path, splits=["validation"])
+
+
+def test_loader_processes_by_default_only_where_a_gpu_computes(monkeypatch):
+    from hrvlm.data import default_num_workers
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert default_num_workers(torch.device("cpu")) == 0 and default_num_workers(torch.device("cuda")) == 8
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert default_num_workers(torch.device("cuda", 0)) == 1

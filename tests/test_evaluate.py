@@ -267,3 +267,13 @@ def test_precision_is_recorded_and_keys_the_record(clip, synthetic, tmp_path):
     assert (fp32["precision"], bf16["precision"]) == ("fp32", "bf16") and fp32["key"] != bf16["key"]
     assert fp32["clean_acc"] == 1.0 and bf16["clean_acc"] > 0.5  # labels are the float32 predictions
     assert len(RecordStore(store).records()) == 2
+
+
+def test_loader_workers_change_no_record(clip, synthetic, tree):
+    """Two loader processes, persisting across the (level, attack) chunks, give the records of none."""
+    attack = build_attack("pgd", 8 / 255, steps=2)
+    plain = run(clip, attacks=[attack], levels=(0, 1), tree=tree, batch_size=5, num_workers=0)
+    workers = run(clip, attacks=[attack], levels=(0, 1), tree=tree, batch_size=5, num_workers=2)
+    for a, b in zip(plain, workers, strict=True):
+        assert {k: v for k, v in a.items() if k not in ("wall_time_s", "created")} == \
+               {k: v for k, v in b.items() if k not in ("wall_time_s", "created")}

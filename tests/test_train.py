@@ -18,6 +18,7 @@ import _train_methods
 from hrvlm import cli, runs
 from hrvlm import train as tr
 from hrvlm.methods import build_method
+from hrvlm.profiles import get_profile
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -183,8 +184,6 @@ def test_cli_bad_configs_are_one_line_errors(monkeypatch, capsys):
 
 
 def test_profile_settings_reach_the_config(monkeypatch):
-    from hrvlm.profiles import get_profile
-
     prof = get_profile("smoke")
     methods = {**prof.methods, _train_methods.NAME: {"attack_steps": 1, "loop": {"lr": 0.25}}}
     monkeypatch.setattr("hrvlm.profiles.get_profile", lambda name: replace(prof, methods=methods))
@@ -354,6 +353,7 @@ def test_hrvlm_eval_consumes_a_run(tmp_path, capsys):
 
     record, = RecordStore(store).records()
     assert record["model"] == "hrvlm-tiny-cnn" and record["method"] == _train_methods.NAME
+    assert record["batch_size"] == get_profile("smoke").eval_batch_size  # --batch-size's default under --profile
     assert record["head"] == runs.read_record(run)["head"]
     assert record["checkpoint"] == runs.read_record(run)["weights_digest"]
 
