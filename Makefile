@@ -2,7 +2,7 @@
 PROFILE ?= mini
 PYTEST_ARGS ?=
 
-.PHONY: setup book test
+.PHONY: setup book test bench-gpu
 setup:
 	@bash scripts/setup.sh
 
@@ -11,3 +11,13 @@ book: setup
 
 test: setup
 	.venv/bin/python -m pytest $(PYTEST_ARGS)
+
+# Every GPU figure of benchmarks/NOTES.md (issue 13) on a CUDA machine, about 5 minutes of an H100, nothing
+# downloaded. No setup step (GPU machines often have no package index): any Python with torch, torchvision,
+# open_clip_torch and torchattacks. GPU names the JSON files, e.g. make bench-gpu GPU=h100
+PYTHON ?= python3
+GPU ?= gpu
+bench-gpu:
+	mkdir -p benchmarks/results
+	PYTHONPATH=. $(PYTHON) -m hrvlm.cli bench perf --json benchmarks/results/$(GPU).json
+	PYTHONPATH=. $(PYTHON) -m hrvlm.cli bench attacks --compile --channels-last --json benchmarks/results/$(GPU)-switches.json
