@@ -137,7 +137,7 @@ class TrainConfig:
             raise ValueError(f"dataset {spec.name!r} has no split {self.split!r}; its splits are {list(spec.splits)}")
         if self.decode == "device" and not spec.image_files:
             raise ValueError(f"decode='device' reads image files, and dataset {spec.name!r} is not a folder of them "
-                             f"(ImageNet and TinyImageNet are); use decode='workers'")
+                             f"(ImageNet and TinyImageNet are); use decode='workers' (hrvlm train --decode workers)")
         weights = resolved.pretrained
         if os.sep in weights and not weights.startswith("hf-hub:"):  # a file or a run: it must exist now
             from .weights import WEIGHT_SUFFIXES
@@ -155,9 +155,19 @@ class TrainConfig:
             dataset=self.dataset or prof.train_dataset,
             dataset_options=dict(prof.dataset_options if self.dataset_options is None else self.dataset_options))
 
+    def identity(self) -> dict:
+        """What determines the weights: every field but where the data is read from and by how many
+        processes (``dataset_options.root``/``download``, ``num_workers``), so that a run resumes, and is
+        found again, after its data moved or on a machine with other cores."""
+        fields = asdict(self)
+        fields.pop("num_workers")
+        if fields["dataset_options"] is not None:
+            fields["dataset_options"] = {k: v for k, v in fields["dataset_options"].items() if k not in ("root", "download")}
+        return json.loads(canonical_json(fields))
+
     def name(self) -> str:
-        """``<method>-<profile>-s<seed>-<hash>``: a default run name, unique per configuration."""
-        return f"{self.method}-{self.profile}-s{self.seed}-{config_hash(asdict(self), length=10)}"
+        """``<method>-<profile>-s<seed>-<hash>``: a default run name, unique per :meth:`identity`."""
+        return f"{self.method}-{self.profile}-s{self.seed}-{config_hash(self.identity(), length=10)}"
 
 
 LOOP_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("method", "profile", "method_settings"))
@@ -294,17 +304,16 @@ def _set_rng_state(state: dict) -> None:
 
 # ----------------------------------------------------------------------------- run folders
 def _claim(out: Path, config: TrainConfig) -> None:
-    """Write the run's config, or check that an existing run folder holds the same one."""
+    """Write the run's config, or check that an existing run folder holds one of the same identity."""
     path = out / runs.CONFIG
-    wanted = json.loads(canonical_json(asdict(config)))
     if path.is_file():
-        held = json.loads(path.read_text())
+        held, wanted = TrainConfig(**json.loads(path.read_text())).identity(), config.identity()
         if held != wanted:
             diff = sorted(k for k in set(held) | set(wanted) if held.get(k) != wanted.get(k))
             raise ValueError(f"run folder {out} holds another configuration (differs in {diff}); "
                              f"choose another --out or delete the folder")
         return
-    atomic_write_json(path, wanted)
+    atomic_write_json(path, json.loads(canonical_json(asdict(config))))
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -325,6 +334,7 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, *, stop_aft
 
 
 def _train(config: TrainConfig, out, *, stop_after: int | None, progress: bool, device) -> Path:
+    from .data.real import REAL, require_files
     from .data.registry import get_spec
     from .evaluate import accepted_options
     from .methods import Batch, TrainContext, build_method
@@ -333,6 +343,8 @@ def _train(config: TrainConfig, out, *, stop_after: int | None, progress: bool, 
 
     config.check()
     config = config.resolved()
+    if config.dataset in REAL:  # a missing ImageNet fails before the model loads, saying how to get it
+        require_files(config.dataset, config.split, config.dataset_options.get("root"))
     d = init_distributed()
     if config.batch_size % d.world:
         raise ValueError(f"batch_size {config.batch_size} is not divisible by the {d.world} processes")
@@ -521,6 +533,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", required=True, help="a registered method (hrvlm.methods.METHODS)")
     parser.add_argument("--profile", default="mini", help="profile whose settings to use (smoke, mini, full)")
     parser.add_argument("--model", default=None, help="override the profile's model")
+    parser.add_argument("--dataset", default=None,
+                        help="override the profile's fine-tuning set (e.g. tinyimagenet under --profile full)")
+    parser.add_argument("--root", default=None, help="data root of real datasets (default $HRVLM_DATA)")
     parser.add_argument("--pretrained", default=None,
                         help=f"override the profile's weights (a tag, checkpoint file or run; {RANDOM_INIT!r}: none)")
     parser.add_argument("--steps", type=int, default=None, help="override the profile's number of steps")
@@ -555,8 +570,17 @@ def _settings(pairs: list[str]) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     # a bad configuration raises a ValueError here, before any model loads (hrvlm.cli prints it in one line)
+    options = None
+    if args.root is not None:
+        from .profiles import get_profile
+
+        try:
+            options = {**get_profile(args.profile).dataset_options, "root": args.root}
+        except KeyError as err:
+            raise ValueError(err.args[0]) from None
     config = config_from_profile(args.method, args.profile, _settings(args.set), steps=args.steps,
-                                 model=args.model, pretrained=args.pretrained,
+                                 model=args.model, pretrained=args.pretrained, dataset=args.dataset,
+                                 dataset_options=options,
                                  batch_size=args.batch_size, lr=args.lr, eps=args.eps,
                                  precision=args.precision, seed=args.seed, decode=args.decode,
                                  num_workers=args.num_workers)

@@ -150,6 +150,26 @@ def test_a_run_folder_keeps_its_configuration(tmp_path):
     tr.train(config(steps=2), tmp_path / "run", stop_after=1, progress=False)
     with pytest.raises(ValueError, match=r"another configuration \(differs in \['lr'\]\)"):
         tr.train(config(steps=2, lr=0.5), tmp_path / "run", progress=False)
+    # where the data lies and how many processes read it are no part of the run: it resumes after a move
+    moved = config(steps=2, num_workers=1, dataset_options={"profile": "smoke", "root": str(tmp_path / "moved")})
+    assert moved.resolved().name() == config(steps=2).resolved().name()
+    assert runs.read_record(tr.train(moved, tmp_path / "run", progress=False))["steps"] == 2
+    assert config(decode="device").name() != config().name()  # the decoder changes the pixels, so the run
+
+
+def test_train_cli_takes_a_dataset_and_its_root_and_checks_the_files_before_the_model(tmp_path, capsys, monkeypatch):
+    import hrvlm.models
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model loaded before the data were checked")
+
+    monkeypatch.setattr(hrvlm.models, "load_clip", no_model)
+    args = ["train", "--method", "tecoa", "--profile", "full", "--pretrained", tr.RANDOM_INIT]
+    assert cli.main(args + ["--dataset", "tinyimagenet", "--root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"dataset 'tinyimagenet' (split 'train') is not under {tmp_path}" in err and "tiny-imagenet-200" in err
+    assert cli.main(args + ["--dataset", "cifar10", "--root", str(tmp_path)]) == 2
+    assert "decode='device' reads image files, and dataset 'cifar10' is not" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("change, message", [

@@ -78,7 +78,7 @@ def decode_batch(data: list[torch.Tensor], device: torch.device | str, size: int
     per group of equal-sized images (one kernel per size, not per image): shorter side to ``size``
     (bicubic, antialiased, on uint8 as PIL does), centre crop — the geometry of ``decode="workers"``.
     """
-    from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+    from torchvision.io import ImageReadMode, decode_jpeg
     from torchvision.transforms.v2 import InterpolationMode, functional as TF
 
     device = torch.device(device)
@@ -86,20 +86,22 @@ def decode_batch(data: list[torch.Tensor], device: torch.device | str, size: int
         try:
             images = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
         except RuntimeError:  # one bad file fails the batch: decode file by file, falling back per file
-            images = [_decode_one(d, device, decode_jpeg, decode_image, ImageReadMode.RGB) for d in data]
+            images = [_decode_one(d, device) for d in data]
     groups = defaultdict(list)
     for i, image in enumerate(images):
         groups[tuple(image.shape)].append(i)
     out = torch.empty(len(images), 3, size, size, device=device)
-    for shape, members in groups.items():
+    for members in groups.values():
         stack = torch.stack([images[i] for i in members])
         stack = TF.resize(stack, [size], interpolation=InterpolationMode.BICUBIC, antialias=True)
         out[members] = TF.center_crop(stack, [size]).float().div_(255)
     return out
 
 
-def _decode_one(data, device, decode_jpeg, decode_image, rgb):
+def _decode_one(data: torch.Tensor, device: torch.device) -> torch.Tensor:
+    from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+
     try:
-        return decode_jpeg(data, mode=rgb, device=device)
+        return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
     except RuntimeError:
-        return decode_image(data, mode=rgb).to(device)
+        return decode_image(data, mode=ImageReadMode.RGB).to(device)
