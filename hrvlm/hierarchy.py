@@ -380,12 +380,6 @@ class Forest:
     def to_json(self) -> dict:
         return {"format": FOREST_FORMAT, "name": self.name, "trees": [t.to_json() for t in self.trees]}
 
-    def content_hash(self) -> str:
-        """sha256 (16 hex digits) of the forest's serialisation (see :meth:`Tree.content_hash`)."""
-        from .storage import config_hash
-
-        return config_hash(self.to_json(), length=16)
-
     @classmethod
     def from_json(cls, obj: dict) -> "Forest":
         if not isinstance(obj, dict) or obj.get("format") != FOREST_FORMAT:

@@ -35,8 +35,3 @@ def binomial_se(accuracy: float, n: int) -> float:
     if n < 0:
         raise ValueError(f"n must be non-negative, got {n}")
     return math.sqrt(accuracy * (1.0 - accuracy) / n) if n else math.nan
-
-
-def above_majority(accuracy: float, labels) -> float:
-    """Points (fraction) by which ``accuracy`` beats the majority baseline of ``labels``."""
-    return accuracy - majority_baseline(labels)

@@ -252,9 +252,12 @@ def _check_hub_weights(name: str, tag: str) -> bool:
         f"(load_clip({name!r}, {tag!r}) online), or use a local checkpoint file, 'mini', or pretrained=None")
 
 
-def _check_model_name(name) -> None:
+def check_model_name(name) -> None:
+    """A ``KeyError`` naming the choices unless ``name`` is an hrvlm or open_clip model config (a
+    ``TypeError`` unless it is a non-empty string); hrvlm's configs are registered first."""
     import open_clip
 
+    register_configs()
     if not isinstance(name, str) or not name:
         raise TypeError(f"model name must be a non-empty string such as 'hrvlm-tiny-cnn' or 'ViT-B-32-quickgelu', "
                         f"got {name!r}")
@@ -313,8 +316,7 @@ def load_clip(name: str, pretrained: str | os.PathLike | None = None, device: st
     """
     import open_clip
 
-    register_configs()
-    _check_model_name(name)
+    check_model_name(name)
     from .weights import resolve
 
     local = None if pretrained is None else resolve(pretrained, name)

@@ -10,7 +10,7 @@ deterministic on the CPU.  A run lives in ``cache_dir("pretrained", f"{model}-{c
   run resumes there; batch ``t`` depends only on ``(seed, t)``, so resuming gives the same weights (removed
   once the run has finished);
 * ``model.safetensors`` (the inner open_clip state dict) and ``record.json`` (config, seed, steps, wall
-  time, zero-shot accuracies and the weights' sha256) once finished.  A weights file whose sha256 does
+  and CPU time, thread count and the weights' sha256) once finished.  A weights file whose sha256 does
   not match its record is never loaded: it is rebuilt.
 
 Torch's CPU kernels split their reductions by thread, so the weights depend on the thread count (1 and 2
@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -335,18 +334,6 @@ def ensure_smoke(model_name: str | None = None) -> Path:
     return ensure_pretrained(model_name, "smoke")
 
 
-def check_model(name: str) -> None:
-    """Raise a ValueError naming the choices unless ``name`` is an hrvlm or open_clip model config."""
-    import open_clip
-
-    from .models import register_configs
-
-    register_configs()
-    if open_clip.get_model_config(name) is None:
-        raise ValueError(f"unknown model {name!r}; choose an hrvlm config {register_configs()} or any of "
-                         f"open_clip.list_models()")
-
-
 def _register_weights() -> None:
     """``load_clip(model, pretrained=<profile's tag>)`` builds (or finds) that profile's weights."""
     import functools
@@ -371,13 +358,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .models import check_model_name
+
+    # bad values fail here, before anything is loaded or written (hrvlm.cli prints them in one line)
     overrides = {k: v for k, v in (("steps", args.steps), ("seed", args.seed)) if v is not None}
-    try:  # bad values fail here, in one line, before anything is loaded or written
-        config = PretrainConfig.profile(args.profile, model=args.model, **overrides)
-        check_model(config.model)
-    except (ValueError, KeyError) as err:
-        print(f"hrvlm pretrain: error: {err.args[0] if err.args else err}", file=sys.stderr)
-        return 2
+    config = PretrainConfig.profile(args.profile, model=args.model, **overrides)
+    check_model_name(config.model)
     if args.force:
         for stale in ("record.json", "model.safetensors", "checkpoint.pt", "checkpoint.json"):
             (run_dir(config) / stale).unlink(missing_ok=True)

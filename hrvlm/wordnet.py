@@ -242,31 +242,12 @@ def lemma_name(synset_name: str) -> str:
 
 # ---------------------------------------------------------------- relations in one order
 # NLTK keeps a synset's pointers in sets, so ``s.hypernyms()`` lists them in an order that depends on
-# PYTHONHASHSEED (``square.n.01`` gives rectangle or regular polygon first).  The library walks WordNet
-# only through these functions, which sort every relation by synset offset (WordNet's data-file order
-# within a part of speech), so trees built from them are the same in every process.
-def by_offset(synsets) -> list:
-    """``synsets`` sorted by ``(part of speech, offset)``: WordNet's data-file order, process-independent."""
-    return sorted(synsets, key=lambda s: (s.pos(), s.offset()))
-
-
-def hypernyms(s, instances: bool = True) -> list:
-    """The hypernyms of synset ``s`` (instance hypernyms included by default), by offset."""
-    return by_offset(s.hypernyms() + (s.instance_hypernyms() if instances else []))
-
-
-def hyponyms(s, instances: bool = True) -> list:
-    """The hyponyms of synset ``s`` (instance hyponyms included by default), by offset."""
-    return by_offset(s.hyponyms() + (s.instance_hyponyms() if instances else []))
-
-
-def hypernym_paths(s) -> list[list]:
-    """Every path from a root down to ``s`` (root first, as NLTK's ``hypernym_paths``), built from
-    :func:`hypernyms`, so the paths come in one order: by the offsets of the hypernyms taken from ``s`` up."""
-    parents = hypernyms(s)
-    if not parents:
-        return [[s]]
-    return [path + [s] for parent in parents for path in hypernym_paths(parent)]
+# PYTHONHASHSEED (``square.n.01`` gives rectangle or regular polygon first).  The library takes hypernyms
+# only through :func:`hypernyms`, which sorts them by synset offset (WordNet's data-file order within a
+# part of speech), so trees built from them are the same in every process.
+def hypernyms(s) -> list:
+    """The hypernyms of synset ``s``, instance hypernyms included, by ``(part of speech, offset)``."""
+    return sorted(s.hypernyms() + s.instance_hypernyms(), key=lambda h: (h.pos(), h.offset()))
 
 
 def synset_from_wnid(wnid: str):

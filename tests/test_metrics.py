@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from hrvlm.metrics import above_majority, binomial_se, majority_baseline
+from hrvlm.metrics import binomial_se, majority_baseline
 
 
 def test_majority_baseline():
@@ -26,7 +26,3 @@ def test_binomial_se_matches_the_formula_and_simulation():
     assert draws.std() == pytest.approx(binomial_se(0.8, 1000), rel=0.03)
     with pytest.raises(ValueError, match="fraction"):
         binomial_se(80.0, 1000)
-
-
-def test_above_majority():
-    assert above_majority(0.9, [0, 0, 0, 1]) == pytest.approx(0.15)

@@ -213,14 +213,14 @@ def setup(args: argparse.Namespace) -> Workload:
 
 
 def check_model(name: str | None) -> None:
-    """Exit with a one-line message if open_clip (with hrvlm's configs) has no model ``name``."""
-    import open_clip
+    """Exit with :func:`hrvlm.models.check_model_name`'s one-line message if there is no model ``name``."""
+    from hrvlm.models import check_model_name
 
-    from hrvlm.models import register_configs
-
-    ours = register_configs()  # before the look-up: hrvlm's tiny models are configs of its own
-    if name is not None and open_clip.get_model_config(name) is None:
-        raise SystemExit(f"unknown model {name!r}; hrvlm configs: {ours}, or any of open_clip.list_models()")
+    if name is not None:
+        try:
+            check_model_name(name)
+        except KeyError as err:
+            raise SystemExit(err.args[0]) from None
 
 
 def run(module, argv: list[str] | None = None) -> int:
