@@ -212,9 +212,9 @@ def evaluate(model, tokenizer, dataset: str, attacks=(), levels: Sequence[int] =
     :data:`~hrvlm.data.real.RESOLUTION_POLICIES`.  ``tree``: index into the dataset's forest of depth
     ``depth``, or a ``hrvlm.hierarchy.Tree``.  ``num_workers``: the loader's processes (default
     :func:`~hrvlm.data.default_num_workers`: none on the CPU, several on a GPU; no record depends on it).
-    ``precision``: the autocast policy of the scoring
-    forwards (:func:`hrvlm.precision.precision_policy`: bf16 on recent GPUs, float32 on CPU); attacks
-    carry their own ``autocast`` (the CLI builds them with the same policy).
+    ``precision``: the autocast policy of the scoring forwards (:func:`hrvlm.precision.precision_policy`:
+    bf16 on recent GPUs, float32 on CPU); attacks carry their own ``autocast`` (the CLI builds them with
+    the same policy).
 
     Returns one record per (level, attack) chunk (see :mod:`hrvlm.records`), stored or new.
     """
@@ -420,8 +420,8 @@ def run(args: argparse.Namespace) -> int:
     model_name = args.model or run_record.get("model") or (get_profile(args.profile).model if args.profile
                                                             else "hrvlm-tiny")
     method = args.method or run_record.get("method", {}).get("name", "clip")
-    if args.batch_size is None:
-        args.batch_size = get_profile(args.profile).eval_batch_size if args.profile else 64
+    batch_size = args.batch_size if args.batch_size is not None else (
+        get_profile(args.profile).eval_batch_size if args.profile else 64)
     store = Path(args.store) if args.store else cache_dir("records") / "results.jsonl"
     options = {k: v for k, v in (("profile", args.profile), ("root", args.root)) if v is not None}
     if not args.datasets:
@@ -430,7 +430,7 @@ def run(args: argparse.Namespace) -> int:
     check_attacks(attacks)
     for name in args.datasets:  # the whole request, before the model loads
         check_request(name, args.levels, attacks, args.n, split=args.split, store=store, templates=args.templates,
-                      resolution=args.resolution, tree=args.tree, depth=args.depth, batch_size=args.batch_size,
+                      resolution=args.resolution, tree=args.tree, depth=args.depth, batch_size=batch_size,
                       num_workers=args.num_workers, dataset_options=options)
     model, _, tokenizer = load_clip(model_name, args.pretrained, device=device)
 
@@ -438,7 +438,7 @@ def run(args: argparse.Namespace) -> int:
         return [record for name in names for record in evaluate(
             model, tokenizer, name, attacks, args.levels, args.n, split=args.split, store=store, method=method,
             templates=args.templates, resolution=args.resolution, tree=args.tree, depth=args.depth,
-            batch_size=args.batch_size, seed=args.seed, num_workers=args.num_workers, dataset_options=options,
+            batch_size=batch_size, seed=args.seed, num_workers=args.num_workers, dataset_options=options,
             precision=args.precision)]
 
     if d.world > 1:  # under torchrun: each rank its share of the datasets, into the shared (locked) store

@@ -268,8 +268,9 @@ def evaluate_run(run: os.PathLike, profile: str, attacks: Sequence = (), dataset
     ``attacks`` (each also gives clean accuracy; none: clean only) at ``levels`` of tree ``tree``.
 
     ``n`` images per set (default: the profile's ``book.eval_n``, else its ``eval_n``), the fixed subsets
-    of :func:`hrvlm.data.fixed_subset`, in batches of ``batch_size`` (default: the profile's ``eval_batch_size``).  Records go to ``store`` (default :func:`records_store`); stored
-    chunks are read, not recomputed.
+    of :func:`hrvlm.data.fixed_subset`, in batches of ``batch_size`` (default: the profile's
+    ``eval_batch_size``).  Records go to ``store`` (default :func:`records_store`); stored chunks are read,
+    not recomputed.
     """
     import torch
 
@@ -281,7 +282,7 @@ def evaluate_run(run: os.PathLike, profile: str, attacks: Sequence = (), dataset
     record = read_record(run)
     datasets = list(datasets or prof.eval_datasets)
     n = n if n is not None else (prof.book or {}).get("eval_n", prof.eval_n)
-    batch_size = batch_size or prof.eval_batch_size
+    batch_size = prof.eval_batch_size if batch_size is None else batch_size
     store = Path(store) if store is not None else records_store()
     check_attacks(attacks)
     for name in datasets:  # the whole request, before the model loads

@@ -4,7 +4,7 @@ One layout, read by :func:`hrvlm.models.load_clip` (``pretrained=<run folder | r
 file>``), ``hrvlm eval --pretrained <run>`` and ``hrvlm export``, written by :mod:`hrvlm.train`::
 
     <runs>/<name>/
-        config.json          the training configuration (a resumed run must match it)
+        config.json          the training configuration (a resumed run must match its identity)
         checkpoint.pt/.json  resumable state, written atomically with its sha256 (removed once finished)
         model.safetensors    the inner open_clip state dict, once finished
         method.safetensors   the method's own parameters (a learned logit scale …), if any

@@ -161,8 +161,9 @@ class TrainConfig:
         found again, after its data moved or on a machine with other cores."""
         fields = asdict(self)
         fields.pop("num_workers")
-        if fields["dataset_options"] is not None:
-            fields["dataset_options"] = {k: v for k, v in fields["dataset_options"].items() if k not in ("root", "download")}
+        options = fields["dataset_options"]
+        if options is not None:
+            fields["dataset_options"] = {k: v for k, v in options.items() if k not in ("root", "download")}
         return json.loads(canonical_json(fields))
 
     def name(self) -> str:
@@ -433,7 +434,8 @@ def _train(config: TrainConfig, out, *, stop_after: int | None, progress: bool, 
     loader = torch.utils.data.DataLoader(
         EncodedImages(image_files(data)) if on_device else _Indexed(data),
         batch_sampler=_Steps(start, end, config.batch_size, len(data), config.seed, d.rank, d.world),
-        num_workers=config.num_workers, pin_memory=device.type == "cuda", collate_fn=collate_encoded if on_device else None)
+        num_workers=config.num_workers, pin_memory=device.type == "cuda",
+        collate_fn=collate_encoded if on_device else None)
     batches = iter(loader)  # draws a seed from torch's RNG: before the RNG state is restored
     if state is not None:
         _set_rng_state(state["rng"][d.rank])
@@ -547,7 +549,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decode", choices=DECODE_CHOICES, default=None,
                         help="where training JPEGs are decoded: in the loader's workers (PIL) or as a batch on the "
                              "device (nvJPEG on GPUs; ImageNet and TinyImageNet); default: the profile's")
-    parser.add_argument("--num-workers", type=int, default=None, help="DataLoader worker processes (default: the profile's)")
+    parser.add_argument("--num-workers", type=int, default=None,
+                        help="DataLoader worker processes (default: the profile's)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                         help="a method setting, e.g. --set lambda_=10 (repeatable)")
     parser.add_argument("--out", default=None, help="run folder (default <cache>/runs/<method>-<profile>-s<seed>-<hash>)")
@@ -569,15 +572,10 @@ def _settings(pairs: list[str]) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    # a bad configuration raises a ValueError here, before any model loads (hrvlm.cli prints it in one line)
-    options = None
-    if args.root is not None:
-        from .profiles import get_profile
+    from .profiles import get_profile
 
-        try:
-            options = {**get_profile(args.profile).dataset_options, "root": args.root}
-        except KeyError as err:
-            raise ValueError(err.args[0]) from None
+    # a bad configuration raises here, before any model loads (hrvlm.cli prints it in one line)
+    options = None if args.root is None else {**get_profile(args.profile).dataset_options, "root": args.root}
     config = config_from_profile(args.method, args.profile, _settings(args.set), steps=args.steps,
                                  model=args.model, pretrained=args.pretrained, dataset=args.dataset,
                                  dataset_options=options,

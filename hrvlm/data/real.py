@@ -367,7 +367,8 @@ def _register_all() -> None:
         register(DatasetSpec(
             name=info.name, profile="full", classnames=LazyClassnames(info.name), templates=info.name,
             factory=functools.partial(build, info.name), hierarchy=info.name, splits=tuple(info.splits),
-            description=info.description, image_files=info.loader in ("ImageFolder", "TinyImageNet")), replace=True)
+            description=info.description, image_files=info.loader in ("ImageFolder", "TinyImageNet")),
+            replace=True)
 
 
 _register_all()
