@@ -1,5 +1,5 @@
-"""Several processes, one job: PyTorch's process group as ``torchrun`` sets it up (gloo on the CPU,
-NCCL on GPUs).  Training (:mod:`hrvlm.train`) runs DDP over it; evaluation (:mod:`hrvlm.evaluate`)
+"""Several processes, one job: PyTorch's process group as ``torchrun`` sets it up (gloo on the CPU;
+on GPUs NCCL for CUDA tensors and gloo for CPU ones, such as :meth:`Dist.mean`'s).  Training (:mod:`hrvlm.train`) runs DDP over it; evaluation (:mod:`hrvlm.evaluate`)
 splits its datasets across ranks.  With ``WORLD_SIZE`` unset or 1 everything is a no-op.
 """
 from __future__ import annotations
@@ -60,7 +60,8 @@ def init_distributed() -> Dist:
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        # NCCL alone has no backend for CPU tensors ("No backend type associated with device type cpu")
+        dist.init_process_group("cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo")
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if torch.cuda.is_available():
         torch.cuda.set_device(local)

@@ -343,6 +343,27 @@ def test_ddp_two_processes_match_one(tmp_path):
         torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-4)
 
 
+def test_torchrun_on_gpus_gives_cpu_tensors_a_backend(monkeypatch):
+    """On GPUs the process group is NCCL for CUDA tensors and gloo for CPU ones: NCCL alone fails on the
+    CPU tensor of ``Dist.mean`` (the per-step loss).  NCCL cannot start here, so the call is recorded."""
+    import torch.distributed as dist
+
+    from hrvlm.distributed import init_distributed
+
+    calls = {}
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda index: calls.update(device=index))
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda backend: calls.update(backend=backend))
+    monkeypatch.setattr(dist, "get_rank", lambda: 1)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    d = init_distributed()
+    assert dict(pair.split(":") for pair in calls["backend"].split(",")) == {"cpu": "gloo", "cuda": "nccl"}
+    assert calls["device"] == 1 and d.device() == torch.device("cuda", 1) and (d.rank, d.world) == (1, 2)
+
+
 def test_a_method_with_nothing_to_train_writes_the_reference_run(tmp_path, monkeypatch):
     method = build_method(_train_methods.NAME)
     monkeypatch.setattr(type(method), "trainable_parameters", lambda self, model: iter(()))
