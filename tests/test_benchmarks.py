@@ -8,8 +8,9 @@ import torch.nn.functional as F
 
 from hrvlm.attacks import ThreatModel, pgd_maximize
 from hrvlm.attacks.base import attack_context, ce_loss
-from hrvlm.benchmarks import perf, step
-from hrvlm.benchmarks._measure import Ceilings, pgd_eval_forwards, reference_pgd, train_forwards
+from hrvlm.benchmarks import attacks, perf, step
+from hrvlm.benchmarks._measure import Ceilings, device_of, pgd_eval_forwards, reference_pgd, train_forwards
+from hrvlm.precision import precision_policy
 from hrvlm.zeroshot import ZeroShotClassifier
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -86,3 +87,27 @@ def test_reference_loop_is_hrvlms_training_pgd(clip):
         ours = pgd_maximize(lambda adv: ce_loss(clf(adv), y), x, ThreatModel("linf", eps), 4, eps / 2,
                             keep_best=False, generator=torch.Generator().manual_seed(0))
     assert torch.equal(ours, reference)  # batch 16: mean and sum losses differ by an exact power of 2
+
+
+def test_no_attack_row_pays_for_hrvlms_input_check(clip, monkeypatch):
+    """The check costs two host synchronisations per forward on a GPU: no timed loop may run it (the
+    torchattacks row did, for its 2k forwards), and the model checks again afterwards."""
+    model, _ = clip
+    clf = ZeroShotClassifier(model, F.normalize(torch.randn(5, model.embed_dim), dim=-1), 100.0).eval()
+    x, y = torch.rand(4, 3, 32, 32), torch.arange(4) % 5
+    checked = []
+    monkeypatch.setattr(type(model), "check_images", lambda self, images: checked.append(len(images)))
+    for label, fn, _ in attacks.rows(clf, x, y, 2, 2 / 255, precision_policy("cpu")):
+        fn()
+        assert checked == [], label
+    clf(x)
+    assert checked == [4]
+
+
+def test_a_gpu_named_by_index_becomes_the_current_one(monkeypatch):
+    """CUDA events record on the current device's stream: timing work on cuda:1 from cuda:0 measures nothing."""
+    current = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", current.append)
+    assert device_of("cuda:1") == torch.device("cuda", 1) and current == [torch.device("cuda", 1)]
+    assert device_of("cuda") == torch.device("cuda") and len(current) == 1

@@ -44,11 +44,15 @@ def train_forwards(attack_steps: int) -> int:
 
 
 def device_of(name: str | None) -> torch.device:
-    """``name`` or the best available device (CUDA when present)."""
+    """``name`` or the best available device (CUDA when present).  A GPU named by index (``cuda:1``)
+    becomes the current one: CUDA events time the current device's stream."""
     if name:
         if name.startswith("cuda") and not torch.cuda.is_available():
             raise SystemExit(f"device {name!r} asked for but CUDA is not available here")
-        return torch.device(name)
+        device = torch.device(name)
+        if device.type == "cuda" and device.index is not None:
+            torch.cuda.set_device(device)
+        return device
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
