@@ -170,4 +170,4 @@ def test_loader_processes_by_default_only_where_a_gpu_computes(monkeypatch):
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)), raising=False)
     assert default_num_workers(torch.device("cpu")) == 0 and default_num_workers(torch.device("cuda")) == 8
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    assert default_num_workers(torch.device("cuda", 0)) == 1
+    assert default_num_workers(torch.device("cuda", 0)) == 1 and default_num_workers("cuda:0") == 1

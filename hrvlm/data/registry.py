@@ -90,7 +90,7 @@ def default_num_workers(device) -> int:
     """Loader processes when none are asked for: none on the CPU (the mini world is rendered in memory,
     and the cores are the model's), ``min(8, cores - 1)`` when a GPU computes (decoding 224-px JPEGs in
     one process feeds about 250 images/s; ``hrvlm bench jpeg``)."""
-    if getattr(device, "type", str(device)) != "cuda":
+    if str(getattr(device, "type", device)).split(":")[0] != "cuda":  # a torch.device, "cuda" or "cuda:0"
         return 0
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(0, min(8, cores - 1))
