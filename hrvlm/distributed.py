@@ -1,11 +1,12 @@
 """Several processes, one job: PyTorch's process group as ``torchrun`` sets it up (gloo on the CPU;
-on GPUs NCCL for CUDA tensors and gloo for CPU ones, such as :meth:`Dist.mean`'s).  Training (:mod:`hrvlm.train`) runs DDP over it; evaluation (:mod:`hrvlm.evaluate`)
-splits its datasets across ranks.  With ``WORLD_SIZE`` unset or 1 everything is a no-op.
+on GPUs NCCL for CUDA tensors and gloo for CPU ones, such as :meth:`Dist.mean`'s).  Training
+(:mod:`hrvlm.train`) runs DDP over it; evaluation (:mod:`hrvlm.evaluate`) splits its datasets across ranks.  With ``WORLD_SIZE`` unset or 1 everything is a no-op.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 
@@ -52,8 +53,9 @@ class Dist:
             torch.distributed.barrier()
 
 
-def init_distributed() -> Dist:
-    """Join the process group that ``torchrun`` describes (``WORLD_SIZE`` > 1), else a single process."""
+def init_distributed(timeout: timedelta | None = None) -> Dist:
+    """Join the process group that ``torchrun`` describes (``WORLD_SIZE`` > 1), else a single process.
+    ``timeout`` bounds every collective (PyTorch's default when None: 10 min for NCCL, 30 for gloo)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return Dist()
@@ -61,7 +63,8 @@ def init_distributed() -> Dist:
 
     if not dist.is_initialized():
         # NCCL alone has no backend for CPU tensors ("No backend type associated with device type cpu")
-        dist.init_process_group("cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo")
+        backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend, **({"timeout": timeout} if timeout is not None else {}))
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if torch.cuda.is_available():
         torch.cuda.set_device(local)

@@ -39,6 +39,9 @@ from .storage import cache_dir, config_hash
 from .weights import state_digest
 from .zeroshot import load_templates
 
+# Under torchrun the ranks wait at a barrier for the slowest rank's share of the datasets (AutoAttack on a
+# whole dataset takes hours); a rank that dies ends the job through torchrun, not through this timeout.
+RANKS_WAIT = datetime.timedelta(days=1)
 RECORD_LIBRARIES = ("torch", "torchvision", "open_clip_torch", "torchattacks", "numpy")
 
 
@@ -409,7 +412,7 @@ def run(args: argparse.Namespace) -> int:
     from .profiles import get_profile
     from .runs import is_run, read_record
 
-    d = init_distributed()
+    d = init_distributed(timeout=RANKS_WAIT)
     device = d.device(args.device)
     policy = precision_policy(device, args.precision)  # bf16 attacks and scoring on recent GPUs
     attacks = build_attacks(args.attack, args.eps, args.norm, steps=args.steps, step_size=args.step_size,

@@ -356,12 +356,30 @@ def test_torchrun_on_gpus_gives_cpu_tensors_a_backend(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "set_device", lambda index: calls.update(device=index))
     monkeypatch.setattr(dist, "is_initialized", lambda: False)
-    monkeypatch.setattr(dist, "init_process_group", lambda backend: calls.update(backend=backend))
+    monkeypatch.setattr(dist, "init_process_group", lambda backend, **kw: calls.update(backend=backend, **kw))
     monkeypatch.setattr(dist, "get_rank", lambda: 1)
     monkeypatch.setattr(dist, "get_world_size", lambda: 2)
     d = init_distributed()
     assert dict(pair.split(":") for pair in calls["backend"].split(",")) == {"cpu": "gloo", "cuda": "nccl"}
     assert calls["device"] == 1 and d.device() == torch.device("cuda", 1) and (d.rank, d.world) == (1, 2)
+    assert "timeout" not in calls  # training keeps PyTorch's: a stuck collective ends the job in minutes
+
+
+def test_eval_ranks_wait_for_the_slowest_rank(monkeypatch):
+    """``hrvlm eval`` under torchrun waits at a barrier for the slowest rank's datasets, which can take hours
+    (gloo's default timeout is 30 minutes), so it joins the process group with a timeout of a day."""
+    from hrvlm import distributed
+    from hrvlm.evaluate import RANKS_WAIT
+
+    asked = []
+
+    def joined(timeout=None):
+        asked.append(timeout)
+        raise KeyboardInterrupt  # stop before any model loads
+
+    monkeypatch.setattr(distributed, "init_distributed", joined)
+    assert cli.main(["eval", "--model", "hrvlm-tiny-cnn", "--datasets", "mini-heldout", "--profile", "smoke"]) == 130
+    assert asked == [RANKS_WAIT] and RANKS_WAIT.total_seconds() >= 24 * 3600
 
 
 def test_a_method_with_nothing_to_train_writes_the_reference_run(tmp_path, monkeypatch):
