@@ -21,3 +21,4 @@ bench-gpu:
 	mkdir -p benchmarks/results
 	PYTHONPATH=. $(PYTHON) -m hrvlm.cli bench perf --json benchmarks/results/$(GPU).json
 	PYTHONPATH=. $(PYTHON) -m hrvlm.cli bench attacks --compile --channels-last --json benchmarks/results/$(GPU)-switches.json
+	PYTHONPATH=. $(PYTHON) -m hrvlm.cli bench gradients --json benchmarks/results/$(GPU)-gradients.json

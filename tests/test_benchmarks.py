@@ -111,3 +111,22 @@ def test_a_gpu_named_by_index_becomes_the_current_one(monkeypatch):
     monkeypatch.setattr(torch.cuda, "set_device", current.append)
     assert device_of("cuda:1") == torch.device("cuda", 1) and current == [torch.device("cuda", 1)]
     assert device_of("cuda") == torch.device("cuda") and len(current) == 1
+
+
+def test_gradients_compares_each_images_half_precision_input_gradient_with_float32(tmp_path, capsys):
+    from hrvlm.benchmarks import gradients
+
+    out = tmp_path / "gradients.json"
+    assert gradients.main(["--device", "cpu", "--model", "hrvlm-tiny-cnn", "--batch", "3", "--spreads", "0,1",
+                           "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["spread"], r["image"]) for r in rows] == [(s, i) for s in (0.0, 1.0) for i in range(3)]
+    for r in rows:
+        assert 0 < r["one_minus_p"] < 1 and r["max_abs_fp32"] > 0
+        assert all(0 <= r[f"{m}_{k}"] <= 1 for m in ("zero", "sign") for k in ("fp16", "bf16"))
+        assert r["sign_fp16"] > 0.5 and r["sign_bf16"] > 0.5  # these images are not confident: both half types work
+    # removing the batch's mean feature makes every image more confidently its own class
+    assert max(r["one_minus_p"] for r in rows[3:]) < min(r["one_minus_p"] for r in rows[:3])
+    assert "sign = fp32" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="--spreads value in \\[0, 1\\]"):
+        gradients.main(["--device", "cpu", "--model", "hrvlm-tiny-cnn", "--spreads", "2"])
