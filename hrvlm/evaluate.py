@@ -217,7 +217,7 @@ def evaluate(model, tokenizer, dataset: str, attacks=(), levels: Sequence[int] =
     :func:`~hrvlm.data.default_num_workers`: none on the CPU, several on a GPU; no record depends on it).
     ``precision``: the autocast policy of the scoring forwards (:func:`hrvlm.precision.precision_policy`:
     bf16 on recent GPUs, float32 on CPU); attacks carry their own ``autocast`` (the CLI builds them with
-    the same policy).
+    the policy's ``attack_dtype``).
 
     Returns one record per (level, attack) chunk (see :mod:`hrvlm.records`), stored or new.
     """
@@ -385,8 +385,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-workers", type=int, default=None,
                         help="data loader processes (default: 0 on the CPU, min(8, CPU cores - 1) on a GPU)")
     parser.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
-                        help="autocast of attacks and scoring: auto = bf16 on GPUs with it, fp16 on older GPUs, "
-                             "float32 on CPU")
+                        help="autocast of attacks and scoring: auto = bf16 on GPUs with it, fp16 on older GPUs "
+                             "(their attacks in float32: fp16 loses confident images' gradients), float32 on CPU")
 
 
 def build_attacks(names: Sequence[str], eps_values: Sequence[float], norm: str = "linf", **settings) -> list:
@@ -416,7 +416,7 @@ def run(args: argparse.Namespace) -> int:
     device = d.device(args.device)
     policy = precision_policy(device, args.precision)  # bf16 attacks and scoring on recent GPUs
     attacks = build_attacks(args.attack, args.eps, args.norm, steps=args.steps, step_size=args.step_size,
-                            restarts=args.restarts, autocast=policy.dtype)
+                            restarts=args.restarts, autocast=policy.attack_dtype)
     run_record = read_record(args.pretrained) if args.pretrained is not None and is_run(args.pretrained) else {}
     # the model: given, else the run's, else the profile's (so `--pretrained mini --profile mini` loads the
     # mini world's own tower rather than building weights for another architecture)

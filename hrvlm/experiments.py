@@ -222,10 +222,14 @@ def run_summary(runs: Mapping[Variant, os.PathLike]) -> pd.DataFrame:
 
 
 # ----------------------------------------------------------------------------- evaluation
-def attack(name: str, profile: str, multiple: float = 1.0, **settings):
-    """Attack ``name`` (:data:`hrvlm.attacks.ATTACKS`) at ε = ``multiple`` × the profile's ε unit."""
+def attack(name: str, profile: str, multiple: float = 1.0, device: str | None = None, **settings):
+    """Attack ``name`` (:data:`hrvlm.attacks.ATTACKS`) at ε = ``multiple`` × the profile's ε unit, in the
+    attack precision of ``device`` (default :func:`evaluate_run`'s: bf16 on recent GPUs, else float32)."""
     from .attacks import build_attack
+    from .environment import default_device
+    from .precision import precision_policy
 
+    settings.setdefault("autocast", precision_policy(default_device(device)).attack_dtype)
     return build_attack(name, get_profile(profile).eps(multiple), **settings)
 
 
@@ -272,8 +276,7 @@ def evaluate_run(run: os.PathLike, profile: str, attacks: Sequence = (), dataset
     ``eval_batch_size``).  Records go to ``store`` (default :func:`records_store`); stored chunks are read,
     not recomputed.
     """
-    import torch
-
+    from .environment import default_device
     from .evaluate import check_attacks, check_request, evaluate
     from .models import load_clip
     from .runs import read_record
@@ -288,7 +291,7 @@ def evaluate_run(run: os.PathLike, profile: str, attacks: Sequence = (), dataset
     for name in datasets:  # the whole request, before the model loads
         check_request(name, levels, attacks, n, store=store, templates=templates, tree=tree, depth=depth,
                       batch_size=batch_size, dataset_options=prof.dataset_options)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = default_device(device)
     model, _, tokenizer = load_clip(record["model"], record["path"], device=device)
     return [r for name in datasets for r in evaluate(
         model, tokenizer, name, attacks, levels, n, store=store, method=record["method"]["name"],

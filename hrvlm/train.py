@@ -18,8 +18,9 @@ loop does the rest, the same way for all of them:
   independent of the others in its batch (which makes a DDP run equal a single-process one), and the
   extra forwards of the attack never update the statistics.  ``batchnorm="batch"`` trains with batch
   statistics instead;
-* **precision**: bf16 autocast on GPUs with bf16, fp16 with a gradient scaler on those without (T4),
-  float32 on the CPU; ``precision=`` forces one (fp16 runs on the CPU too, for tests);
+* **precision**: bf16 autocast on GPUs with bf16, fp16 with a gradient scaler on those without (T4, whose
+  training attacks run in float32: :mod:`hrvlm.precision` says why), float32 on the CPU; ``precision=``
+  forces one (fp16 runs on the CPU too, for tests);
 * AdamW or SGD, linear warm-up + cosine decay, gradient clipping;
 * **checkpoints** every ``checkpoint_every`` steps and every ``checkpoint_seconds``, written atomically
   with their sha256: model, optimiser, scheduler, scaler, method state and parameters, every RNG of
@@ -364,7 +365,6 @@ def _train(config: TrainConfig, out, *, stop_after: int | None, progress: bool, 
 
     device = d.device(device)
     precision = precision_policy(device, config.precision)
-    autocast = precision.dtype
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
     random.seed(config.seed)
@@ -384,7 +384,8 @@ def _train(config: TrainConfig, out, *, stop_after: int | None, progress: bool, 
     eps = get_profile(config.profile).eps(config.eps)
     # setup sees the pretrained weights, also when resuming: frozen copies are of the original model
     method.setup(TrainContext(model=model, tokenizer=tokenizer, dataset=spec, eps=eps, device=device,
-                              autocast=autocast, seed=config.seed, train_set=data))
+                              autocast=precision.dtype, attack_autocast=precision.attack_dtype, seed=config.seed,
+                              train_set=data))
 
     named = list(method.trainable_parameters(model))
     extras = dict(method.extra_parameters())

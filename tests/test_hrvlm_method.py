@@ -54,7 +54,7 @@ def forest(monkeypatch):
 def make_method(model, tokenizer, autocast=None, **settings):
     method = build_method("hrvlm", {"depth": DEPTH, **settings})
     method.setup(TrainContext(model=model, tokenizer=tokenizer, dataset=SPEC, eps=4 / 255,
-                              device=torch.device("cpu"), autocast=autocast, seed=0))
+                              device=torch.device("cpu"), autocast=autocast, attack_autocast=autocast, seed=0))
     return method
 
 

@@ -38,7 +38,8 @@ def prepare(name, clip, train_set, **settings):
     model = copy.deepcopy(clip[0]).train()
     method = build_method(name, settings)
     method.setup(TrainContext(model=model, tokenizer=clip[1], dataset=get_spec("mini-finetune"), eps=EPS,
-                              device=torch.device("cpu"), autocast=None, seed=0, train_set=train_set))
+                              device=torch.device("cpu"), autocast=None, attack_autocast=None, seed=0,
+                              train_set=train_set))
     return method, model
 
 

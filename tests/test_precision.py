@@ -19,6 +19,7 @@ def test_gpus_get_bf16_from_ampere_on_and_fp16_with_loss_scaling_before(capabili
     assert (prec.name, prec.scaled, prec.device_type) == (name, scaled, "cuda")
     assert prec.dtype == {"bf16": torch.bfloat16, "fp16": torch.float16}[name]
     assert prec.to_dict()["grad_scaler"] is scaled
+    assert prec.to_dict()["attacks"] == {"bf16": "bf16", "fp16": "fp32"}[name]  # attacks never in fp16
 
 
 def test_cpu_runs_float32_and_forcing_overrides():
@@ -76,13 +77,38 @@ def test_forced_fp16_path_trains_with_loss_scaling_on_cpu(clip):
     assert scaler.get_scale() == scale / 2
 
 
+def test_fp16_loses_the_input_gradient_of_a_confident_image_so_attacks_run_in_float32(clip):
+    """Why the policy never attacks in fp16: for a confidently classified image the cross-entropy gradient
+    (1 − p_y, here < 1e-9) is exactly zero after the half-precision backward, so PGD could not move it;
+    bf16 and float32 keep it.  The fp16 policy's attacks therefore run in float32."""
+    model, _ = clip
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        own = F.normalize(model.encode_image(x), dim=-1)  # each image's class is its own feature: p_y ≈ 1
+    clf = lambda images: 1000 * F.normalize(model.encode_image(images), dim=-1) @ own.t()  # noqa: E731
+    y = torch.arange(4)
+
+    def input_gradient(dtype):
+        delta = torch.zeros_like(x, requires_grad=True)
+        with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+            logits = clf(x + delta).float()
+        return torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum"), delta)[0]
+
+    assert (input_gradient(torch.float16) == 0).all()
+    assert (input_gradient(torch.bfloat16) != 0).any(dim=(1, 2, 3)).all()
+    assert (input_gradient(None) != 0).any(dim=(1, 2, 3)).all()
+    assert precision_policy("cpu", "fp16").attack_dtype is None
+    assert precision_policy("cpu", "bf16").attack_dtype is torch.bfloat16
+    assert precision_policy("cpu").attack_dtype is None
+
+
 def test_attacks_run_under_the_fp16_policy_on_cpu(clip):
     model, _ = clip
     prec = precision_policy("cpu", "fp16")
     clf = lambda images: 100 * model.encode_image(images) @ F.normalize(torch.eye(3, 64), dim=-1).t()  # noqa: E731
     x, y = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(2)), torch.tensor([0, 1, 2] * 2)
     threat = ThreatModel("linf", 4 / 255)
-    adv = PGD(threat, steps=3, autocast=prec.dtype)(clf, x, y)
+    adv = PGD(threat, steps=3, autocast=prec.attack_dtype)(clf, x, y)
     assert adv.dtype == torch.float32 and threat.contains(x, adv).all()
     with torch.no_grad():
         assert (F.cross_entropy(clf(adv), y, reduction="none") >= F.cross_entropy(clf(x), y, reduction="none")).all()

@@ -73,6 +73,7 @@ def test_fp16_with_loss_scaling_resumes_exactly_on_cpu(tmp_path):
     a, b = weights(whole), weights(tmp_path / "part")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert runs.read_record(whole)["precision"]["precision"] == "fp16"
+    assert runs.read_record(whole)["precision"]["attacks"] == "fp32"  # hrvlm.precision says why
 
 
 def test_attacks_see_eval_mode_and_training_mode_is_restored(tmp_path, monkeypatch):

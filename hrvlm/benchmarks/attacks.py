@@ -2,8 +2,9 @@
 
 One run, one batch, the same steps and step size for every row:
 
-* **hrvlm PGD** in the precision of :func:`hrvlm.precision.precision_policy` (bf16 autocast on an
-  Ampere-or-newer GPU, float32 on the CPU), weights frozen, no host synchronisation, best iterate kept;
+* **hrvlm PGD** in the attack precision of :func:`hrvlm.precision.precision_policy` (bf16 autocast on an
+  Ampere-or-newer GPU, float32 on older GPUs and the CPU), weights frozen, no host synchronisation, best
+  iterate kept;
 * the same in float32, and the same with weights left trainable (what freezing buys);
 * the **reference loop** (:func:`._measure.reference_pgd`): the peers' plain float32 loop;
 * ``torchattacks.PGD`` (float32), an independent library's loop.
@@ -25,7 +26,7 @@ import sys
 import torch
 
 from hrvlm.attacks import PGD, ThreatModel
-from hrvlm.precision import precision_policy
+from hrvlm.precision import dtype_name, precision_policy
 
 from ._measure import (EVAL_IMAGES, VIT_B32_GFLOP, add_arguments, ceilings, environment, pgd_eval_forwards,
                        print_environment, rate_unit, reference_pgd, run, seconds, setup)
@@ -37,7 +38,8 @@ def rows(clf, x, y, steps: int, eps: float, prec, channels_last: bool = False, c
 
     step_size = eps / 4
     threat = ThreatModel("linf", eps)
-    ours = PGD(threat, steps=steps, step_size=step_size, autocast=prec.dtype)
+    ours = PGD(threat, steps=steps, step_size=step_size, autocast=prec.attack_dtype)
+    name = dtype_name(prec.attack_dtype)  # attacks never run in fp16 (hrvlm.precision says why)
     ours32 = PGD(threat, steps=steps, step_size=step_size)
     generator = torch.Generator(device=x.device)
 
@@ -55,20 +57,20 @@ def rows(clf, x, y, steps: int, eps: float, prec, channels_last: bool = False, c
         with clf.model.unchecked():  # hrvlm's range check costs two host synchronisations per step on a GPU
             return attack_theirs(x, y)
 
-    out = [(f"hrvlm PGD, {prec.name}", lambda: ours(clf, x, y), pgd_eval_forwards(steps))]
-    if prec.dtype is not None:
+    out = [(f"hrvlm PGD, {name}", lambda: ours(clf, x, y), pgd_eval_forwards(steps))]
+    if prec.attack_dtype is not None:
         out.append(("hrvlm PGD, fp32", lambda: ours32(clf, x, y), pgd_eval_forwards(steps)))
-    out.append((f"hrvlm PGD, {prec.name}, weights trainable", trainable, pgd_eval_forwards(steps)))
+    out.append((f"hrvlm PGD, {name}, weights trainable", trainable, pgd_eval_forwards(steps)))
     if channels_last:
         x_cl = x.contiguous(memory_format=torch.channels_last)
         clf_cl = copy.deepcopy(clf).to(memory_format=torch.channels_last)
-        out.append((f"hrvlm PGD, {prec.name}, channels-last", lambda: ours(clf_cl, x_cl, y), pgd_eval_forwards(steps)))
+        out.append((f"hrvlm PGD, {name}, channels-last", lambda: ours(clf_cl, x_cl, y), pgd_eval_forwards(steps)))
     if compile_:
         compiled = torch.compile(clf)
-        out.append((f"hrvlm PGD, {prec.name}, torch.compile", lambda: ours(compiled, x, y), pgd_eval_forwards(steps)))
+        out.append((f"hrvlm PGD, {name}, torch.compile", lambda: ours(compiled, x, y), pgd_eval_forwards(steps)))
         if x.is_cuda:  # CUDA graphs replay the whole forward and backward: no per-kernel launch cost
             graphed = torch.compile(clf, mode="reduce-overhead")
-            out.append((f"hrvlm PGD, {prec.name}, CUDA graphs (reduce-overhead)", lambda: ours(graphed, x, y),
+            out.append((f"hrvlm PGD, {name}, CUDA graphs (reduce-overhead)", lambda: ours(graphed, x, y),
                         pgd_eval_forwards(steps)))
     out += [("reference loop, fp32 (plain)", reference, 2 * steps),
             ("torchattacks PGD, fp32", theirs, 2 * steps)]
@@ -93,7 +95,7 @@ def measure(args: argparse.Namespace) -> dict:
         results.append(row)
     return {"benchmark": "attacks", "environment": env, "workload": work.describe(size), "steps": args.steps,
             "eps": args.eps, "precision": prec.to_dict(), "ceilings": None if ceiling is None else vars(ceiling),
-            "rows": results, "host_syncs": host_syncs(clf, x, y, args.steps, args.eps, prec.dtype)}
+            "rows": results, "host_syncs": host_syncs(clf, x, y, args.steps, args.eps, prec.attack_dtype)}
 
 
 def host_syncs(clf, x, y, steps: int, eps: float, dtype) -> str:

@@ -46,7 +46,7 @@ def training_step(clf, x, y, steps: int, eps: float, prec, fused: bool):
         adv = x
         if steps:
             with attack_context(clf):
-                adv = pgd_maximize(objective, x, threat, steps, eps, keep_best=False, autocast=prec.dtype)
+                adv = pgd_maximize(objective, x, threat, steps, eps, keep_best=False, autocast=prec.attack_dtype)
         clf.train()
         with prec.autocast(), clf.model.unchecked():  # the batch is checked once, by the data pipeline
             loss = F.cross_entropy(clf(adv).float(), y)

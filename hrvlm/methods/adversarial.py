@@ -97,5 +97,5 @@ class AdversarialMethod(Method):
         with unchecked(self.ctx.model, *frozen):
             adv = pgd_maximize(objective, images, self.threat, s["steps"], s["step_size"] * self.threat.eps,
                                random_start=s["random_start"], momentum=s["momentum"], keep_best=False,
-                               autocast=self.ctx.autocast)
+                               autocast=self.ctx.attack_autocast)
         return adv.detach()

@@ -23,7 +23,7 @@ What the loop guarantees (:mod:`hrvlm.train`):
 * parameters not returned by ``trainable_parameters`` get ``requires_grad=False``; a method with no
   trainable and no extra parameters (CLIP) is written as a run without training steps;
 * ``perturb`` runs with the whole model in ``eval()`` (BatchNorm on running statistics), outside
-  autocast (attacks take their own ``autocast``: ``ctx.autocast``); ``.grad`` it leaves is discarded;
+  autocast (attacks take their own ``autocast``: ``ctx.attack_autocast``); ``.grad`` it leaves is discarded;
 * ``loss`` runs in training mode (BatchNorm frozen unless the run says ``batchnorm="batch"``), inside
   autocast, as the forward of the module DDP wraps; return a mean over the batch so that DDP's gradient
   average equals the single-process gradient (a batch-contrastive term, e.g. QT-AFT's InfoNCE, sees only
@@ -79,6 +79,7 @@ class TrainContext:
     eps: float                           # the profile's training ε in [0, 1] pixel units
     device: torch.device
     autocast: torch.dtype | None         # forward dtype (bf16 / fp16) or None for float32
+    attack_autocast: torch.dtype | None  # the training attack's: never fp16 (hrvlm.precision says why)
     seed: int
     train_set: Any = None                # the training split ``Batch.index`` indexes (per-item data: captions)
 

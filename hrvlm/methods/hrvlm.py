@@ -411,7 +411,7 @@ class HRVLM(Method):
             with attack_context(model), model.unchecked():
                 x = pgd_maximize(objective, x, ThreatModel("linf", ctx.eps), s["steps"], step_size,
                                  random_start=s["random_start"], keep_best=False,
-                                 generator=make_generator(self._seed(0), images.device), autocast=ctx.autocast)
+                                 generator=make_generator(self._seed(0), images.device), autocast=ctx.attack_autocast)
         adv = x.detach()
         with attack_context(model), model.unchecked():
             self._text_delta = self._perturb_text(adv, labels, geo)
