@@ -1,6 +1,7 @@
 """Several processes, one job: PyTorch's process group as ``torchrun`` sets it up (gloo on the CPU;
 on GPUs NCCL for CUDA tensors and gloo for CPU ones, such as :meth:`Dist.mean`'s).  Training
-(:mod:`hrvlm.train`) runs DDP over it; evaluation (:mod:`hrvlm.evaluate`) splits its datasets across ranks.  With ``WORLD_SIZE`` unset or 1 everything is a no-op.
+(:mod:`hrvlm.train`) runs DDP over it; evaluation (:mod:`hrvlm.evaluate`) splits its datasets across
+ranks.  With ``WORLD_SIZE`` unset or 1 everything is a no-op.
 """
 from __future__ import annotations
 

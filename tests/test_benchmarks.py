@@ -128,5 +128,6 @@ def test_gradients_compares_each_images_half_precision_input_gradient_with_float
     # removing the batch's mean feature makes every image more confidently its own class
     assert max(r["one_minus_p"] for r in rows[3:]) < min(r["one_minus_p"] for r in rows[:3])
     assert "sign = fp32" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="--spreads value in \\[0, 1\\]"):
-        gradients.main(["--device", "cpu", "--model", "hrvlm-tiny-cnn", "--spreads", "2"])
+    for bad in ("2", "0,high"):
+        with pytest.raises(SystemExit, match="--spreads value in \\[0, 1\\]"):
+            gradients.main(["--device", "cpu", "--model", "hrvlm-tiny-cnn", "--spreads", bad])

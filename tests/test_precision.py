@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from hrvlm.attacks import PGD, ThreatModel
+from hrvlm.benchmarks.gradients import input_gradients
 from hrvlm.precision import precision_policy
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -87,16 +88,9 @@ def test_fp16_loses_the_input_gradient_of_a_confident_image_so_attacks_run_in_fl
         own = F.normalize(model.encode_image(x), dim=-1)  # each image's class is its own feature: p_y ≈ 1
     clf = lambda images: 1000 * F.normalize(model.encode_image(images), dim=-1) @ own.t()  # noqa: E731
     y = torch.arange(4)
-
-    def input_gradient(dtype):
-        delta = torch.zeros_like(x, requires_grad=True)
-        with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
-            logits = clf(x + delta).float()
-        return torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum"), delta)[0]
-
-    assert (input_gradient(torch.float16) == 0).all()
-    assert (input_gradient(torch.bfloat16) != 0).any(dim=(1, 2, 3)).all()
-    assert (input_gradient(None) != 0).any(dim=(1, 2, 3)).all()
+    assert (input_gradients(clf, x, y, torch.float16) == 0).all()
+    assert (input_gradients(clf, x, y, torch.bfloat16) != 0).any(dim=(1, 2, 3)).all()
+    assert (input_gradients(clf, x, y, None) != 0).any(dim=(1, 2, 3)).all()
     assert precision_policy("cpu", "fp16").attack_dtype is None
     assert precision_policy("cpu", "bf16").attack_dtype is torch.bfloat16
     assert precision_policy("cpu").attack_dtype is None

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from hrvlm.environment import default_device
 from hrvlm.precision import CHOICES
 from hrvlm.storage import atomic_write_json
 
@@ -53,7 +54,7 @@ def device_of(name: str | None) -> torch.device:
         if device.type == "cuda" and device.index is not None:
             torch.cuda.set_device(device)
         return device
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return default_device()
 
 
 def rate_unit(device: str | torch.device) -> str:

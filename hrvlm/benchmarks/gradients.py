@@ -36,7 +36,10 @@ def input_gradients(clf, x: torch.Tensor, y: torch.Tensor, dtype: torch.dtype | 
 
 
 def measure(args: argparse.Namespace) -> dict:
-    spreads = [float(s) for s in args.spreads.split(",")]
+    try:
+        spreads = [float(s) for s in args.spreads.split(",")]
+    except ValueError:
+        spreads = [float("nan")]
     if args.batch < 2 or not all(0 <= s <= 1 for s in spreads):
         raise SystemExit("--batch must be >= 2 and every --spreads value in [0, 1], e.g. --spreads 0,0.6,0.9")
     if args.threads:
