@@ -18,6 +18,7 @@ import torch
 from hrvlm import hierarchy
 from hrvlm.attacks import build_attack
 from hrvlm.cli import COMMANDS, main
+from hrvlm.data import get_dataset
 from hrvlm.data.real import DatasetMissing, fetch
 from hrvlm.evaluate import build_attacks, check_attacks, check_request
 from hrvlm.models import load_clip
@@ -76,6 +77,8 @@ API = [
      "unknown profile 'nosuch' for mini-heldout"),
     ("eval-real-dataset-absent", lambda c: check_request("cifar10", dataset_options={"root": c.tmp}),
      DatasetMissing, "hrvlm data fetch cifar10"),
+    ("digits-split", lambda c: check_request("uci-digits", split="train"), ValueError, "has no split 'train'"),
+    ("digits-image-size", lambda c: get_dataset("uci-digits", image_size=8), ValueError, "image_size must be >= 16"),
     ("eval-not-an-attack", lambda c: check_request("mini-heldout", attacks=["pgd"]), TypeError, "is not an attack"),
     ("attack-none-named", lambda c: build_attacks([], [1 / 255]), ValueError, "no attack named"),
     ("attack-no-eps", lambda c: build_attacks(["pgd"], []), ValueError, "no eps given"),
@@ -143,6 +146,7 @@ CLI = [
     (["eval", "--model", "hrvlm-tiny", "--pretrained", ".", "--datasets", "mini-heldout"],
      "folder that is not a hrvlm run/checkpoint"),
     (["data", "fetch", "imagenet", "--root", "FOLDER"], "cannot be downloaded automatically"),
+    (["data", "fetch", "uci-digits"], "ships with scikit-learn: nothing to fetch"),
     (["records", "verify", "FOLDER/none.jsonl"], "no records store at"),
 ]
 

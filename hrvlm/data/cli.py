@@ -23,7 +23,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def status(name: str, root=None) -> str:
-    """``present``/``missing (splits)`` for a real dataset, ``generated`` for the mini world."""
+    """``present``/``missing (splits)`` for a real dataset, ``bundled (package)`` for one an installed
+    package ships, ``generated`` for the mini world."""
+    bundled = get_spec(name).bundled
+    if bundled:
+        return f"bundled ({bundled})"
     if name not in REAL:
         return "generated"
     info, root = REAL[name], data_root(root)
@@ -40,7 +44,9 @@ def run(args: argparse.Namespace) -> int:
                   f"{spec.description}")
         return 0
     if args.name not in REAL:
-        hint = " (mini-world datasets are generated, not fetched)" if args.name.startswith("mini-") else ""
+        bundled = args.name in list_datasets() and get_spec(args.name).bundled
+        hint = (f" ({args.name} ships with {bundled}: nothing to fetch)" if bundled else
+                " (mini-world datasets are generated, not fetched)" if args.name.startswith("mini-") else "")
         raise KeyError(f"unknown real dataset {args.name!r}{hint}; known: {sorted(REAL)}")
     root = fetch(args.name, args.root, splits=args.split)
     print(f"{args.name}: present under {root}")

@@ -36,6 +36,7 @@ class DatasetSpec:
     description: str = ""
     options: dict = field(default_factory=dict)  # default keyword arguments of the factory
     image_files: bool = False         # its items are image files (decode="device" reads their bytes)
+    bundled: str | None = None        # the installed package that ships its files (nothing to fetch)
 
     @property
     def num_classes(self) -> int:
@@ -60,7 +61,7 @@ def _load_builtin() -> None:
 
 
 # Modules whose import registers datasets.
-BUILTIN_MODULES: list[str] = ["hrvlm.miniworld.datasets", "hrvlm.data.real"]
+BUILTIN_MODULES: list[str] = ["hrvlm.miniworld.datasets", "hrvlm.data.real", "hrvlm.data.digits"]
 
 
 def get_spec(name: str) -> DatasetSpec:
