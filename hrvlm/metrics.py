@@ -35,3 +35,17 @@ def binomial_se(accuracy: float, n: int) -> float:
     if n < 0:
         raise ValueError(f"n must be non-negative, got {n}")
     return math.sqrt(accuracy * (1.0 - accuracy) / n) if n else math.nan
+
+
+def wilson_interval(accuracy: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of an accuracy ``p`` on ``n`` images (``z = 1.96``: 95 %):
+
+    ``(p + z²/2n ± z·sqrt(p(1 − p)/n + z²/4n²)) / (1 + z²/n)``.  Unlike ``p ± z·SE`` it stays inside
+    [0, 1] and does not shrink to a point at 0 or 1 correct; ``(nan, nan)`` for ``n = 0``.
+    """
+    binomial_se(accuracy, n)  # the same checks of p and n
+    if not n:
+        return math.nan, math.nan
+    centre = accuracy + z * z / (2 * n)
+    half = z * math.sqrt(accuracy * (1 - accuracy) / n + z * z / (4 * n * n))
+    return max(0.0, (centre - half) / (1 + z * z / n)), min(1.0, (centre + half) / (1 + z * z / n))

@@ -24,7 +24,7 @@ def _split(out) -> tuple[torch.Tensor, torch.Tensor | None]:
 def pgd_maximize(objective: Objective, images: torch.Tensor, threat: ThreatModel, steps: int,
                  step_size: float, random_start: bool = True, momentum: float | None = None,
                  restarts: int = 1, keep_best: bool = True, generator: torch.Generator | None = None,
-                 autocast: torch.dtype | None = None) -> torch.Tensor:
+                 autocast: torch.dtype | None = None, start: torch.Tensor | None = None) -> torch.Tensor:
     """Maximise ``objective`` over the threat model's admissible set around ``images``; returns ``x + δ``.
 
     Each step moves ``δ`` (kept in float32) by ``step_size`` along the threat model's steepest-ascent
@@ -36,6 +36,9 @@ def pgd_maximize(objective: Objective, images: torch.Tensor, threat: ThreatModel
     "misclassified") when the objective returns it, then by loss.  Since the iterates of ``steps``
     steps are a prefix of those of ``steps + 1``, more steps never make the attack weaker.  Without
     ``keep_best`` (training) the last iterate is returned and the objective may return a scalar.
+
+    ``start`` is the first restart's δ instead of a draw (projected first): another implementation's
+    random start, so that two PGDs can be compared from the same point; later restarts draw their own.
 
     Only input gradients are computed (``torch.autograd.grad`` w.r.t. δ; parameters' ``.grad`` are
     untouched), and nothing in the loop synchronises with the host.
@@ -69,8 +72,11 @@ def pgd_maximize(objective: Objective, images: torch.Tensor, threat: ThreatModel
                 best_success = best_success | success
         return loss
 
-    for _ in range(restarts):
-        delta = threat.random_start(x, generator) if random_start else torch.zeros_like(x)
+    for restart in range(restarts):
+        if restart == 0 and start is not None:
+            delta = threat.project(start.detach().float(), x)
+        else:
+            delta = threat.random_start(x, generator) if random_start else torch.zeros_like(x)
         velocity = None if momentum is None else torch.zeros_like(x)
         for _ in range(steps):
             delta.requires_grad_(True)
