@@ -126,6 +126,7 @@ VERBS = [
     (["records", "verify", "FOLDER"], "is a folder"),
     (["book", "--only"], "expected at least one argument"),
     (["bench", "nosuch"], "invalid choice: 'nosuch'"),
+    (["doctor", "--profile", "nosuch"], r"unknown profile 'nosuch'; choose one of \["),
 ]
 # More CLI cases (issue 14), run in this process through hrvlm.cli.main.
 CLI = [
@@ -144,6 +145,7 @@ CLI = [
      "folder that is not a hrvlm run/checkpoint"),
     (["data", "fetch", "imagenet", "--root", "FOLDER"], "cannot be downloaded automatically"),
     (["records", "verify", "FOLDER/none.jsonl"], "no records store at"),
+    (["doctor", "--root", "BINARY"], "is a file; give the folder that holds"),
 ]
 
 
