@@ -1,5 +1,5 @@
 """``hrvlm doctor``: what it reports missing for ``full`` here, ready for ``mini`` once its weights exist, no
-socket ever."""
+socket ever; and the Colab install cell of the introduction and of every chapter (it cannot replace torch)."""
 from __future__ import annotations
 
 import importlib.metadata
@@ -200,3 +200,53 @@ def test_every_profile_has_machine_requirements_with_a_basis():
         entry = table["profiles"][name]
         assert {"accelerator", "ram_gb", "gpu_memory_gb", "work_disk_gb", "basis"} <= set(entry) and entry["basis"]
     assert set(table["datasets"]) == set(REAL)
+
+
+# ----------------------------------------------------------------------------- the Colab install cell
+def intro_cell() -> list[str]:
+    """The shell lines (``!...``) of the introduction's Colab install cell."""
+    text = (ROOT / "book" / "intro.md").read_text()
+    block = re.search(r"```text\n(!pip .*?)```", text, re.S).group(1)
+    return [line.strip() for line in block.splitlines() if line.startswith("!")]
+
+
+def test_the_install_cell_cannot_replace_torch(tmp_path):
+    """The first line pins the installed torch and torchvision as pip constraints; every install obeys them.
+
+    Tried for real on 2026-12-02 in a clean venv (Python 3.11) with torch 2.13.0 and torchvision 0.28.0
+    from PyPI, older than the CI pins 2.14.1/0.29.1: the cell's lines, with hrvlm installed from a copy of
+    the checkout instead of git+https, installed hrvlm[book] (open_clip_torch 3.3.0 and the book's extras)
+    and left torch 2.13.0 / torchvision 0.28.0 in place; `hrvlm doctor --profile mini` then ran there.
+    With the same constraints, asking for torchvision>=0.29 (which needs a newer torch) fails with
+    ResolutionImpossible instead of replacing torch.
+    """
+    lines = intro_cell()
+    pin = next(line for line in lines if "--format=freeze" in line)
+    constraints = re.search(r"> (\S+)$", pin).group(1)
+    installs = [line for line in lines if re.match(r"!pip install ", line)]
+    assert installs
+    for line in installs:
+        assert f"-c {constraints}" in line or "--no-deps" in line, line
+        named = [token.strip("'\"") for token in line.split()[2:] if not token.startswith("-")]
+        assert not [t for t in named if re.match(r"(torch|torchvision)\b(?!_)", t)], line  # never asks for torch itself
+    # The pin line, run here, writes the installed torch and torchvision as exact constraints.
+    pip = Path(sys.executable).parent / "pip"
+    subprocess.run(["bash", "-c", pin[1:].replace("pip ", f"{pip} ", 1).replace(constraints, str(tmp_path / "c.txt"))],
+                   check=True, timeout=120)
+    pinned = (tmp_path / "c.txt").read_text().split()
+    assert sorted(pinned) == [f"torch=={importlib.metadata.version('torch')}",
+                              f"torchvision=={importlib.metadata.version('torchvision')}"]
+    assert lines[-1] == "!hrvlm doctor --profile full"
+
+
+@pytest.mark.parametrize("stem", book.chapter_notebooks(ROOT))
+def test_every_chapter_runs_the_intro_cell_and_the_doctor_first_on_colab(stem):
+    import nbformat
+
+    nb = nbformat.read(ROOT / f"{stem}.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert "parameters" in code[0].metadata.get("tags", []) and "colab" in code[1].metadata.get("tags", []), stem
+    commands = [line.strip() for line in code[1].source.splitlines() if line.strip().startswith("!")]
+    expected = [line.replace("--profile full", "--profile {profile}") for line in intro_cell()]
+    assert commands == expected, stem
+    assert 'if "google.colab" in sys.modules:' in code[1].source  # a no-op in the book's own builds
