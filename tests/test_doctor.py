@@ -194,6 +194,17 @@ def test_a_profile_without_requirements_is_reported_not_crashed(machine, monkeyp
     assert not {"accelerator", "disk", "memory"} & {c.area for c in checks}
 
 
+def test_an_installed_hrvlm_reads_the_ranges_from_its_metadata(tmp_path, monkeypatch):
+    """Installed from git (Colab), there is no pyproject.toml beside the package: pip's metadata has the ranges."""
+    monkeypatch.setattr(doctor, "PYPROJECT", tmp_path / "pyproject.toml")
+    monkeypatch.setattr(importlib.metadata, "metadata", lambda name: {"Requires-Python": ">=3.10"})
+    monkeypatch.setattr(importlib.metadata, "requires",
+                        lambda name: ["torch>=2.4", "open_clip_torch<4,>=3.0", 'pytest>=8.0; extra == "test"'])
+    python, reqs = doctor.supported_ranges()
+    assert str(python) == ">=3.10" and sorted(reqs) == ["open_clip_torch", "torch"]
+    assert reqs["open_clip_torch"].specifier.contains("3.3.0") and not reqs["torch"].specifier.contains("2.3.1")
+
+
 def test_every_profile_has_machine_requirements_with_a_basis():
     table = doctor.requirements()
     for name in profile_names():
