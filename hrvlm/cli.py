@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "records": ("hrvlm.records", "check the integrity of a records store (checksums, torn lines)"),
     "book": ("hrvlm.book", "execute the notebooks with papermill and build the Jupyter Book"),
     "bench": ("hrvlm.benchmarks", "print speed and quality figures (never timed tests)"),
+    "doctor": ("hrvlm.doctor", "can this machine run a profile? a checklist (versions, GPU, weights, data, disk, WordNet)"),
 }
 
 USAGE_EXIT = 2

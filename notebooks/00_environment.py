@@ -24,13 +24,27 @@
 profile = "mini"  # "smoke", "mini" or "full": which model architecture and dataset this chapter uses
 seed = 0
 
+# %% tags=["colab"]
+# On Colab only (elsewhere this cell does nothing): install hrvlm keeping Colab's torch, then check the
+# runtime with `hrvlm doctor`; the book's introduction explains each line.
+import sys
+
+if "google.colab" in sys.modules:
+    print("Colab: installing hrvlm (Colab's torch is kept) and checking this runtime", flush=True)
+    # !pip list --format=freeze | grep -iE '^(torch|torchvision)==' > /tmp/keep-torch.txt
+    # !pip install -q -c /tmp/keep-torch.txt "hrvlm[book] @ git+https://github.com/hrvlm/hrvlm"
+    # !hrvlm wordnet download
+    # !hrvlm doctor --profile {profile}
+
 # %%
+from dataclasses import asdict
+
 import matplotlib.pyplot as plt
 import pandas as pd
 import torch
-from IPython.display import Markdown
+from IPython.display import Markdown, display
 
-from hrvlm import environment
+from hrvlm import doctor, environment
 from hrvlm.data import get_spec
 from hrvlm.models import load_clip
 from hrvlm.profiles import get_profile
@@ -39,6 +53,21 @@ from hrvlm.zeroshot import ZeroShotClassifier, load_templates
 torch.manual_seed(seed)
 prof = get_profile(profile)
 pd.Series(environment.report(), name="value").to_frame()
+
+# %% [markdown]
+# ## Can this machine run the profile?
+#
+# The checks of `hrvlm doctor --profile <profile>`, the command a Colab or cluster user runs first: library
+# versions against the ranges of `pyproject.toml`, the accelerator and its precision policy, the profile's
+# weights, each dataset (checked with its loader's own file list), free disk and memory against the
+# estimates of `hrvlm/resources/requirements.json`, and WordNet. Nothing is downloaded; each failing line
+# carries the command that fixes it.
+
+# %%
+checks = doctor.diagnose(profile)
+display(Markdown(f"The `{profile}` profile on this machine: {doctor.summary(checks)}"
+                 + ("." if all(c.ok for c in checks) else "; the column `fix` says what to do.")))
+pd.DataFrame([asdict(c) for c in checks]).set_index(["area", "name"])
 
 # %% [markdown]
 # ## The profile

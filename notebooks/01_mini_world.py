@@ -29,6 +29,18 @@ samples_per_dataset = 8
 calibration_n = 250  # images per dataset for the ε sweep and the target table (at most the profile's size)
 seed = 0
 
+# %% tags=["colab"]
+# On Colab only (elsewhere this cell does nothing): install hrvlm keeping Colab's torch, then check the
+# runtime with `hrvlm doctor`; the book's introduction explains each line.
+import sys
+
+if "google.colab" in sys.modules:
+    print("Colab: installing hrvlm (Colab's torch is kept) and checking this runtime", flush=True)
+    # !pip list --format=freeze | grep -iE '^(torch|torchvision)==' > /tmp/keep-torch.txt
+    # !pip install -q -c /tmp/keep-torch.txt "hrvlm[book] @ git+https://github.com/hrvlm/hrvlm"
+    # !hrvlm wordnet download
+    # !hrvlm doctor --profile {profile}
+
 # %%
 import matplotlib.pyplot as plt
 import pandas as pd

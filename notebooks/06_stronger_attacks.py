@@ -40,6 +40,18 @@ trees = 5  # HRVLM's larger forest, as in the main table
 templates = None  # a template set for every dataset (e.g. "tecoa"); None: each dataset's own
 seed = 0
 
+# %% tags=["colab"]
+# On Colab only (elsewhere this cell does nothing): install hrvlm keeping Colab's torch, then check the
+# runtime with `hrvlm doctor`; the book's introduction explains each line.
+import sys
+
+if "google.colab" in sys.modules:
+    print("Colab: installing hrvlm (Colab's torch is kept) and checking this runtime", flush=True)
+    # !pip list --format=freeze | grep -iE '^(torch|torchvision)==' > /tmp/keep-torch.txt
+    # !pip install -q -c /tmp/keep-torch.txt "hrvlm[book] @ git+https://github.com/hrvlm/hrvlm"
+    # !hrvlm wordnet download
+    # !hrvlm doctor --profile {profile}
+
 # %%
 import matplotlib.pyplot as plt
 from IPython.display import Markdown

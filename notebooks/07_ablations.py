@@ -41,6 +41,18 @@ attacks = None  # None: the profile's book.ablation_attacks ("pgd", "autoattack"
 autoattack_steps = None  # None: the profile's book.autoattack_steps
 methods = ["clip", "tecoa", "pmg-aft", "fare", "qtaft", "hrvlm"]  # whose time per epoch is listed
 
+# %% tags=["colab"]
+# On Colab only (elsewhere this cell does nothing): install hrvlm keeping Colab's torch, then check the
+# runtime with `hrvlm doctor`; the book's introduction explains each line.
+import sys
+
+if "google.colab" in sys.modules:
+    print("Colab: installing hrvlm (Colab's torch is kept) and checking this runtime", flush=True)
+    # !pip list --format=freeze | grep -iE '^(torch|torchvision)==' > /tmp/keep-torch.txt
+    # !pip install -q -c /tmp/keep-torch.txt "hrvlm[book] @ git+https://github.com/hrvlm/hrvlm"
+    # !hrvlm wordnet download
+    # !hrvlm doctor --profile {profile}
+
 # %%
 import matplotlib.pyplot as plt
 import pandas as pd

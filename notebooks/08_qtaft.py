@@ -42,6 +42,18 @@ pgd_steps = 20  # the caption ablation also reports PGD at 1 unit (a non-saturat
 methods = ["clip", "tecoa", "pmg-aft", "fare", "qtaft"]  # QT-AFT's comparison rows
 captions_file = None  # a path to the authors' captions (their JSON format): adds a 'file:' caption variant
 
+# %% tags=["colab"]
+# On Colab only (elsewhere this cell does nothing): install hrvlm keeping Colab's torch, then check the
+# runtime with `hrvlm doctor`; the book's introduction explains each line.
+import sys
+
+if "google.colab" in sys.modules:
+    print("Colab: installing hrvlm (Colab's torch is kept) and checking this runtime", flush=True)
+    # !pip list --format=freeze | grep -iE '^(torch|torchvision)==' > /tmp/keep-torch.txt
+    # !pip install -q -c /tmp/keep-torch.txt "hrvlm[book] @ git+https://github.com/hrvlm/hrvlm"
+    # !hrvlm wordnet download
+    # !hrvlm doctor --profile {profile}
+
 # %%
 import matplotlib.pyplot as plt
 import pandas as pd

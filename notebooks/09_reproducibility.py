@@ -27,6 +27,18 @@ profile = "mini"  # "smoke", "mini" (default), "full": whose runs and records ar
 store = None  # a records store; None: the book's (hrvlm.experiments.records_store(), `hrvlm eval`'s default)
 max_rows = 60  # records listed in full (the summary counts all of them)
 
+# %% tags=["colab"]
+# On Colab only (elsewhere this cell does nothing): install hrvlm keeping Colab's torch, then check the
+# runtime with `hrvlm doctor`; the book's introduction explains each line.
+import sys
+
+if "google.colab" in sys.modules:
+    print("Colab: installing hrvlm (Colab's torch is kept) and checking this runtime", flush=True)
+    # !pip list --format=freeze | grep -iE '^(torch|torchvision)==' > /tmp/keep-torch.txt
+    # !pip install -q -c /tmp/keep-torch.txt "hrvlm[book] @ git+https://github.com/hrvlm/hrvlm"
+    # !hrvlm wordnet download
+    # !hrvlm doctor --profile {profile}
+
 # %%
 import pandas as pd
 from IPython.display import Markdown, display
@@ -108,8 +120,9 @@ provenance.tree_table(tree_datasets)
 # licence requires it; the error message of a missing dataset says how). The same chapters run, with the same
 # code; only the profile changes.
 #
-# **On Colab.** Open a chapter from the README's badges with a GPU runtime, run the install cell of the
-# book's introduction, then set `profile = "full"` in the chapter's parameters cell. Colab has no ImageNet:
+# **On Colab.** Open a chapter from the README's badges with a GPU runtime, set `profile = "full"` in the
+# chapter's parameters cell and run it: the next cell installs hrvlm (Colab's torch is kept) and runs
+# `hrvlm doctor --profile full`, which lists what the runtime lacks, each with the command that gets it. Colab has no ImageNet:
 # chapters that fine-tune say so in one sentence unless `$HRVLM_DATA` points at a copy (e.g. a mounted
 # drive). Evaluation of an existing run (`hrvlm eval --pretrained RUN`) works on the zero-shot sets that
 # `hrvlm data fetch` can download.
@@ -120,6 +133,7 @@ provenance.tree_table(tree_datasets)
 # ```bash
 # export HRVLM_DATA=/datasets          # ImageNet as /datasets/imagenet/{train,val}/<wnid>/*.JPEG
 # export HRVLM_CACHE=/scratch/hrvlm    # runs, records and pretrained weights (shared by every job)
+# hrvlm doctor --profile full         # what this machine lacks (weights, datasets, disk), with the commands
 # for d in cifar10 cifar100 stl10; do hrvlm data fetch $d; done   # sets that download (others: see the error)
 # hrvlm train --method hrvlm --profile full --set trees=5
 # hrvlm eval --pretrained <run printed above> --datasets imagenet,cifar10 --attack pgd --steps 20 --eps 1/255

@@ -129,6 +129,7 @@ VERBS = [
     (["records", "verify", "FOLDER"], "is a folder"),
     (["book", "--only"], "expected at least one argument"),
     (["bench", "nosuch"], "invalid choice: 'nosuch'"),
+    (["doctor", "--profile", "nosuch"], r"unknown profile 'nosuch'; choose one of \["),
 ]
 # More CLI cases (issue 14), run in this process through hrvlm.cli.main.
 CLI = [
@@ -148,6 +149,7 @@ CLI = [
     (["data", "fetch", "imagenet", "--root", "FOLDER"], "cannot be downloaded automatically"),
     (["data", "fetch", "uci-digits"], "ships with scikit-learn: nothing to fetch"),
     (["records", "verify", "FOLDER/none.jsonl"], "no records store at"),
+    (["doctor", "--root", "BINARY"], "is a file; give the folder that holds"),
 ]
 
 
