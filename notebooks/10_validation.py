@@ -42,6 +42,18 @@ eps_multiple = 1  # ε of the transfer's PGD as a multiple of the profile's ε u
 attack_steps = 20  # PGD steps of the transfer evaluation (the main table's)
 seed = 0
 
+# %% tags=["colab"]
+# On Colab only (elsewhere this cell does nothing): install hrvlm keeping Colab's torch, then check the
+# runtime with `hrvlm doctor`; the book's introduction explains each line.
+import sys
+
+if "google.colab" in sys.modules:
+    print("Colab: installing hrvlm (Colab's torch is kept) and checking this runtime", flush=True)
+    # !pip list --format=freeze | grep -iE '^(torch|torchvision)==' > /tmp/keep-torch.txt
+    # !pip install -q -c /tmp/keep-torch.txt "hrvlm[book] @ git+https://github.com/hrvlm/hrvlm"
+    # !hrvlm wordnet download
+    # !hrvlm doctor --profile {profile}
+
 # %%
 import pandas as pd
 from IPython.display import Markdown, display
