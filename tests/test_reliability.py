@@ -6,6 +6,7 @@ traceback (``hrvlm --debug CMD`` shows it).  Add a row here for every new check.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -18,7 +19,7 @@ import torch
 
 from hrvlm import hierarchy
 from hrvlm.attacks import build_attack
-from hrvlm.attacks.threat import check_eps_budget, read_eps
+from hrvlm.attacks.threat import check_eps_budget, eps_argument, read_eps
 from hrvlm.cli import COMMANDS, main
 from hrvlm.data.real import DatasetMissing, fetch
 from hrvlm.environment import check_device
@@ -338,6 +339,12 @@ def test_eps_means_one_thing_in_every_verb():
     assert read_eps("1").pixels(eps_unit_for(None, {})[0]) == 1 / 255
     assert read_eps("1").pixels(3 / 255) == 3 / 255 and read_eps("2/255").pixels(3 / 255) == 2 / 255
     assert read_eps("2/255").multiple(3 / 255) == pytest.approx(2 / 3) and read_eps("2").multiple(3 / 255) == 2
+    from hrvlm.benchmarks import attacks, step
+
+    for bench in (attacks, step):  # the benches' unit is 1/255
+        assert [bench.build_parser().parse_args(["--eps", t]).eps for t in ("2", "2/255")] == [2 / 255] * 2
+    with pytest.raises(argparse.ArgumentTypeError, match=r"--eps 300 = 300 × 1/255 .* exceeds 1"):
+        eps_argument()("300")
     for verb in ("train", "eval"):
         text = subprocess.run([sys.executable, "-m", "hrvlm.cli", verb, "--help"], capture_output=True, text=True,
                               env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "2000"}).stdout

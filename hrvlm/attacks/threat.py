@@ -164,3 +164,18 @@ def check_eps_budget(eps: Eps, unit: float, unit_name: str, norm: str = "linf", 
                          f"multiple of the ε unit such as {option} 1 (= {unit_text(unit)}) or an explicit fraction "
                          f"such as {option} 4/255")
     return pixels
+
+
+def eps_argument(unit: float = PAPER_UNIT, unit_name: str = "the paper's unit"):
+    """An argparse ``type`` for a verb whose ε unit is fixed (the benches: 1/255): text → ε in pixels,
+    read as :class:`Eps` (``2/255``, or a bare multiple of ``unit``)."""
+    import argparse
+
+    def parse(text: str) -> float:
+        try:
+            return check_eps_budget(read_eps(text), unit, unit_name)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    parse.__name__ = "eps"
+    return parse
