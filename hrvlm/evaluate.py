@@ -22,7 +22,6 @@ import math
 import os
 import time
 import warnings
-from fractions import Fraction
 from pathlib import Path
 from typing import Sequence
 
@@ -31,13 +30,13 @@ import torch
 
 from . import __version__
 from .attacks import ATTACKS, superclass_attack, transfer_outcome, transfer_summary
+from .attacks.threat import check_eps_budget, read_eps
 from .data.real import DEFAULT_RESOLUTION, RESOLUTION_POLICIES, apply_resolution, check_resolution
 from .data.registry import default_num_workers, fixed_subset, get_spec
 from .heads import build_head
 from .precision import CHOICES as PRECISION_CHOICES, precision_policy
 from .records import SCHEMA, RecordStore, encode_bits, record_key, records_to_frame
 from .storage import cache_dir, check_writable_folder, config_hash
-from .attacks.threat import check_eps_budget, read_eps
 from .weights import state_digest
 from .zeroshot import load_templates
 
