@@ -53,7 +53,7 @@ def head_agreement(record: dict, n: int = AGREEMENT_N, root: str | None = None, 
     """
     import torch
 
-    from .data.real import DEFAULT_RESOLUTION, apply_resolution
+    from .data.real import DEFAULT_RESOLUTION, DatasetMissing, apply_resolution
     from .data.registry import fixed_subset
     from .environment import default_device
     from .evaluate import accepted_options, check_request
@@ -63,7 +63,10 @@ def head_agreement(record: dict, n: int = AGREEMENT_N, root: str | None = None, 
 
     dataset = record["config"]["dataset"]
     options = {**(record["config"].get("dataset_options") or {}), **({"root": root} if root else {})}
-    spec, split, _, _ = check_request(dataset, n=n, dataset_options=options)
+    try:
+        spec, split, _, _ = check_request(dataset, n=n, dataset_options=options)
+    except DatasetMissing as err:  # the measurement, not the export, needs the data: say how to skip it
+        raise DatasetMissing(f"{err} To export without measuring the agreement, pass --agreement-n 0.") from None
     model, _, tokenizer = load_clip(record["model"], record["path"], device=default_device(device))
     data = spec.factory(split=split, **accepted_options(spec.factory, {
         **spec.options, **options, "image_size": model.image_size, "resolution": DEFAULT_RESOLUTION}))

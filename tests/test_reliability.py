@@ -573,3 +573,12 @@ def test_exporting_a_poincare_head_needs_drop_head_and_measures_agreement(tmp_pa
     assert f"agree with it on {agreement['agree']} of 16 top-1 decisions" in printed
     with pytest.raises(ValueError, match="agreement_n must be"):
         export(run, out, drop_head=True, agreement_n=-1)
+
+
+def test_a_dropped_head_without_its_data_says_how_to_skip_the_measurement(tmp_path):
+    from hrvlm.export import head_agreement
+
+    record = {"config": {"dataset": "tinyimagenet", "dataset_options": {}}, "model": "hrvlm-tiny",
+              "path": str(tmp_path), "head": {"kind": "poincare"}}
+    with pytest.raises(DatasetMissing, match=r"hrvlm data fetch tinyimagenet .* pass --agreement-n 0\.$"):
+        head_agreement(record, 8, root=str(tmp_path))
