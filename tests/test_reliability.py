@@ -200,6 +200,8 @@ CLI = [
     (["data", "fetch", "cifar10", "--root", "AFILE/sub"], "AFILE is a file, not a folder"),
     (["export", "nosuchrun", "AFILE/x.safetensors"], "AFILE is a file, not a folder"),
     (["eval", "--datasets", "mini-heldout", "--store", "AFILE/r.jsonl"], "AFILE is a file, not a folder"),
+    (["bench", "jpeg", "--device", "cuda:99"], r"device 'cuda:99': this machine has (no CUDA GPU|\d+ GPU\(s\))"),
+    (["bench", "jpeg", "--device", "meta"], "not meta"),
 ]
 TEMPLATE_FILES = {"empty": b"", "binary": bytes(range(256)), "x": b'["{x} {c}"]', "0": b'["{0} {c}"]',
                   "class": b'["{c.__class__} {c}"]', "twice": b'["{c} and {c}"]'}
