@@ -23,8 +23,10 @@ class Dist:
         return self.rank == 0
 
     def device(self, requested: str | torch.device | None = None) -> torch.device:
-        """``requested``, else this rank's GPU, else the CPU."""
-        return torch.device(requested or (f"cuda:{self.local_rank}" if torch.cuda.is_available() else "cpu"))
+        """``requested`` (checked: :func:`hrvlm.environment.check_device`), else this rank's GPU, else the CPU."""
+        from .environment import check_device
+
+        return check_device(requested or (f"cuda:{self.local_rank}" if torch.cuda.is_available() else "cpu"))
 
     def gather(self, obj) -> list:
         """``obj`` of every rank, in rank order."""

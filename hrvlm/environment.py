@@ -38,8 +38,31 @@ def git_commit() -> str | None:
 
 
 def default_device(device: str | torch.device | None = None) -> torch.device:
-    """``device``, else the GPU when there is one, else the CPU."""
-    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    """``device`` (checked by :func:`check_device`), else the GPU when there is one, else the CPU."""
+    return check_device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a ``torch.device`` this machine has, or a one-line ``ValueError`` before any work:
+    hrvlm computes on ``cpu``, ``cuda``/``cuda:N`` (N below the GPU count) and ``mps``; ``meta`` and
+    other types hold no data for it to compute on."""
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {str(device)!r}: use cpu, cuda, cuda:N or mps") from None
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"device {str(device)!r}: this machine has no CUDA GPU that torch can use; "
+                             f"use --device cpu")
+        if resolved.index is not None and resolved.index >= count:
+            raise ValueError(f"device {str(device)!r}: this machine has {count} GPU(s), cuda:0..cuda:{count - 1}")
+    elif resolved.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"device {str(device)!r}: Apple's MPS backend is not available here; use --device cpu")
+    elif resolved.type != "cpu":
+        raise ValueError(f"device {str(device)!r}: hrvlm runs on cpu, cuda, cuda:N or mps, not {resolved.type}")
+    return resolved
 
 
 def device_name(device: str | torch.device | None = None) -> str:

@@ -19,9 +19,9 @@ import argparse
 import datetime
 import inspect
 import math
+import os
 import time
 import warnings
-from fractions import Fraction
 from pathlib import Path
 from typing import Sequence
 
@@ -30,12 +30,13 @@ import torch
 
 from . import __version__
 from .attacks import ATTACKS, superclass_attack, transfer_outcome, transfer_summary
+from .attacks.threat import check_eps_budget, read_eps
 from .data.real import DEFAULT_RESOLUTION, RESOLUTION_POLICIES, apply_resolution, check_resolution
 from .data.registry import default_num_workers, fixed_subset, get_spec
 from .heads import build_head
 from .precision import CHOICES as PRECISION_CHOICES, precision_policy
 from .records import SCHEMA, RecordStore, encode_bits, record_key, records_to_frame
-from .storage import cache_dir, config_hash
+from .storage import cache_dir, check_writable_folder, config_hash
 from .weights import state_digest
 from .zeroshot import load_templates
 
@@ -176,7 +177,7 @@ def check_request(dataset: str, levels: Sequence[int] = (0,), attacks=(), n: int
     _positive("num_workers", num_workers, allow_zero=True)
     load_templates(templates or spec.templates)
     if store is not None and not hasattr(store, "append"):
-        check_store_path(store)
+        check_writable_store(check_store_path(store))
     options = {**spec.options, **(dataset_options or {})}
     if dataset in REAL and spec.profile == "full":
         require_files(dataset, split, options.get("root"))
@@ -189,6 +190,14 @@ def check_request(dataset: str, levels: Sequence[int] = (0,), attacks=(), n: int
             raise ValueError(f"tree {hierarchy.name!r} has {len(hierarchy.nodes[0])} leaves but {dataset} "
                              f"has {spec.num_classes} classes")
     return spec, split, levels, hierarchy
+
+
+def check_writable_store(path: Path) -> Path:
+    """The records store ``path`` can be appended to (before any work, not after the first chunk)."""
+    hint = "; give a store in a writable folder (hrvlm eval --store FILE, evaluate(store=FILE))"
+    if path.is_file() and not os.access(path, os.W_OK):
+        raise PermissionError(f"records store {path} is read-only{hint}")
+    return check_writable_folder(path.parent, "records store folder", hint)
 
 
 def _rate(correct: torch.Tensor) -> float:
@@ -329,18 +338,6 @@ def _run_chunk(classifier, tree, loader, prepare, level, attack, spec, seed, dev
 
 
 # ------------------------------------------------------------------------------------------ CLI
-def parse_eps(text: str) -> float:
-    """``"1/255"``, ``"0.0039"`` → a float in [0, 1] (pixel units)."""
-    try:
-        value = float(Fraction(text.strip()))
-    except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError(f"cannot read eps {text!r}: write e.g. 1/255 or 0.0039") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"eps {text!r} = {value:g} is outside [0, 1]: eps is in [0, 1] pixel "
-                                         f"units, so write 1/255 for the usual '1/255' budget, not 1")
-    return value
-
-
 def _csv(kind):
     def parse(text: str):
         return [kind(t) for t in text.split(",") if t.strip()]
@@ -355,20 +352,26 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="'mini', an open_clip tag, a checkpoint file, or a fine-tuning run (folder or name)")
     parser.add_argument("--method", default=None,
                         help="training method of the weights, for the records (default: the run's, else clip)")
-    parser.add_argument("--datasets", type=_csv(str), required=True, help="comma-separated registered names")
+    parser.add_argument("--datasets", type=_csv(str), required=True,
+                        help="comma-separated registered names, each once")
     parser.add_argument("--split", default=None, help="default: each dataset's evaluation split")
     parser.add_argument("--attack", type=_csv(str), default=["pgd"],
-                        help=f"comma-separated attack names ({', '.join(ATTACKS)}), or 'none' for clean only")
-    parser.add_argument("--eps", type=_csv(parse_eps), default=[1 / 255], help="comma-separated, e.g. 1/255,4/255")
+                        help=f"comma-separated attack names, each once ({', '.join(ATTACKS)}), or 'none' for clean "
+                             f"only")
+    parser.add_argument("--eps", type=_csv(read_eps), default=[read_eps("1/255")],
+                        help="comma-separated budgets, each a multiple of the ε unit (the --profile's eps_unit, else "
+                             "the run's profile's, else 1/255: --eps 1 is one unit, never 255/255) or an explicit "
+                             "fraction of the [0, 1] pixel range such as 2/255; default 1/255")
     parser.add_argument("--norm", default="linf", choices=["linf", "l2"])
     parser.add_argument("--steps", type=int, default=None, help="default: each attack's own")
-    parser.add_argument("--step-size", type=parse_eps, default=None,
-                        help="pgd, mpgd and cw only (default eps/4); an error with apgd-*/autoattack*, which adapt "
-                             "their step size: evaluate those in a separate call")
+    parser.add_argument("--step-size", type=read_eps, default=None,
+                        help="as --eps (units or a fraction); pgd, mpgd and cw only (default eps/4); an error with "
+                             "apgd-*/autoattack*, which adapt their step size: evaluate those in a separate call")
     parser.add_argument("--restarts", type=int, default=None, help="default: each attack's own")
     # --num-images: under torchrun, whose argparse takes "--n" for an abbreviation of its own options
     parser.add_argument("--n", "--num-images", dest="n", type=int, default=None,
-                        help="images per dataset (fixed subset); default all")
+                        help="images per dataset (fixed subset); default all; a set with fewer images is evaluated "
+                             "whole, with a printed note (its records say the true n)")
     parser.add_argument("--levels", type=_csv(int), default=[0], help="tree levels, e.g. 0,1,2")
     parser.add_argument("--tree", type=int, default=0, help="which tree of the dataset's forest")
     parser.add_argument("--depth", type=int, default=5, help="depth of the dataset's forest")
@@ -403,7 +406,28 @@ def build_attacks(names: Sequence[str], eps_values: Sequence[float], norm: str =
     if any(name != "none" for name in names) and not eps_values:
         raise ValueError("no eps given: give at least one budget, e.g. 1/255")
     settings = {k: v for k, v in settings.items() if v is not None}
-    return [build_attack(name, eps, norm=norm, **settings) for name in names if name != "none" for eps in eps_values]
+    attacks = [build_attack(name, eps, norm=norm, **settings) for name in names if name != "none" for eps in eps_values]
+    seen = set()
+    for attack in attacks:  # a repeat would print (and cost) the same rows twice: refused, not silently dropped
+        config = attack.config()
+        key = config_hash(config)
+        if key in seen:
+            raise ValueError(f"the attacks repeat {config['name']} at eps {config.get('eps', 0):.5g}: give each attack "
+                             f"name and each budget once")
+        seen.add(key)
+    return attacks
+
+
+def eps_unit_for(profile: str | None, run_record: dict) -> tuple[float, str]:
+    """The unit of a bare ``--eps`` number: the profile's ``eps_unit`` (``--profile``, else the run's
+    profile), else the paper's 1/255; with its name for messages."""
+    from .attacks.threat import PAPER_UNIT
+    from .profiles import get_profile
+
+    name = profile or run_record.get("profile")
+    if name is None:
+        return PAPER_UNIT, "the paper's unit, with no --profile"
+    return get_profile(name).eps_unit, f"the {name} profile's unit"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -413,11 +437,17 @@ def run(args: argparse.Namespace) -> int:
     from .runs import is_run, read_record
 
     d = init_distributed(timeout=RANKS_WAIT)
-    device = d.device(args.device)
+    device = d.device(args.device)  # an absent device fails here, in one line
     policy = precision_policy(device, args.precision)  # bf16 attacks and scoring on recent GPUs
-    attacks = build_attacks(args.attack, args.eps, args.norm, steps=args.steps, step_size=args.step_size,
-                            restarts=args.restarts, autocast=policy.attack_dtype)
     run_record = read_record(args.pretrained) if args.pretrained is not None and is_run(args.pretrained) else {}
+    unit, unit_name = eps_unit_for(args.profile, run_record)
+    eps = [check_eps_budget(e, unit, unit_name, args.norm) for e in args.eps]
+    step_size = None if args.step_size is None else check_eps_budget(args.step_size, unit, unit_name, args.norm,
+                                                                      "--step-size")
+    attacks = build_attacks(args.attack, eps, args.norm, steps=args.steps, step_size=step_size,
+                            restarts=args.restarts, autocast=policy.attack_dtype)
+    if d.main and any(name != "none" for name in args.attack):
+        print("eps: " + ", ".join(e.describe(unit, unit_name) for e in args.eps))
     # the model: given, else the run's, else the profile's (so `--pretrained mini --profile mini` loads the
     # mini world's own tower rather than building weights for another architecture)
     model_name = args.model or run_record.get("model") or (get_profile(args.profile).model if args.profile
@@ -430,6 +460,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.datasets:
         raise ValueError("--datasets names no dataset: give comma-separated registered names, e.g. mini-heldout "
                          "(hrvlm data list shows them)")
+    repeated = sorted({name for name in args.datasets if args.datasets.count(name) > 1})
+    if repeated:  # each would print (and evaluate) its rows twice
+        raise ValueError(f"--datasets names {', '.join(repeated)} more than once: give each dataset once")
     check_attacks(attacks)
     for name in args.datasets:  # the whole request, before the model loads
         check_request(name, args.levels, attacks, args.n, split=args.split, store=store, templates=args.templates,
@@ -450,6 +483,10 @@ def run(args: argparse.Namespace) -> int:
         if not d.main:
             return 0
     records = evaluate_all(args.datasets)  # after the split: every chunk is stored, nothing is recomputed
+    capped = {(r["dataset"], r["split"]): r for r in records if args.n is not None and r["n"] < args.n}
+    for (name, split), record in capped.items():  # the records say the true n; the note says why it is not --n
+        print(f"note: --n {args.n} exceeds the {record['dataset_size']} images of {name}/{split}: all "
+              f"{record['n']} were evaluated (records: n = {record['n']})")
     table = records_to_frame(records)
     columns = [c for c in ("dataset", "level", "attack_name", "attack_eps", "n", "clean_acc", "robust_acc",
                            "leaf_robust_acc", "transfer_success_rate") if c in table]

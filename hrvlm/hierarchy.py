@@ -799,7 +799,7 @@ def _check_show(forest: Forest, tree: int | None, level: int | None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .storage import atomic_write_json
+    from .storage import atomic_write_bytes, atomic_write_json, check_writable_folder
 
     if args.action == "coverage":
         import pandas as pd
@@ -814,6 +814,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.action in ("export", "draw") and Path(args.out).is_dir():
         raise IsADirectoryError(f"--out {args.out} is a folder; give a file name, e.g. {Path(args.out) / 'forest.json'}")
+    if args.action in ("export", "draw"):  # a file on the way or a read-only folder: one line, before the forest
+        check_writable_folder(Path(args.out).parent, "--out folder", "; give a file in a writable folder")
     if args.action == "draw" and args.leaves < 1:
         raise ValueError(f"--leaves {args.leaves}: draw at least one leaf")
     forest = forest_for_dataset(args.dataset, args.depth, args.max_trees)
@@ -823,7 +825,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {atomic_write_json(args.out, forest.to_json())}")
     elif args.action == "draw":
         fig = draw_forest(forest, list(range(min(args.leaves, len(forest.leaves)))))
-        fig.savefig(args.out, dpi=120)
+        import io
+
+        buf = io.BytesIO()  # rendered in memory, then written atomically like every other file
+        fig.savefig(buf, dpi=120, format=Path(args.out).suffix.lstrip(".") or "png")
+        atomic_write_bytes(args.out, buf.getvalue())
         print(f"wrote {args.out}")
     else:
         for t, tree in enumerate(forest):

@@ -44,7 +44,20 @@ def run_path(name_or_path: str | os.PathLike) -> Path:
     if "/" not in str(name_or_path) and ((named / RECORD).is_file() or (named / CONFIG).is_file()):
         return named
     raise RunNotFound(f"no run {str(name_or_path)!r}: neither a folder with {RECORD} nor a run under {runs_root()} "
-                      f"(finished runs: {list_runs() or 'none'})")
+                      f"({_finished_hint(str(name_or_path))})")
+
+
+def _finished_hint(name: str) -> str:
+    """A short count of the finished runs and the closest names, not every run on one line."""
+    import difflib
+    import shlex
+
+    finished = list_runs()
+    if not finished:
+        return "no finished runs there"
+    close = difflib.get_close_matches(name, finished, n=3, cutoff=0.6)
+    return (f"{len(finished)} finished run(s) there, listed one per line by `ls {shlex.quote(str(runs_root()))}`"
+            + (f"; closest: {', '.join(close)}" if close else ""))
 
 
 def is_run(name_or_path: str | os.PathLike) -> bool:

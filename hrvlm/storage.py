@@ -18,21 +18,52 @@ CACHE_ENV = "HRVLM_CACHE"
 
 def cache_dir(*parts: str) -> Path:
     """The user cache folder (``$HRVLM_CACHE``, else ``$XDG_CACHE_HOME/hrvlm``, else ``~/.cache/hrvlm``),
-    joined with ``parts`` and created if missing."""
+    joined with ``parts`` and created if missing.
+
+    ``HRVLM_CACHE`` set but empty, or naming a file, is a one-line error (an empty value would otherwise
+    put the cache in the current folder); an existing read-only cache is fine for reading, and a folder
+    that cannot be created there is an error naming the variable."""
     root = os.environ.get(CACHE_ENV)
+    if root is not None and not root.strip():
+        raise ValueError(f"{CACHE_ENV} is set but empty: unset it (the cache is then ~/.cache/hrvlm) or set it "
+                         f"to a folder")
     if root is None:
         xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         root = os.path.join(xdg, "hrvlm")
     path = Path(root, *parts)
-    path.mkdir(parents=True, exist_ok=True)
+    if not path.is_dir():
+        hint = f"; set {CACHE_ENV} to a writable folder"
+        check_writable_folder(path, "cache folder", hint)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as err:  # a race with another process, a full disk: still one line
+            raise PermissionError(f"cannot create the cache folder {path}: {err.strerror}{hint}") from None
     return path
+
+
+def check_writable_folder(folder: str | os.PathLike, what: str, hint: str = "") -> Path:
+    """``folder`` (existing or to be created), or a one-line error before any work: the nearest existing
+    folder on its path must be a writable folder (a file on the way is a ``NotADirectoryError``, a
+    read-only folder a ``PermissionError``).  ``what`` names it in the message, ``hint`` says what to do."""
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(f"{what} {folder}: {existing} is a file, not a folder{hint}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"{what} {folder}: cannot write in {existing} (read-only){hint}")
+    return folder
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file and ``os.replace`` (atomic on POSIX)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except (FileExistsError, NotADirectoryError, PermissionError) as err:  # a file on the path, a read-only folder
+        raise type(err)(f"cannot write {path}: {err.strerror} ({err.filename})") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -39,12 +39,15 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import random
+import shlex
 import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Callable
 
@@ -53,11 +56,13 @@ import torch
 from torch import nn
 
 from . import runs
+from .attacks.threat import Eps, check_eps_budget, read_eps
 from .checkpoints import discard_checkpoint, load_checkpoint, save_checkpoint
 from .data.jpeg import DECODE_CHOICES, EncodedImages, collate_encoded, decode_batch, image_files
 from .distributed import Dist, init_distributed
 from .precision import CHOICES as PRECISION_CHOICES, precision_policy
-from .storage import atomic_write_bytes, atomic_write_json, canonical_json, config_hash, file_sha256
+from .storage import (atomic_write_bytes, atomic_write_json, canonical_json, check_writable_folder, config_hash,
+                      file_sha256)
 
 OPTIMIZERS = ("adamw", "sgd")
 BATCHNORM_MODES = ("frozen", "batch")
@@ -120,6 +125,10 @@ class TrainConfig:
                             ("momentum", self.momentum), ("seed", self.seed), ("num_workers", self.num_workers)):
             if not value >= 0:
                 raise ValueError(f"{name} must be >= 0, got {value!r}")
+        if not math.isfinite(self.eps):
+            raise ValueError(f"eps must be a finite multiple of the ε unit, got {self.eps!r}")
+        check_eps_budget(Eps(f"{self.eps:g}", Fraction(self.eps), explicit=False), get_profile(self.profile).eps_unit,
+                         f"the {self.profile} profile's unit")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip!r}")
         for name, value, known in (("optimizer", self.optimizer, OPTIMIZERS), ("precision", self.precision, PRECISION_CHOICES),
@@ -327,7 +336,8 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, *, stop_aft
     On the CPU the run uses ``config.threads`` torch threads (restored afterwards).
     """
     previous_threads = torch.get_num_threads()
-    if (torch.device(device) if device is not None else init_distributed().device()).type == "cpu":
+    # the device is checked first: a machine without it fails in one line, before any folder exists
+    if init_distributed().device(device).type == "cpu":
         torch.set_num_threads(config.threads)
     try:
         return _train(config, out, stop_after=stop_after, progress=progress, device=device)
@@ -357,10 +367,18 @@ def _train(config: TrainConfig, out, *, stop_after: int | None, progress: bool, 
     out = Path(out) if out is not None else runs.runs_root() / config.name()
     if (out / runs.RECORD).is_file():
         return out
+    spec = get_spec(config.dataset)
+    options = {**spec.options, **config.dataset_options}
+    # the training set's size before the model loads and before the run folder exists (a mini set is
+    # built lazily in milliseconds; a real one is listed twice, which is seconds against hours of training)
+    size = len(spec.factory(split=config.split, **accepted_options(spec.factory, options)))
+    if config.batch_size > size:
+        raise ValueError(f"batch_size {config.batch_size} exceeds the {size} training images of {config.dataset}; "
+                         f"give --batch-size {size} or less")
+    check_writable_folder(out, "run folder", "; choose another --out, or set HRVLM_CACHE to a writable folder")
     out.mkdir(parents=True, exist_ok=True)
     if d.main:
         _claim(out, config)
-    spec = get_spec(config.dataset)
     method = build_method(config.method, config.method_settings)
 
     device = d.device(device)
@@ -373,14 +391,12 @@ def _train(config: TrainConfig, out, *, stop_after: int | None, progress: bool, 
     # training images at the model's resolution (real sets resized first, as TeCoA and FARE train at 224 px):
     # the training attack's ε-ball lives in the pixels the model sees
     data = spec.factory(split=config.split, **accepted_options(spec.factory, {
-        **spec.options, **config.dataset_options, "image_size": model.image_size, "resolution": "resize-first"}))
+        **options, "image_size": model.image_size, "resolution": "resize-first"}))
     if hasattr(data, "materialize"):
         data.materialize()
     from .weights import state_digest
 
     start_digest = state_digest(model.clip)  # the identity of the starting weights (a tag alone is not one)
-    if config.batch_size > len(data):
-        raise ValueError(f"batch_size {config.batch_size} exceeds the {len(data)} training images of {config.dataset}")
     eps = get_profile(config.profile).eps(config.eps)
     # setup sees the pretrained weights, also when resuming: frozen copies are of the original model
     method.setup(TrainContext(model=model, tokenizer=tokenizer, dataset=spec, eps=eps, device=device,
@@ -533,7 +549,10 @@ def _finish(out: Path, config: TrainConfig, model, method, extras, d: Dist, *, t
 
 # ----------------------------------------------------------------------------- command line
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--method", required=True, help="a registered method (hrvlm.methods.METHODS)")
+    from .methods import METHODS
+
+    parser.add_argument("--method", required=True, metavar="METHOD",
+                        help=f"a registered method: {', '.join(sorted(METHODS))}")
     parser.add_argument("--profile", default="mini", help="profile whose settings to use (smoke, mini, full)")
     parser.add_argument("--model", default=None, help="override the profile's model")
     parser.add_argument("--dataset", default=None,
@@ -544,7 +563,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=None, help="override the profile's number of steps")
     parser.add_argument("--batch-size", type=int, default=None, help="override the global batch size")
     parser.add_argument("--lr", type=float, default=None, help="override the learning rate")
-    parser.add_argument("--eps", type=float, default=None, help="training ε as a multiple of the profile's ε unit")
+    parser.add_argument("--eps", type=read_eps, default=None,
+                        help="training ε: a multiple of the profile's ε unit (eps_unit, the analogue of 1/255: "
+                             "--eps 1 is one unit) or an explicit fraction of the [0, 1] pixel range such as 2/255; "
+                             "default: the profile's")
     parser.add_argument("--precision", choices=PRECISION_CHOICES, default=None, help="default: auto")
     parser.add_argument("--seed", type=int, default=None, help="override the seed")
     parser.add_argument("--decode", choices=DECODE_CHOICES, default=None,
@@ -577,10 +599,11 @@ def run(args: argparse.Namespace) -> int:
 
     # a bad configuration raises here, before any model loads (hrvlm.cli prints it in one line)
     options = None if args.root is None else {**get_profile(args.profile).dataset_options, "root": args.root}
+    eps = None if args.eps is None else args.eps.multiple(get_profile(args.profile).eps_unit)
     config = config_from_profile(args.method, args.profile, _settings(args.set), steps=args.steps,
                                  model=args.model, pretrained=args.pretrained, dataset=args.dataset,
                                  dataset_options=options,
-                                 batch_size=args.batch_size, lr=args.lr, eps=args.eps,
+                                 batch_size=args.batch_size, lr=args.lr, eps=eps,
                                  precision=args.precision, seed=args.seed, decode=args.decode,
                                  num_workers=args.num_workers)
     out = train(config, args.out, progress=not args.no_progress, device=args.device)
@@ -589,6 +612,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({k: record[k] for k in ("steps", "train_time_s", "epoch_time_s_estimate", "images_per_s",
                                                   "head")}, indent=2))
         resolved = config.resolved()
-        where = "".join(f" --{k} {v}" for k, v in resolved.dataset_options.items() if k in ("profile", "root"))
-        print(f"run: {out}\nevaluate: hrvlm eval --pretrained {out} --datasets {resolved.dataset}{where}")
+        where = "".join(f" --{k} {shlex.quote(str(v))}" for k, v in resolved.dataset_options.items()
+                        if k in ("profile", "root"))
+        print(f"run: {out}\nevaluate: hrvlm eval --pretrained {shlex.quote(str(out))} --datasets "
+              f"{shlex.quote(resolved.dataset)}{where}")
     return 0

@@ -8,6 +8,7 @@ cosine head's leaf level under its familiar name: ``scale · cos(image, class)``
 from __future__ import annotations
 
 import json
+import string
 from pathlib import Path
 from typing import Sequence
 
@@ -38,19 +39,39 @@ def load_templates(name: str, dataset: str | None = None) -> list[str]:
         known = sorted(p.stem for p in TEMPLATE_DIR.glob("*.json")) + sorted(
             f"{p.name} (per dataset)" for p in TEMPLATE_DIR.iterdir() if p.is_dir())
         raise KeyError(f"no template set {name!r}; known: {known}, or pass a path to a JSON list of strings")
-    templates = json.loads(path.read_text())
+    try:
+        templates = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError(f"template file {path} is not a UTF-8 text file; give a JSON list of strings such as "
+                         f'["a photo of a {{c}}."]') from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"template file {path} is not JSON ({err.msg} at line {err.lineno}); give a JSON list of "
+                         f'strings such as ["a photo of a {{c}}."]') from None
     if isinstance(templates, dict):
         templates = templates.get("templates")
-    check_templates(templates)
+    check_templates(templates, where=f"template file {path}: ")
     return templates
 
 
-def check_templates(templates: Sequence[str]) -> None:
-    if isinstance(templates, str) or not templates:
-        raise ValueError("templates must be a non-empty list of strings, e.g. ['a photo of a {c}.']")
-    bad = [t for t in templates if "{c}" not in t]
-    if bad:
-        raise ValueError(f"every template needs a '{{c}}' placeholder; these have none: {bad}")
+def check_templates(templates: Sequence[str], where: str = "") -> None:
+    """A template is a string with exactly one ``{c}`` field (filled by ``str.format(c=name)``) and no
+    other field, conversion or format spec: ``{x}``, ``{0}``, ``{c.__class__}``, ``{c!r}`` and a second
+    ``{c}`` are refused here, before any model loads, not when the first prompt is built."""
+    if isinstance(templates, str) or not isinstance(templates, (list, tuple)) or not templates:
+        raise ValueError(f"{where}templates must be a non-empty list of strings, e.g. ['a photo of a {{c}}.']")
+    for template in templates:
+        if not isinstance(template, str):
+            raise ValueError(f"{where}every template must be a string, got {template!r}")
+        try:
+            fields = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(template)
+                      if name is not None]
+        except ValueError as err:  # an unmatched brace
+            raise ValueError(f"{where}template {template!r} is not a format string ({err}); write literal braces "
+                             f"as {{{{ and }}}}") from None
+        if fields != [("c", "", None)]:
+            found = ["{" + n + ("!" + v if v else "") + (":" + f if f else "") + "}" for n, f, v in fields]
+            raise ValueError(f"{where}template {template!r} must have exactly one {{c}} placeholder (the class name) "
+                             f"and no other field; it has {found or 'none'}")
 
 
 @torch.no_grad()

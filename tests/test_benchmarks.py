@@ -108,6 +108,7 @@ def test_a_gpu_named_by_index_becomes_the_current_one(monkeypatch):
     """CUDA events record on the current device's stream: timing work on cuda:1 from cuda:0 measures nothing."""
     current = []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)  # the device check: cuda:1 exists
     monkeypatch.setattr(torch.cuda, "set_device", current.append)
     assert device_of("cuda:1") == torch.device("cuda", 1) and current == [torch.device("cuda", 1)]
     assert device_of("cuda") == torch.device("cuda") and len(current) == 1

@@ -179,10 +179,14 @@ def test_bad_inputs_are_clear_errors(clip, synthetic):
         ev.build_attacks(["pgdd"], [1 / 255])
     with pytest.raises(ValueError, match="pixel units"):
         build_attack("pgd", 2.0)
-    for text in ("2", "-1/255", "1/0", "abc"):
+    from hrvlm.attacks.threat import read_eps
+
+    for text in ("-1/255", "1/0", "abc", "nan", "inf"):
         with pytest.raises(argparse.ArgumentTypeError):
-            ev.parse_eps(text)
-    assert ev.parse_eps("1/255") == 1 / 255 and ev.parse_eps("0.5") == 0.5
+            read_eps(text)
+    # one meaning in every verb: a fraction is explicit, a bare number counts ε units (3/255 in mini)
+    assert read_eps("1/255").pixels(3 / 255) == 1 / 255 and read_eps("2").pixels(3 / 255) == 6 / 255
+    assert read_eps("0.5").pixels(1 / 255) == 0.5 / 255 and read_eps("6/255").multiple(3 / 255) == 2.0
     with pytest.raises(TypeError, match="not an attack"):
         run(clip, attacks=["pgd"])
     with pytest.raises(ValueError, match="non-negative"):

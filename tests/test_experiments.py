@@ -175,6 +175,8 @@ def test_the_profile_note_states_eps_in_255ths(profile):
 def test_the_books_attacks_take_the_devices_attack_precision(monkeypatch, capability, autocast):
     """As ``hrvlm eval``'s: bf16 on a GPU with it, float32 on older GPUs (never fp16) and on the CPU."""
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU machine, as the device check sees it
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     assert ex.attack("pgd", "smoke", device="cuda").autocast is autocast
     assert ex.attack("apgd-ce", "smoke", device="cuda", steps=2).autocast is autocast
     assert ex.attack("pgd", "smoke", device="cpu").autocast is None

@@ -6,6 +6,8 @@ traceback (``hrvlm --debug CMD`` shows it).  Add a row here for every new check.
 """
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import subprocess
 import sys
@@ -17,12 +19,15 @@ import torch
 
 from hrvlm import hierarchy
 from hrvlm.attacks import build_attack
+from hrvlm.attacks.threat import check_eps_budget, eps_argument, read_eps
 from hrvlm.cli import COMMANDS, main
 from hrvlm.data import get_dataset
 from hrvlm.data.real import DatasetMissing, fetch
+from hrvlm.environment import check_device
 from hrvlm.evaluate import build_attacks, check_attacks, check_request
 from hrvlm.models import load_clip
 from hrvlm.records import RecordStore
+from hrvlm.zeroshot import check_templates, load_templates
 
 ROOT = Path(__file__).resolve().parent.parent
 TREE = '{"format": "hrvlm-tree/1", "name": "t", "leaves": LEAVES, "parents": {"a": "x", "b": "x"}NAMES}'
@@ -101,7 +106,38 @@ API = [
     # downloads, offline (the test's socket guard refuses the connection as an offline machine would)
     ("fetch-offline", lambda c: fetch("cifar10", c.tmp), DatasetMissing,
      r"downloading cifar10 .* from https://www.cs.toronto.edu/\S+ failed .* extract it under"),
+    ("fetch-root-file", lambda c: fetch("cifar10", _a_file(c.tmp)), NotADirectoryError, "is a file, not a folder"),
+    # attacks and budgets (issue 24)
+    ("attack-repeated", lambda c: build_attacks(["pgd", "pgd"], [1 / 255]), ValueError, "repeat pgd"),
+    ("attack-repeated-eps", lambda c: build_attacks(["pgd"], [1 / 255, 1 / 255]), ValueError, "repeat pgd"),
+    ("eps-budget", lambda c: check_eps_budget(read_eps("1e9"), 3 / 255, "the mini profile's unit"), ValueError,
+     r"exceeds 1, the whole \[0, 1\] pixel range: .* --eps 1 \(= 3/255\)"),
+    # devices (a GPU machine has cuda, never cuda:99, meta or nosuch)
+    ("device-nosuch", lambda c: check_device("nosuch"), ValueError, "unknown device 'nosuch'"),
+    ("device-meta", lambda c: check_device("meta"), ValueError, "not meta"),
+    ("device-cuda-99", lambda c: check_device("cuda:99"), ValueError, r"no CUDA GPU|has \d+ GPU\(s\)"),
+    # templates: exactly one {c} and no other field, before any model loads
+    *[(f"template-{t}", lambda c, t=t: check_templates([t]), ValueError, "exactly one {c} placeholder")
+      for t in ("{x} {c}", "{0} {c}", "{c.__class__} {c}", "{c} and {c}", "{c!r}", "no field")],
+    ("template-brace", lambda c: check_templates(["a {c"]), ValueError, "is not a format string"),
+    ("template-file-empty", lambda c: load_templates(str(_template_file(c.tmp, b""))), ValueError, "is not JSON"),
+    ("template-file-binary", lambda c: load_templates(str(_template_file(c.tmp, bytes(range(256))))), ValueError,
+     "not a UTF-8 text file"),
+    ("template-file-field", lambda c: load_templates(str(_template_file(c.tmp, b'["{x} {c}"]'))), ValueError,
+     r"template file .*: template '\{x\} \{c\}' must have exactly one"),
 ]
+
+
+def _a_file(tmp: Path) -> Path:
+    path = tmp / "a-file"
+    path.write_text("not a folder")
+    return path
+
+
+def _template_file(tmp: Path, data: bytes) -> Path:
+    path = tmp / "templates.json"
+    path.write_bytes(data)
+    return path
 
 
 class Ctx:
@@ -150,12 +186,42 @@ CLI = [
     (["data", "fetch", "uci-digits"], "ships with scikit-learn: nothing to fetch"),
     (["records", "verify", "FOLDER/none.jsonl"], "no records store at"),
     (["doctor", "--root", "BINARY"], "is a file; give the folder that holds"),
+    # issue 24: one meaning of --eps, its advice accepted by the same verb; repeats; files on the way
+    (["eval", "--datasets", "mini-heldout", "--eps", "1e9"], r"exceeds 1, the whole .* --eps 1 \(= 1/255\)"),
+    (["eval", "--datasets", "mini-heldout", "--profile", "smoke", "--eps", "1e9"], r"--eps 1 \(= 3/255\)"),
+    (["eval", "--datasets", "mini-heldout", "--attack", "pgd,pgd"], "repeat pgd"),
+    (["eval", "--datasets", "mini-heldout", "--profile", "smoke", "--eps", "1,3/255"], "repeat pgd"),
+    (["eval", "--datasets", "mini-heldout,mini-heldout"], "names mini-heldout more than once"),
+    (["train", "--method", "tecoa", "--profile", "smoke", "--eps", "1e9"],
+     r"--eps 1e\+09 = .* exceeds 1, the whole .* --eps 1 \(= 3/255\) .* --eps 4/255"),
+    (["train", "--method", "tecoa", "--profile", "smoke", "--batch-size", "1000000000", "--out", "FOLDER/run"],
+     r"batch_size 1000000000 exceeds the \d+ training images of mini-finetune; give --batch-size \d+ or less"),
+    *[(["eval", "--model", "hrvlm-tiny-cnn", "--pretrained", "mini-smoke", "--datasets", "mini-heldout",
+        "--templates", f"TEMPLATES_{name}"], message) for name, message in (
+        ("empty", "is not JSON"), ("binary", "not a UTF-8 text file"), ("x", "exactly one {c}"), ("0", "exactly one {c}"),
+        ("class", "exactly one {c}"), ("twice", "exactly one {c}"))],
+    (["hierarchy", "draw", "mini-heldout", "--out", "AFILE/x.png"], "AFILE is a file, not a folder"),
+    (["hierarchy", "export", "mini-heldout", "--out", "AFILE/x.json"], "AFILE is a file, not a folder"),
+    (["data", "fetch", "cifar10", "--root", "AFILE"], "data root .*AFILE is a file, not a folder"),
+    (["data", "fetch", "cifar10", "--root", "AFILE/sub"], "AFILE is a file, not a folder"),
+    (["export", "nosuchrun", "AFILE/x.safetensors"], "AFILE is a file, not a folder"),
+    (["eval", "--datasets", "mini-heldout", "--store", "AFILE/r.jsonl"], "AFILE is a file, not a folder"),
+    (["bench", "jpeg", "--device", "cuda:99"], r"device 'cuda:99': this machine has (no CUDA GPU|\d+ GPU\(s\))"),
+    (["bench", "jpeg", "--device", "meta"], "not meta"),
 ]
+TEMPLATE_FILES = {"empty": b"", "binary": bytes(range(256)), "x": b'["{x} {c}"]', "0": b'["{0} {c}"]',
+                  "class": b'["{c.__class__} {c}"]', "twice": b'["{c} and {c}"]'}
 
 
 def _fill(argv: list[str], tmp_path: Path) -> list[str]:
     (tmp_path / "binary.json").write_bytes(bytes(range(256)))
-    return [a.replace("BINARY", str(tmp_path / "binary.json")).replace("FOLDER", str(tmp_path)) for a in argv]
+    (tmp_path / "AFILE").write_text("a file where a folder is expected")
+    for name, data in TEMPLATE_FILES.items():
+        (tmp_path / f"templates-{name}.json").write_bytes(data)
+    argv = [str(tmp_path / f"templates-{a.removeprefix('TEMPLATES_')}.json") if a.startswith("TEMPLATES_") else a
+            for a in argv]
+    return [a.replace("BINARY", str(tmp_path / "binary.json")).replace("AFILE", str(tmp_path / "AFILE"))
+            .replace("FOLDER", str(tmp_path)) for a in argv]
 
 
 def _one_error_line(stderr: str, verb: str, message: str) -> None:
@@ -206,3 +272,321 @@ def test_a_bug_keeps_its_traceback(monkeypatch):
     monkeypatch.setattr(wordnet, "locate", lambda: {}["boom"])  # KeyError raised here, in the test's code
     with pytest.raises(KeyError, match="boom"):
         main(["wordnet", "status"])
+
+
+# ------------------------------------------------------------------ issue 24: one line for every bad input
+@pytest.fixture
+def cpu_only(monkeypatch):
+    """This machine as a CPU-only one (also on a GPU machine): no CUDA device, no MPS."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+
+
+@pytest.fixture
+def read_only(monkeypatch):
+    """Make a folder read-only.  root ignores permission bits, so under root ``os.access`` answers as it
+    would for the folder's owner without root's override (what a user of a shared read-only cache sees)."""
+    def make(path: Path) -> Path:
+        path.mkdir(parents=True, exist_ok=True)
+        path.chmod(0o555)
+        return path
+
+    if os.geteuid() == 0:
+        real = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode, **kw: real(p, mode, **kw) and not (
+            mode & os.W_OK and not os.stat(p).st_mode & 0o200))
+    yield make
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:7", "mps", "nosuch", "meta"])
+@pytest.mark.parametrize("verb", ["train", "eval"])
+def test_an_absent_device_is_one_line_before_any_folder(verb, device, cpu_only, tmp_path, capsys, monkeypatch):
+    import hrvlm.models
+
+    monkeypatch.setattr(hrvlm.models, "load_clip", lambda *a, **k: pytest.fail("the model loaded"))
+    out = tmp_path / "run"
+    argv = (["train", "--method", "tecoa", "--profile", "smoke", "--out", str(out)] if verb == "train" else
+            ["eval", "--datasets", "mini-heldout", "--store", str(out / "r.jsonl")]) + ["--device", device]
+    assert main(argv) == 2
+    _one_error_line(capsys.readouterr().err, verb, rf"device '{device}'|unknown device '{device}'")
+    assert not out.exists()
+
+
+def test_a_huge_batch_size_leaves_no_run_folder(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--method", "tecoa", "--profile", "smoke", "--batch-size", "1000000000", "--out",
+                 str(out)]) == 2
+    _one_error_line(capsys.readouterr().err, "train", "exceeds the")
+    assert not out.exists()
+
+
+def test_train_eps_advice_is_accepted_by_train(capsys):
+    """The advice of `train --eps 1e9` is something train's --eps reads, and reads as the same ε."""
+    import re
+
+    from hrvlm.profiles import get_profile
+    from hrvlm.train import config_from_profile
+
+    assert main(["train", "--method", "tecoa", "--profile", "smoke", "--eps", "1e9"]) == 2
+    advised = re.findall(r"--eps (\S+)", capsys.readouterr().err)[1:]
+    assert advised == ["1", "4/255"]
+    unit = get_profile("smoke").eps_unit
+    for text in advised:
+        config = config_from_profile("tecoa", "smoke", eps=read_eps(text).multiple(unit))
+        assert get_profile("smoke").eps(config.eps) == pytest.approx(read_eps(text).pixels(unit), rel=1e-12)
+
+
+def test_eps_means_one_thing_in_every_verb():
+    """A bare number counts ε units (the profile's, else 1/255); a fraction is explicit; `eval --eps 1` is
+    never 255/255."""
+    from hrvlm.evaluate import eps_unit_for
+
+    assert eps_unit_for(None, {}) == (1 / 255, "the paper's unit, with no --profile")
+    assert eps_unit_for(None, {"profile": "smoke"})[0] == eps_unit_for("smoke", {})[0] == 3 / 255
+    assert read_eps("1").pixels(eps_unit_for(None, {})[0]) == 1 / 255
+    assert read_eps("1").pixels(3 / 255) == 3 / 255 and read_eps("2/255").pixels(3 / 255) == 2 / 255
+    assert read_eps("2/255").multiple(3 / 255) == pytest.approx(2 / 3) and read_eps("2").multiple(3 / 255) == 2
+    from hrvlm.benchmarks import attacks, step
+
+    for bench in (attacks, step):  # the benches' unit is 1/255
+        assert [bench.build_parser().parse_args(["--eps", t]).eps for t in ("2", "2/255")] == [2 / 255] * 2
+    with pytest.raises(argparse.ArgumentTypeError, match=r"--eps 300 = 300 × 1/255 .* exceeds 1"):
+        eps_argument()("300")
+    for verb in ("train", "eval"):
+        text = subprocess.run([sys.executable, "-m", "hrvlm.cli", verb, "--help"], capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "2000"}).stdout
+        assert "multiple of the" in text and "2/255" in text, text
+
+
+def test_eval_n_above_a_set_is_a_note_and_the_records_say_the_true_n(tmp_path, capsys):
+    store = tmp_path / "r.jsonl"
+    assert main(["eval", "--model", "hrvlm-tiny-cnn", "--pretrained", "mini-smoke", "--profile", "smoke",
+                 "--datasets", "mini-heldout", "--attack", "none", "--n", "100000", "--store", str(store)]) == 0
+    (record,) = RecordStore(store).records()
+    assert record["n"] == record["dataset_size"] < 100000
+    assert (f"note: --n 100000 exceeds the {record['dataset_size']} images of mini-heldout/test: all "
+            f"{record['n']} were evaluated") in capsys.readouterr().out
+
+
+def test_train_help_lists_the_methods_and_the_eval_hint_is_shell_quoted(tmp_path, capsys):
+    import shlex
+
+    from hrvlm.methods import METHODS
+
+    help_text = subprocess.run([sys.executable, "-m", "hrvlm.cli", "train", "--help"], capture_output=True,
+                               text=True, env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "2000"}).stdout
+    assert ", ".join(sorted(METHODS)) in help_text
+    out = tmp_path / "a run's folder"  # clip trains nothing: the run finishes at once
+    assert main(["train", "--method", "clip", "--profile", "smoke", "--pretrained", "random-init", "--out",
+                 str(out), "--no-progress"]) == 0
+    hint = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("evaluate: "))
+    words = shlex.split(hint.removeprefix("evaluate: "))
+    assert words[:4] == ["hrvlm", "eval", "--pretrained", str(out)] and "--datasets" in words
+
+
+def test_the_no_run_error_is_short(tmp_cache, capsys):
+    for i in range(40):
+        folder = tmp_cache / "runs" / f"tecoa-smoke-s{i}-{i:010d}"
+        folder.mkdir(parents=True)
+        (folder / "run.json").write_text("{}")
+    assert main(["export", "tecoa-smoke-s1-000000001x", str(tmp_cache / "x.safetensors")]) == 2
+    line = capsys.readouterr().err.strip()
+    _one_error_line(line, "export", r"40 finished run\(s\) there, listed one per line by `ls .*`; closest: "
+                                    r"tecoa-smoke-s1-0000000001")
+    assert line.count("tecoa-smoke-s") == 1 + 3, "the name asked for and three close ones, not all 40"
+
+
+def test_cache_variable_empty_or_a_file_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HRVLM_CACHE", "")
+    assert main(["eval", "--datasets", "mini-heldout"]) == 2
+    _one_error_line(capsys.readouterr().err, "eval", "HRVLM_CACHE is set but empty: unset it")
+    assert not any(tmp_path.iterdir())
+    monkeypatch.setenv("HRVLM_CACHE", str(_a_file(tmp_path)))
+    assert main(["train", "--method", "tecoa", "--profile", "smoke"]) == 2
+    _one_error_line(capsys.readouterr().err, "train", "a-file is a file, not a folder; set HRVLM_CACHE to a writable")
+
+
+def test_read_only_places_fail_before_work_with_a_hint(tmp_path, read_only, capsys, monkeypatch):
+    import hrvlm.models
+
+    monkeypatch.setattr(hrvlm.models.PixelCLIP, "encode_image", lambda *a, **k: pytest.fail("work started"))
+    # a read-only default records store: the hint names --store
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("HRVLM_CACHE", str(cache))
+    read_only(cache / "records")
+    assert main(["eval", "--datasets", "mini-heldout", "--attack", "none"]) == 2
+    _one_error_line(capsys.readouterr().err, "eval", r"records store folder .*\(read-only\); give .*--store FILE")
+    # a read-only cache: train fails before its run folder exists
+    read_only(cache / "runs")
+    assert main(["train", "--method", "tecoa", "--profile", "smoke", "--pretrained", "random-init"]) == 2
+    _one_error_line(capsys.readouterr().err, "train", r"run folder .*\(read-only\); choose another --out")
+    assert not any((cache / "runs").iterdir())
+    # exporting into a read-only folder, drawing into one
+    shut = read_only(tmp_path / "shut")
+    assert main(["export", "nosuchrun", str(shut / "x.safetensors")]) == 2
+    _one_error_line(capsys.readouterr().err, "export", r"export folder .*\(read-only\)")
+    assert main(["hierarchy", "draw", "mini-heldout", "--out", str(shut / "x.png")]) == 2
+    _one_error_line(capsys.readouterr().err, "hierarchy", r"\(read-only\); give a file in a writable folder")
+    assert main(["data", "fetch", "cifar10", "--root", str(shut)]) == 2
+    _one_error_line(capsys.readouterr().err, "data", r"data root .*\(read-only\)")
+
+
+# ------------------------------------------------------------------ issue 24: archives extract inside the target only
+def _tar(path: Path, members: list[tuple[str, str, str]]) -> Path:
+    """A .tar.gz of (name, kind, payload) members: kind file (payload = text), symlink or hardlink (payload = target)."""
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as tar:
+        for name, kind, payload in members:
+            info = tarfile.TarInfo(name)
+            if kind == "file":
+                data = payload.encode()
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+            else:
+                info.type, info.linkname = (tarfile.SYMTYPE if kind == "symlink" else tarfile.LNKTYPE), payload
+                tar.addfile(info)
+    return path
+
+
+def _zip(path: Path, members: list[tuple[str, str]], symlink: str | None = None) -> Path:
+    import stat
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, text in members:
+            zf.writestr(zipfile.ZipInfo(name), text)  # ZipInfo keeps the name as given (writestr(str) would too)
+        if symlink is not None:
+            info = zipfile.ZipInfo(symlink)
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            zf.writestr(info, "/tmp")
+    return path
+
+
+def _crafted(tmp_path: Path) -> dict:
+    outside = tmp_path / "outside"
+    marker = str(outside / "marker")
+    return {
+        "tar-absolute": (_tar(tmp_path / "abs.tar.gz", [("ok.txt", "file", "x"), (marker, "file", "pwned")]),
+                         "absolute path"),
+        "tar-dotdot": (_tar(tmp_path / "dd.tar.gz", [("a/../../outside/marker", "file", "pwned")]), "'..'"),
+        "tar-symlink-out": (_tar(tmp_path / "sl.tar.gz", [("link", "symlink", str(outside)),
+                                                          ("link/marker", "file", "pwned")]), "symlink"),
+        "tar-symlink-relative": (_tar(tmp_path / "sr.tar.gz", [("link", "symlink", "../outside"),
+                                                               ("link/marker", "file", "pwned")]), "symlink"),
+        "tar-hardlink-out": (_tar(tmp_path / "hl.tar.gz", [("h", "hardlink", marker)]), "hard link"),
+        "zip-absolute": (_zip(tmp_path / "abs.zip", [(marker, "pwned")]), "absolute path"),
+        "zip-dotdot": (_zip(tmp_path / "dd.zip", [("../outside/marker", "pwned")]), "'..'"),
+        "zip-symlink": (_zip(tmp_path / "sl.zip", [("ok.txt", "x")], symlink="link"), "symlink"),
+    }
+
+
+CRAFTED = ["tar-absolute", "tar-dotdot", "tar-symlink-out", "tar-symlink-relative", "tar-hardlink-out",
+           "zip-absolute", "zip-dotdot", "zip-symlink"]
+
+
+@pytest.mark.parametrize("case", CRAFTED)
+def test_a_crafted_archive_writes_nothing_outside_the_target(case, tmp_path):
+    from torchvision.datasets.utils import extract_archive
+
+    from hrvlm.data.archives import UnsafeArchive, safe_extract, safe_extractors
+
+    archive, message = _crafted(tmp_path)[case]
+    (tmp_path / "outside").mkdir()
+    target = tmp_path / "root"
+    with pytest.raises(UnsafeArchive, match=message):
+        safe_extract(archive, target)
+    with safe_extractors(), pytest.raises(UnsafeArchive, match=message):  # torchvision's own extraction path
+        extract_archive(str(archive), str(target))
+    assert not (tmp_path / "outside" / "marker").exists()
+    assert not any(target.iterdir()), "the archive was refused before anything was written"
+
+
+def test_fetch_refuses_a_crafted_download_in_one_line(tmp_path, monkeypatch, capsys):
+    """`hrvlm data fetch` with the download replaced by a crafted archive (no network): refused, nothing outside."""
+    import shutil
+
+    import torchvision.datasets.utils as tv
+
+    archive, _ = _crafted(tmp_path)["tar-dotdot"]
+    (tmp_path / "outside").mkdir()
+
+    def download(url, root, filename=None, md5=None, **kw):
+        shutil.copy(archive, Path(root) / (filename or os.path.basename(url)))
+
+    monkeypatch.setattr(tv, "download_url", download)
+    assert main(["data", "fetch", "fgvc_aircraft", "--root", str(tmp_path / "root")]) == 2
+    _one_error_line(capsys.readouterr().err, "data", "climbs out of the target with '..'")
+    assert not (tmp_path / "outside" / "marker").exists()
+
+
+def test_a_plain_archive_extracts_and_downloads_are_checked(tmp_path):
+    from torchvision.datasets.utils import extract_archive
+
+    from hrvlm.data.archives import safe_extract, safe_extractors
+    from hrvlm.data.real import REAL, TORCHVISION_MD5
+
+    archive = _tar(tmp_path / "ok.tar.gz", [("d/a.txt", "file", "a"), ("d/l", "symlink", "a.txt"),
+                                            ("d/h", "hardlink", "d/a.txt")])
+    out = safe_extract(archive, tmp_path / "root")
+    assert (out / "d" / "a.txt").read_text() == "a" and (out / "d" / "l").read_text() == "a"
+    with safe_extractors():
+        extract_archive(str(_zip(tmp_path / "ok.zip", [("z/b.txt", "b")])), str(tmp_path / "root"))
+    assert (tmp_path / "root" / "z" / "b.txt").read_text() == "b"
+    # every download is verified: an md5 of hrvlm's own (https) or the one torchvision pins, else manual
+    for info in REAL.values():
+        if info.archive is not None:
+            assert info.archive[0].startswith("https://") and len(info.archive[1]) == 32
+        assert info.checksum == "manual download" if info.fetch_note else info.checksum
+    assert REAL["cifar10"].checksum == TORCHVISION_MD5 and REAL["fgvc_aircraft"].archive is not None
+
+
+# ------------------------------------------------------------------ issue 24: export says what open_clip builds
+def test_export_load_line_is_what_a_fresh_process_needs(tmp_path):
+    """Plain open_clip cannot build hrvlm-tiny-cnn (its tower is hrvlm code); the printed line can."""
+    from hrvlm.export import export
+    from hrvlm.train import config_from_profile, train
+
+    run = train(config_from_profile("clip", "smoke", pretrained="random-init"), tmp_path / "run", progress=False)
+    out = export(run, tmp_path / "robust.safetensors")  # a cosine head: nothing to drop, nothing measured
+    sidecar = json.loads(out.with_name(out.name + ".json").read_text())
+    assert not sidecar["head_dropped"] and sidecar["cosine_top1_agreement"] is None
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    plain = subprocess.run([sys.executable, "-c", "import open_clip; open_clip.create_model_and_transforms("
+                            "'hrvlm-tiny-cnn')"], capture_output=True, text=True, env=env)
+    assert plain.returncode != 0 and "hrvlm-tiny-cnn" in plain.stderr
+    assert sidecar["load"].startswith("import hrvlm.models; hrvlm.models.register_configs(); ")
+    loaded = subprocess.run([sys.executable, "-c", f"import open_clip; {sidecar['load']}"], capture_output=True,
+                            text=True, env=env)
+    assert loaded.returncode == 0, loaded.stderr
+
+
+def test_exporting_a_poincare_head_needs_drop_head_and_measures_agreement(tmp_path, capsys):
+    from hrvlm.export import export
+    from hrvlm.train import config_from_profile, train
+
+    run = train(config_from_profile("hrvlm", "smoke", pretrained="random-init", steps=1, batch_size=8),
+                tmp_path / "run", progress=False)
+    out = tmp_path / "robust.safetensors"
+    assert main(["export", str(run), str(out)]) == 2
+    _one_error_line(capsys.readouterr().err, "export", "'poincare' head, which plain open_clip does not have .* "
+                                                       "pass --drop-head")
+    assert not out.exists()
+    assert main(["export", str(run), str(out), "--drop-head", "--agreement-n", "16"]) == 0
+    printed = capsys.readouterr().out
+    agreement = json.loads(out.with_name(out.name + ".json").read_text())["cosine_top1_agreement"]
+    assert agreement["n"] == 16 and 0 <= agreement["agree"] <= 16 and agreement["dataset"] == "mini-finetune"
+    assert f"agree with it on {agreement['agree']} of 16 top-1 decisions" in printed
+    with pytest.raises(ValueError, match="agreement_n must be"):
+        export(run, out, drop_head=True, agreement_n=-1)
+
+
+def test_a_dropped_head_without_its_data_says_how_to_skip_the_measurement(tmp_path):
+    from hrvlm.export import head_agreement
+
+    record = {"config": {"dataset": "tinyimagenet", "dataset_options": {}}, "model": "hrvlm-tiny",
+              "path": str(tmp_path), "head": {"kind": "poincare"}}
+    with pytest.raises(DatasetMissing, match=r"hrvlm data fetch tinyimagenet .* pass --agreement-n 0\.$"):
+        head_agreement(record, 8, root=str(tmp_path))

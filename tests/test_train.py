@@ -355,6 +355,7 @@ def test_torchrun_on_gpus_gives_cpu_tensors_a_backend(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_RANK", "1")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)  # Dist.device checks cuda:1 exists
     monkeypatch.setattr(torch.cuda, "set_device", lambda index: calls.update(device=index))
     monkeypatch.setattr(dist, "is_initialized", lambda: False)
     monkeypatch.setattr(dist, "init_process_group", lambda backend, **kw: calls.update(backend=backend, **kw))

@@ -3,12 +3,14 @@
 A perturbation ``δ`` of a batch ``x`` (first dimension = samples) is admissible when, per sample,
 ``‖δ‖_p ≤ ε`` and ``x + δ`` lies in the box (``[0, 1]`` for images; ``box=None`` for unbounded spaces
 such as text embeddings).  ε is in the units of ``x``: for images that is [0, 1] pixel units, so the
-usual "ε = 1/255" is ``1/255`` here, not ``1``.
+usual "ε = 1/255" is ``1/255`` here, not ``1``.  On the command line (:class:`Eps`) a bare number is a
+multiple of the profile's ε unit and ``a/b`` an explicit fraction, the same in every verb.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from fractions import Fraction
 
 import torch
 
@@ -93,3 +95,87 @@ class ThreatModel:
             flat = adv.flatten(1)
             inside &= (flat.amin(dim=1) >= self.box[0] - atol) & (flat.amax(dim=1) <= self.box[1] + atol)
         return inside
+
+
+# ------------------------------------------------------------------ ε as written on the command line
+PAPER_UNIT = 1 / 255  # the ε unit without a profile: the paper's 1/255
+
+
+@dataclass(frozen=True)
+class Eps:
+    """An ε as the user wrote it: one meaning for every verb's ``--eps`` (and ``--step-size``).
+
+    ``a/b`` (e.g. ``2/255``) is an explicit fraction of the [0, 1] pixel range; a bare number ``m``
+    (e.g. ``1``, ``0.5``) is ``m`` ε units, where the unit is a profile's ``eps_unit`` (the analogue of
+    1/255; the paper's 1/255 where no profile applies): ε = m · unit.
+    """
+
+    text: str
+    value: Fraction
+    explicit: bool
+
+    def pixels(self, unit: float) -> float:
+        """ε in [0, 1] pixel units."""
+        return float(self.value if self.explicit else self.value * exact_unit(unit))
+
+    def multiple(self, unit: float) -> float:
+        """ε as a multiple of ``unit``."""
+        return float(self.value / exact_unit(unit) if self.explicit else self.value)
+
+    def describe(self, unit: float, unit_name: str) -> str:
+        """``'1 = 1 × 3/255 (the mini profile's unit) = 0.01176'``: what a bare number resolved to."""
+        if self.explicit:
+            return f"{self.text} = {self.pixels(unit):.5g}"
+        return f"{self.text} = {self.text} × {unit_text(unit)} ({unit_name}) = {self.pixels(unit):.5g}"
+
+
+def exact_unit(unit: float) -> Fraction:
+    """A unit such as ``float(3/255)`` back as the fraction it was written as (``1/85``)."""
+    return Fraction(unit).limit_denominator(1 << 16)
+
+
+def unit_text(unit: float) -> str:
+    """A unit as people write it: ``3/255`` rather than ``1/85``."""
+    in_255 = exact_unit(unit) * 255
+    return f"{in_255.numerator}/255" if in_255.denominator == 1 else str(exact_unit(unit))
+
+
+def read_eps(text: str) -> Eps:
+    """Parse ``--eps``/``--step-size`` text (an argparse ``type``): ``2/255`` or a bare multiple such as ``1``."""
+    import argparse
+
+    cleaned = str(text).strip()
+    try:
+        value = Fraction(cleaned)
+    except (ValueError, ZeroDivisionError, OverflowError):
+        raise argparse.ArgumentTypeError(f"cannot read eps {text!r}: write a multiple of the ε unit (e.g. 1) or an "
+                                         f"explicit fraction of the pixel range (e.g. 2/255)") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"eps {text!r} is negative: write e.g. 1 (one ε unit) or 2/255")
+    return Eps(cleaned, value, "/" in cleaned)
+
+
+def check_eps_budget(eps: Eps, unit: float, unit_name: str, norm: str = "linf", option: str = "--eps") -> float:
+    """``eps`` in pixel units, or a one-line ``ValueError`` whose advice the same option accepts: an L∞
+    ε above 1 covers the whole pixel range."""
+    pixels = eps.pixels(unit)
+    if norm == "linf" and pixels > 1:
+        raise ValueError(f"{option} {eps.describe(unit, unit_name)} exceeds 1, the whole [0, 1] pixel range: give a "
+                         f"multiple of the ε unit such as {option} 1 (= {unit_text(unit)}) or an explicit fraction "
+                         f"such as {option} 4/255")
+    return pixels
+
+
+def eps_argument(unit: float = PAPER_UNIT, unit_name: str = "the paper's unit"):
+    """An argparse ``type`` for a verb whose ε unit is fixed (the benches: 1/255): text → ε in pixels,
+    read as :class:`Eps` (``2/255``, or a bare multiple of ``unit``)."""
+    import argparse
+
+    def parse(text: str) -> float:
+        try:
+            return check_eps_budget(read_eps(text), unit, unit_name)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    parse.__name__ = "eps"
+    return parse

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from hrvlm.environment import default_device
+from hrvlm.environment import check_device, default_device
 from hrvlm.precision import CHOICES
 from hrvlm.storage import atomic_write_json
 
@@ -48,9 +48,7 @@ def device_of(name: str | None) -> torch.device:
     """``name`` or the best available device (CUDA when present).  A GPU named by index (``cuda:1``)
     becomes the current one: CUDA events time the current device's stream."""
     if name:
-        if name.startswith("cuda") and not torch.cuda.is_available():
-            raise SystemExit(f"device {name!r} asked for but CUDA is not available here")
-        device = torch.device(name)
+        device = check_device(name)  # one line for a device this machine lacks, as in train and eval
         if device.type == "cuda" and device.index is not None:
             torch.cuda.set_device(device)
         return device

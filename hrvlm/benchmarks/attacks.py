@@ -26,6 +26,7 @@ import sys
 import torch
 
 from hrvlm.attacks import PGD, ThreatModel
+from hrvlm.attacks.threat import eps_argument
 from hrvlm.precision import dtype_name, precision_policy
 
 from ._measure import (EVAL_IMAGES, VIT_B32_GFLOP, add_arguments, ceilings, environment, pgd_eval_forwards,
@@ -142,7 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hrvlm bench attacks", description=__doc__.splitlines()[0])
     add_arguments(parser)
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--eps", type=float, default=1 / 255, help="L∞ radius in [0, 1] pixel units")
+    parser.add_argument("--eps", type=eps_argument(), default=1 / 255,
+                        help="L∞ radius: an explicit fraction of the pixel range (2/255) or a multiple of 1/255 "
+                             "(2), as --eps in every verb; default 1/255")
     parser.add_argument("--channels-last", action="store_true", help="add a channels-last row")
     parser.add_argument("--compile", action="store_true",
                         help="add torch.compile rows (default mode; on a GPU also CUDA graphs; compile time excluded)")

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from hrvlm.attacks import ThreatModel, pgd_maximize
 from hrvlm.attacks.base import attack_context, ce_loss
+from hrvlm.attacks.threat import eps_argument
 from hrvlm.precision import precision_policy
 
 from ._measure import (EPOCH_IMAGES, VIT_B32_GFLOP, add_arguments, ceilings, environment, print_environment,
@@ -147,7 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(parser)
     parser.add_argument("--attack-steps", type=step_counts, default=sorted(set(PAPER_ATTACK_STEPS.values())),
                         help="comma-separated PGD step counts k (default: the papers' 0,2,3,10)")
-    parser.add_argument("--eps", type=float, default=1 / 255, help="training L∞ radius (step size = eps)")
+    parser.add_argument("--eps", type=eps_argument(), default=1 / 255,
+                        help="training L∞ radius (step size = eps): an explicit fraction of the pixel range (2/255) or "
+                             "a multiple of 1/255 (2), as --eps in every verb; default 1/255")
     return parser
 
 

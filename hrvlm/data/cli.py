@@ -13,10 +13,11 @@ from .registry import get_spec, list_datasets
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    ls = sub.add_parser("list", help="registered datasets, and whether real ones are present")
+    ls = sub.add_parser("list", help="registered datasets, whether real ones are present, and how a download "
+                                     "is verified")
     ls.add_argument("--profile", choices=["mini", "full"], default=None)
     ls.add_argument("--root", default=None, help="data root (default $HRVLM_DATA or ~/.cache/hrvlm/datasets)")
-    get = sub.add_parser("fetch", help="download a real dataset through torchvision")
+    get = sub.add_parser("fetch", help="download a real dataset (md5-checked; archives extract only inside the root)")
     get.add_argument("name", help=f"one of {sorted(REAL)}")
     get.add_argument("--root", default=None, help="data root (default $HRVLM_DATA or ~/.cache/hrvlm/datasets)")
     get.add_argument("--split", action="append", default=None, help="only this split (repeatable); default all")
@@ -40,8 +41,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"data root: {data_root(args.root)}")
         for name in list_datasets(args.profile):
             spec = get_spec(name)
+            verified = f"[{REAL[name].checksum}] " if name in REAL else ""
             print(f"{name:14s} {spec.profile:4s} {','.join(spec.splits):24s} {status(name, args.root):32s} "
-                  f"{spec.description}")
+                  f"{verified}{spec.description}")
         return 0
     if args.name not in REAL:
         bundled = args.name in list_datasets() and get_spec(args.name).bundled

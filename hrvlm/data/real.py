@@ -31,14 +31,16 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..storage import cache_dir
+from ..storage import cache_dir, check_writable_folder
+from .archives import safe_extract, safe_extractors
 from .registry import DatasetSpec, load_classnames, register
 
 DATA_ENV = "HRVLM_DATA"
 RESOLUTION_POLICIES = ("native-then-resize", "resize-first")
 DEFAULT_RESOLUTION = "native-then-resize"
 
-TINYIMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
+TINYIMAGENET_URL = "https://cs231n.stanford.edu/tiny-imagenet-200.zip"
+TORCHVISION_MD5 = "md5 pinned by torchvision"
 
 
 class DatasetMissing(FileNotFoundError):
@@ -163,6 +165,9 @@ class RealDataset:
     native_size: int | None = None        # fixed square resolution of every image, if any
     description: str = ""
     fetch_note: str = ""                  # set where `hrvlm data fetch` cannot download it
+    # (url, md5) of the one archive hrvlm downloads itself, where torchvision pins no checksum (or has no class)
+    archive: tuple[str, str] | None = None
+    checksum: str = TORCHVISION_MD5      # how a download is verified, for `hrvlm data list`
 
     def missing(self, root: Path, split: str) -> list[Path]:
         return [root / p for p in self.files[split] if not (root / p).exists()]
@@ -203,11 +208,14 @@ REAL: dict[str, RealDataset] = {d.name: d for d in [
     RealDataset("fgvc_aircraft", "FGVCAircraft",
                 {s: {"split": s, "annotation_level": "variant"} for s in ("test", "train", "val", "trainval")},
                 {s: [f"fgvc-aircraft-2013b/data/images_variant_{s}.txt"] for s in ("test", "train", "val", "trainval")},
-                None, "FGVC-Aircraft (100 variants)"),
+                None, "FGVC-Aircraft (100 variants)",
+                # torchvision downloads it unverified; the md5 is the one VGG publishes beside the archive
+                archive=("https://www.robots.ox.ac.uk/~vgg/data/fgvc-aircraft/archives/fgvc-aircraft-2013b.tar.gz",
+                         "d4acdd33327262359767eeaa97a4f732"), checksum="md5 published by VGG (Oxford)"),
     RealDataset("stanford_cars", "StanfordCars", _split("split", {"test": "test", "train": "train"}),
                 {"test": ["stanford_cars/devkit", "stanford_cars/cars_test", "stanford_cars/cars_test_annos_withlabels.mat"],
                  "train": ["stanford_cars/devkit", "stanford_cars/cars_train"]},
-                None, "Stanford Cars (196 models)", _CARS_NOTE),
+                None, "Stanford Cars (196 models)", _CARS_NOTE, checksum="manual download"),
     RealDataset("sun397", "SUN397", {"test": {}}, {"test": ["SUN397/ClassName.txt"]},
                 None, "SUN397 (397 scenes; every image)"),
     RealDataset("food101", "Food101", _split("split", {"test": "test", "train": "train"}),
@@ -224,11 +232,14 @@ REAL: dict[str, RealDataset] = {d.name: d for d in [
                 96, "PatchCamelyon (2 classes, 96 px; needs h5py)"),
     RealDataset("imagenet", "ImageFolder", {"val": {"folder": "imagenet/val"}, "train": {"folder": "imagenet/train"}},
                 {"val": ["imagenet/val"], "train": ["imagenet/train"]}, None,
-                "ImageNet-1k from a local folder (val: 50,000 images)", _IMAGENET_NOTE),
+                "ImageNet-1k from a local folder (val: 50,000 images)", _IMAGENET_NOTE, checksum="manual download"),
     RealDataset("tinyimagenet", "TinyImageNet", {"val": {}, "train": {}},
                 {"val": ["tiny-imagenet-200/wnids.txt", "tiny-imagenet-200/val/val_annotations.txt"],
                  "train": ["tiny-imagenet-200/wnids.txt", "tiny-imagenet-200/train"]},
-                64, "TinyImageNet (200 classes, 64 px)"),
+                64, "TinyImageNet (200 classes, 64 px)",
+                # Stanford publishes no checksum; this is the md5 that third-party TinyImageNet loaders pin
+                archive=(TINYIMAGENET_URL, "90528d7ca1a48142e341f4ef8d21d0de"),
+                checksum="md5 of third-party loaders (Stanford publishes none)"),
 ]}
 
 
@@ -307,7 +318,9 @@ def fetch(name: str, root: str | os.PathLike | None = None, splits: Sequence[str
     """Download ``name`` (the given splits, default all) into ``root`` through torchvision.
 
     The only code path that downloads.  Datasets that cannot be downloaded (ImageNet, Stanford Cars)
-    raise :class:`DatasetMissing` with the manual steps.  Returns the data root.
+    raise :class:`DatasetMissing` with the manual steps.  Every download is checked against an md5
+    (:attr:`RealDataset.checksum` says whose) and every archive extracts only inside ``root``
+    (:mod:`hrvlm.data.archives`).  Returns the data root.
     """
     if name not in REAL:
         raise KeyError(f"unknown real dataset {name!r}; known: {sorted(REAL)}")
@@ -321,14 +334,18 @@ def fetch(name: str, root: str | os.PathLike | None = None, splits: Sequence[str
             continue
         if info.fetch_note:
             _require_files(info, root, split)
+        check_writable_folder(root, "data root", "; give --root (or $HRVLM_DATA) a writable folder")
         root.mkdir(parents=True, exist_ok=True)
         try:
-            if info.loader == "TinyImageNet":
-                from torchvision.datasets.utils import download_and_extract_archive
+            with safe_extractors():  # torchvision's own downloads extract only inside the root too
+                if info.archive is not None:
+                    from torchvision.datasets.utils import download_url
 
-                download_and_extract_archive(TINYIMAGENET_URL, str(root))
-            else:
-                _construct(info, root, split, transform=None, download=True)
+                    url, md5 = info.archive
+                    download_url(url, str(root), md5=md5)  # verified: a corrupt or altered file is an error
+                    safe_extract(root / os.path.basename(url), root)
+                else:
+                    _construct(info, root, split, transform=None, download=True)
         except (OSError, RuntimeError) as err:  # urllib's URLError (offline), HTTP errors, failed checksums
             reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
             raise DatasetMissing(
@@ -342,8 +359,8 @@ def fetch(name: str, root: str | os.PathLike | None = None, splits: Sequence[str
 def download_source(name: str) -> str:
     """Where ``hrvlm data fetch NAME`` downloads from (torchvision's URL for the set, as far as it says)."""
     info = REAL[name]
-    if info.loader == "TinyImageNet":
-        return TINYIMAGENET_URL
+    if info.archive is not None:
+        return info.archive[0]
     import torchvision
 
     cls = getattr(torchvision.datasets, info.loader, None)
