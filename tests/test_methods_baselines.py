@@ -435,3 +435,20 @@ def test_pmg_aft_under_the_full_profile_is_the_authors_loss(clip, train_set, bat
         cosines(model, x), batch.labels, reduction="none"), batch.images)
     torch.manual_seed(2)
     torch.testing.assert_close(method.perturb(batch), expected_adv)
+
+
+def test_protocol_table_states_every_method_and_reads_the_loop_from_the_profile():
+    from hrvlm.profiles import get_profile
+    from hrvlm.protocols import ITEMS, protocol_table
+
+    table = protocol_table("full")
+    full = get_profile("full")
+    assert set(table.index.get_level_values("method")) == set(full.methods) - {"clip"}
+    assert all((m, item) in table.index for m in ("tecoa", "hrvlm") for item in ITEMS)
+    assert table.loc[("fare", "lr"), "ours"] == f"{full.train['lr']:g}"
+    assert table.loc[("pmg-aft", "batch"), "ours"] == str(full.train["batch_size"])
+    for name in ADVERSARIAL + ["hrvlm"]:  # the attack row names the steps the full profile's method runs
+        steps = build_method(name, full.method(name)).settings["steps"]
+        assert f"{steps} steps" in table.loc[(name, "attack"), "ours"], name
+    differing = table[table["authors"] != table["ours"]]
+    assert (differing["reason"] != "").all(), differing[differing["reason"] == ""].index.tolist()
