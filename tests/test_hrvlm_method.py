@@ -376,6 +376,7 @@ def test_intra_gap_orders_image_side_parents_and_skips_only_children(forest, cli
                                        ("trees", 6), ("trees", 0), ("level_ce", "mean"), ("hypavg", "flat"),
                                        ("intra_gap", "text"), ("template_mean", "median"), ("curvature", -1.0),
                                        ("learn_curvature", "yes"), ("steps", 1.5), ("lambda_gap", float("nan")),
+                                       ("geometry_lr", 0.0), ("text_steps", 3),
                                        ("not_a_setting", 1)])
 def test_bad_settings_are_clear_errors(key, value):
     with pytest.raises(ValueError, match=key):
