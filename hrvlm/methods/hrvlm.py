@@ -24,7 +24,7 @@ is a clear error at setup — mini-finetune has 2 at depth 5).  Ablations: ``com
 ``hita``, ``hita+vic``, ``hita+gap``, ``full``), ``perturbation`` (Table 12: ``leaf`` = δ and δ_T
 maximise the leaf CE only; ``per-level`` = one δ per level, each maximising and then entering only
 its level's CE — run as one PGD over L+1 copies of the batch, ``perturb`` returning
-``[L+1, B, 3, S, S]``, with L_vic and L_gap on the leaf copy; ``universal``), ``hnsa`` (``both``,
+``[L+1, B, 3, S, S]``, with L_vic and L_gap on the leaf copy and one δ_T shared by the copies; ``universal``), ``hnsa`` (``both``,
 ``lower``, ``upper``; ``none`` is ours).  The loss always has every level, whatever the strategy.
 **Ours** (the paper does not give them):
 
