@@ -46,6 +46,12 @@ ABLATIONS = {
         ("both neighbouring levels (l-1 and l+1)", {"hnsa": "both"}, "hrvlm-1tree"),
         ("lower level only (l-1)", {"hnsa": "lower"}, "hrvlm-hnsa-lower"),
         ("higher level only (l+1)", {"hnsa": "upper"}, "hrvlm-hnsa-upper")]),
+    # no table of the paper: the open choices of our reading of HRVLM that the review found (issue 21);
+    # the first row is the reference run (ours: level_ce "parents", δ_T on)
+    "open-choices": ("hrvlm", None, [
+        ("reference (level CE on HypAvg parents, δ_T on)", {"level_ce": "parents"}, "hrvlm-1tree"),
+        ("level CE on every image (level_ce images)", {"level_ce": "images"}, None),
+        ("no text perturbation (ε_T = 0)", {"text_eps": 0.0}, None)]),
     # no table of the paper: the mini world's caption-quality ladder through QT-AFT's `captions` setting
     "captions": ("qtaft", None, [
         ("class name", {"captions": "name"}, None),

@@ -400,3 +400,55 @@ def test_pmg_aft_authors_cosine_logits(clip, train_set, batch):
     assert float(logits.detach().abs().max()) <= 1.0 + 1e-6  # plain cosines, as the authors' code computes them
     reference, _ = prepare("pmg-aft", clip, train_set)
     torch.testing.assert_close(reference.classify(batch.images), reference.classify.head.logit_scale * logits)
+
+
+def test_pmg_aft_under_the_full_profile_is_the_authors_loss(clip, train_set, batch):
+    """The full profile's PMG-AFT settings against the authors' loss written out by hand: plain cosine
+    logits (their re-normalised text features), mean CE, both KLs ``KLDivLoss(reduction="sum")``."""
+    from hrvlm.profiles import get_profile
+
+    settings = get_profile("full").method("pmg-aft")
+    assert settings == {"logit_scale": 1.0, "kl_reduction": "sum"}
+    torch.manual_seed(1)
+    method, model = prepare("pmg-aft", clip, train_set, **settings)
+    adv = method.perturb(batch)
+    train(method, model, batch, steps=1)  # the model moves away from the original: every term is non-zero
+    loss, logs = method.loss(batch, adv)
+    per_prompt = method.text_features / method.text_features.norm(dim=-1, keepdim=True)  # [C, T, D]
+    text = per_prompt.mean(dim=1) / per_prompt.mean(dim=1).norm(dim=-1, keepdim=True)  # the template ensemble
+
+    def cosines(encoder, images):
+        f = encoder.encode_image(images, normalize=False)
+        return (f / f.norm(dim=-1, keepdim=True)) @ text.T
+
+    output, output_clean = cosines(model, adv), cosines(model, batch.images)
+    with torch.no_grad():
+        output_ori = cosines(method.original, adv)
+    kl = torch.nn.KLDivLoss(reduction="sum")
+    by_hand = (torch.nn.functional.cross_entropy(output, batch.labels)
+               + kl(output.log_softmax(1), output_clean.softmax(1)) + kl(output.log_softmax(1), output_ori.softmax(1)))
+    assert logs["kl_clean"] > 1e-6 and logs["kl_original"] > 1e-8
+    torch.testing.assert_close(loss, by_hand, rtol=1e-5, atol=1e-6)
+    # the training attack maximises the CE of the same plain cosines
+    torch.manual_seed(2)
+    expected_adv = method.attack(lambda x: torch.nn.functional.cross_entropy(
+        cosines(model, x), batch.labels, reduction="none"), batch.images)
+    torch.manual_seed(2)
+    torch.testing.assert_close(method.perturb(batch), expected_adv)
+
+
+def test_protocol_table_states_every_method_and_reads_the_loop_from_the_profile():
+    from hrvlm.profiles import get_profile
+    from hrvlm.protocols import ITEMS, protocol_table
+
+    table = protocol_table("full")
+    full = get_profile("full")
+    assert set(table.index.get_level_values("method")) == set(full.methods) - {"clip"}
+    assert all((m, item) in table.index for m in ("tecoa", "hrvlm") for item in ITEMS)
+    assert table.loc[("fare", "lr"), "ours"] == f"{full.train['lr']:g}"
+    assert table.loc[("pmg-aft", "batch"), "ours"] == str(full.train["batch_size"])
+    for name in ADVERSARIAL + ["hrvlm"]:  # the attack row names the steps the full profile's method runs
+        steps = build_method(name, full.method(name)).settings["steps"]
+        assert f"{steps} steps" in table.loc[(name, "attack"), "ours"], name
+    differing = table[table["authors"] != table["ours"]]
+    assert (differing["reason"] != "").all(), differing[differing["reason"] == ""].index.tolist()

@@ -5,7 +5,8 @@ A method is a small object the training loop (:mod:`hrvlm.train`) drives without
 * ``perturb(batch)`` — its attack objective: adversarial images, or ``None`` (clean training);
 * ``loss(batch, adv)`` — its training loss (a scalar) and the figures to log;
 * ``trainable_parameters(model)`` — which of the model's parameters train (the rest are frozen);
-* ``extra_parameters()`` — parameters it owns (a re-initialised logit scale, a learned curvature …);
+* ``extra_parameters()`` — parameters it owns (a re-initialised logit scale, a learned curvature …),
+  and ``extra_learning_rates()`` those of them with their own learning rate;
 * ``head_spec()`` — the classification head the trained weights are evaluated with
   (:func:`hrvlm.heads.build_head`), so robust accuracy is measured white-box on *that* head.
 
@@ -110,6 +111,11 @@ class Method:
         return model.clip.visual.named_parameters(prefix="clip.visual")
 
     def extra_parameters(self) -> dict[str, nn.Parameter]:
+        return {}
+
+    def extra_learning_rates(self) -> dict[str, float]:
+        """Learning rates of extra parameters that do not train at the loop's ``lr`` (name → lr; the
+        loop puts each in its own optimiser group, without weight decay, on the loop's schedule)."""
         return {}
 
     def perturb(self, batch: Batch) -> torch.Tensor | None:

@@ -2,10 +2,11 @@
 
 Per training step (hrvlm.md §2, §2.10):
 
-1. ``perturb``: one image perturbation δ (PGD, ε = step = the profile's ε, 3 steps) maximising the
-   HITA objective ``Σ_trees Σ_l ω_l CE_l`` with the text clean, then one text perturbation δ_T (L2
-   ball ε_T per prompt row, 3 normalised-gradient steps) maximising the same objective at the
-   adversarial images.  The δ's are shared by all trees (one δ for the summed forest objective);
+1. ``perturb``: one image perturbation δ (L∞ ε = step = the profile's ε, 3 steps) and one text
+   perturbation δ_T (L∞ ε_T per coordinate of the normalised text embeddings, step ε_T), maximising
+   the HITA objective ``Σ_trees Σ_l ω_l CE_l`` *jointly*, as Eq. 10's ``max_{δ_X, δ_T}`` reads: each
+   sign-PGD step moves both along the same objective's gradients (:meth:`HRVLM.joint_perturbation`).
+   The δ's are shared by all trees (one δ for the summed forest objective);
 2. ``loss``: for every tree, HITA (level-wise CE with HNSA negatives, ω_l = 1 − l/(L+1)) at
    (x + δ, t + δ_T), plus λ₁ L_vic and λ₂ (L_gap^label + L_gap^intra); the forest loss is the plain
    sum over the trees sharing the leaves.
@@ -23,7 +24,7 @@ is a clear error at setup — mini-finetune has 2 at depth 5).  Ablations: ``com
 ``hita``, ``hita+vic``, ``hita+gap``, ``full``), ``perturbation`` (Table 12: ``leaf`` = δ and δ_T
 maximise the leaf CE only; ``per-level`` = one δ per level, each maximising and then entering only
 its level's CE — run as one PGD over L+1 copies of the batch, ``perturb`` returning
-``[L+1, B, 3, S, S]``, with L_vic and L_gap on the leaf copy; ``universal``), ``hnsa`` (``both``,
+``[L+1, B, 3, S, S]``, with L_vic and L_gap on the leaf copy and one δ_T shared by the copies; ``universal``), ``hnsa`` (``both``,
 ``lower``, ``upper``; ``none`` is ours).  The loss always has every level, whatever the strategy.
 **Ours** (the paper does not give them):
 
@@ -45,16 +46,31 @@ its level's CE — run as one PGD over L+1 copies of the batch, ``perturb`` retu
   clean images (raw image and text norms differ 8× on the mini-world CLIP);
 * ``template_mean`` — how templates combine into a class point: ``"tangent"`` (default) or
   ``"einstein"`` (see :mod:`hrvlm.heads.poincare`);
-* ``lambda_vic`` λ₁ = 0.1, ``vic_radius`` ζ_vic = 1.0 (hyperbolic distance), ``lambda_gap`` λ₂ = 1.0,
-  ``gap_margin`` ζ_gap = 0.05 (Euclidean norm in the ball); terms are means over samples and edges;
-  L_vic is taken at the leaf level (image vs its class's text point);
+* ``lambda_vic`` λ₁ = 0.1, ``vic_radius`` ζ_vic = 1.0 (hyperbolic distance), ``lambda_gap`` λ₂ = 1,
+  ``gap_margin`` ζ_gap = 0.2 in hyperbolic distance to the origin (the hinges of
+  :func:`~hrvlm.methods.hrvlm_losses.norm_order_loss`, linear in the scaled features where the ball's
+  Euclidean norm saturates; 0.2 lets the five parent levels span the inner half of the leaves' depth
+  2 = d_c(0, exp₀ of a tangent vector of norm ``init_norm`` 1)); terms are means over samples and
+  edges; L_vic is taken at the leaf level (image vs its class's text point);
 * logits ``−d_c/τ``; a level with one class and no HNSA negative (a root) contributes CE = 0;
-* δ_T lives in the text transformer's pooled output (the input of the trainable projection, as δ is
-  on the input of the trainable image tower), one L2 ball of radius ε_T per prompt row (per class
-  with ``template_mean="tangent"``, where the projection's linearity makes that equivalent);
-  ``text_steps`` = 3 and ``text_step_size`` ε_T; ``step_size`` (image) defaults to ε as in the paper;
-  δ first, then δ_T (a sequential, not joint, maximisation);
+* δ_T acts on each prompt row's projected text feature ``t`` as ``t + ‖t‖·δ_T``: a perturbation of
+  the L2-normalised text embedding (CLIP's zero-shot space, where ε_T = 2·10⁻⁴ means the same for
+  every model), in the L∞ norm of the image's δ.  Before (the pooled transformer output, L2 ε_T),
+  δ_T was ~3·10⁻⁵ of the feature norm and raised the HITA loss by 0.006 against ~0.1 for δ;
+* ``geometry_lr`` = 10⁻² for the learned log-curvature, log-temperature and log feature scales, their
+  own optimiser group (:meth:`HRVLM.extra_learning_rates`): a log-parameter moves at most ~lr per
+  AdamW step, so the backbone's 10⁻⁵ would allow ×1.2 over a 20k-step run (effectively frozen); at
+  10⁻² a scale can change by e within 100 steps (the mini run's length) and by 1 % per step;
 * ``random_start`` on for both; the random starts are seeded by the run's seed and the step count.
+
+What each mechanism does is measured by methods of :class:`HRVLM` (tested in
+``tests/test_hrvlm_method.py``; figures on the smoke profile's pretrained tiny CLIP, 64 fine-tuning
+images, recorded in the book's chapter 03): :meth:`~HRVLM.perturbation_effects` (δ raises the
+objective by 0.39, δ_T by 0.040, ~10 % of δ's), :meth:`~HRVLM.term_gradients` (gradient norms of
+HITA, λ₁ L_vic and λ₂ L_gap on the image tower: 5.8 / 1.6 / 1.1; on the text projection: 1.9 / 0.15 /
+0.13), :meth:`~HRVLM.radial_pulls` (L_vic pulls every image towards the origin, its text point lies
+nearer it, while L_gap^intra pushes outwards on average: the paper's "leaves near the boundary" is the
+gap's job, not vic's) and :meth:`~HRVLM.depth_order` (the share of parent–child edges in depth order).
 """
 from __future__ import annotations
 
@@ -68,15 +84,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from hrvlm.attacks.base import attack_context, autocast_context, make_generator
-from hrvlm.attacks.hierarchical import level_weights, text_perturbation
-from hrvlm.attacks.pgd import pgd_maximize
+from hrvlm.attacks.hierarchical import level_weights
 from hrvlm.attacks.threat import ThreatModel
+from hrvlm import geometry
 from hrvlm.heads.poincare import TEMPLATE_MEANS, distance_logits, lift, text_prototypes
 from hrvlm.hierarchy import forest_for_dataset, hnsa_negatives
 from hrvlm.zeroshot import encode_prompts, load_templates
 
 from .base import Batch, Method, TrainContext, register_method
-from .hrvlm_losses import hita_loss, hnsa_logits, hypavg_levels, norm_order_loss, vicinity_loss
+from .hrvlm_losses import hita_loss, hnsa_logits, hypavg_edges, hypavg_levels, norm_order_loss, vicinity_loss
 
 CHOICES = {
     "components": ("hita", "hita+vic", "hita+gap", "full"),
@@ -88,6 +104,7 @@ CHOICES = {
     "template_mean": TEMPLATE_MEANS,
 }
 MAX_TREES = 5
+LOSS_TERMS = ("hita", "vic", "gap")  # the weighted terms whose sum is the training loss
 CURVATURE_RANGE = (0.1, 10.0)
 MIN_TEMPERATURE = 0.01
 
@@ -151,9 +168,8 @@ class HRVLM(Method):
         "level_ce": "parents", "hypavg": "recursive", "intra_gap": "hypavg",
         "curvature": 1.0, "learn_curvature": False, "temperature": 0.1, "learn_temperature": False,
         "learn_scales": True, "init_norm": 1.0, "template_mean": "tangent",
-        "lambda_vic": 0.1, "vic_radius": 1.0, "lambda_gap": 1.0, "gap_margin": 0.05,
-        "steps": 3, "step_size": None, "random_start": True,
-        "text_eps": 2e-4, "text_steps": 3, "text_step_size": None,
+        "lambda_vic": 0.1, "vic_radius": 1.0, "lambda_gap": 1.0, "gap_margin": 0.2, "geometry_lr": 1e-2,
+        "steps": 3, "step_size": None, "random_start": True, "text_eps": 2e-4, "text_step_size": None,
     }
 
     def check_settings(self) -> None:
@@ -161,7 +177,7 @@ class HRVLM(Method):
         for key, options in CHOICES.items():
             if s[key] not in options:
                 raise ValueError(f"hrvlm: unknown {key} {s[key]!r}; choose one of {list(options)}")
-        for key in ("trees", "depth", "steps", "text_steps"):
+        for key in ("trees", "depth", "steps"):
             if not isinstance(s[key], int) or isinstance(s[key], bool) or s[key] < 0:
                 raise ValueError(f"hrvlm: {key} must be a non-negative integer, got {s[key]!r}")
         if not 1 <= s["trees"] <= MAX_TREES:
@@ -171,7 +187,7 @@ class HRVLM(Method):
         for key in ("learn_curvature", "learn_temperature", "learn_scales", "random_start"):
             if not isinstance(s[key], bool):
                 raise ValueError(f"hrvlm: {key} must be true or false, got {s[key]!r}")
-        positive = ("curvature", "temperature", "init_norm")
+        positive = ("curvature", "temperature", "init_norm", "geometry_lr")
         non_negative = ("lambda_vic", "vic_radius", "lambda_gap", "gap_margin", "text_eps")
         for key in positive + non_negative + ("step_size", "text_step_size"):
             value = s[key]
@@ -271,6 +287,10 @@ class HRVLM(Method):
             return {}
         return {f"log_{k}": v for k, v in self.log_geometry.items() if isinstance(v, nn.Parameter)}
 
+    def extra_learning_rates(self) -> dict[str, float]:
+        """Every learned geometry parameter (log c, log τ, log α) at ``geometry_lr`` (see the module docstring)."""
+        return {name: self.settings["geometry_lr"] for name in self.extra_parameters()}
+
     def current_geometry(self) -> _Geometry:
         g = self.log_geometry
         return _Geometry(c=g["curvature"].exp().clamp(*CURVATURE_RANGE),
@@ -321,11 +341,21 @@ class HRVLM(Method):
             feats = ctx.model.encode_image(images, normalize=False)
         return lift(feats, geo.image_scale, geo.c)
 
-    def prototypes(self, geo: _Geometry, bank: torch.Tensor | None = None) -> torch.Tensor:
-        """``[N, D]`` ball points of every bank prompt (default the cached, unperturbed features)
-        through the current text projection."""
-        feats = project_text(self._context().model.clip, self.text_bank if bank is None else bank)
+    def prototypes(self, geo: _Geometry, text_delta: torch.Tensor | None = None) -> torch.Tensor:
+        """``[N, D]`` ball points of every bank prompt through the current text projection; with
+        ``text_delta`` (δ_T, shaped as the projected features ``[N, T, D]``) each projected prompt
+        feature ``t`` becomes ``t + ‖t‖·δ_T``: δ_T perturbs the L2-normalised text embedding."""
+        feats = project_text(self._context().model.clip, self.text_bank)
+        if text_delta is not None:
+            feats = feats + feats.norm(dim=-1, keepdim=True) * text_delta
         return text_prototypes(feats, geo.text_scale, geo.c, self.settings["template_mean"])
+
+    def text_delta_shape(self) -> torch.Size:
+        """The shape of δ_T: one row per bank prompt row, in the projection's output dimension."""
+        clip = self._context().model.clip
+        out = clip.text_projection.out_features if isinstance(clip.text_projection, nn.Linear) \
+            else clip.text_projection.shape[1]
+        return torch.Size((*self.text_bank.shape[:-1], out))
 
     # -- objective -----------------------------------------------------------------------------------------
     def _hypavg(self, tree: _TreeTensors, points: torch.Tensor, labels: torch.Tensor, geo: _Geometry):
@@ -370,16 +400,10 @@ class HRVLM(Method):
                    geo: _Geometry, levels) -> torch.Tensor:
         margin = self.settings["gap_margin"]
         if self.settings["intra_gap"] == "image-text":
-            return norm_order_loss(points, protos[tree.rows[0][labels]], margin)
+            return norm_order_loss(points, protos[tree.rows[0][labels]], margin, geo.c)
         if levels is None:
             levels = self._hypavg(tree, points, labels, geo)
-        children, parents = [], []
-        for below, above in zip(levels[:-1], levels[1:]):
-            n_children = torch.bincount(below.parent, minlength=above.points.shape[0])
-            keep = n_children[below.parent] >= 2  # a parent with one child in the batch is that child
-            children.append(below.points[keep])
-            parents.append(above.points[below.parent[keep]])
-        return norm_order_loss(torch.cat(children), torch.cat(parents), margin)
+        return norm_order_loss(*hypavg_edges(levels), margin, geo.c)
 
     # -- the Method interface ------------------------------------------------------------------------------
     def _weights(self) -> list[float]:
@@ -392,46 +416,51 @@ class HRVLM(Method):
 
     def perturb(self, batch: Batch) -> torch.Tensor:
         """Adversarial images ``[B, 3, S, S]`` (``[L+1, B, 3, S, S]`` for ``perturbation="per-level"``);
-        the text perturbation δ_T is kept for the next :meth:`loss`."""
+        the text perturbation δ_T, maximised jointly with δ, is kept for the next :meth:`loss`."""
         ctx, s = self._context(), self.settings
         self.calibrate(batch.images)
         self.step += 1
-        model, images, labels, depth = ctx.model, batch.images, batch.labels, s["depth"]
-        with torch.no_grad():
-            geo = self.current_geometry()
-            protos = self.prototypes(geo)
+        images, labels, depth = batch.images, batch.labels, s["depth"]
         # per-level: L+1 independent copies of the batch, copy l attacked through level l's CE only;
         # the objective is a sum over copies and the L∞ step elementwise, so one PGD run is L+1 runs
         x = images.unsqueeze(0).repeat(depth + 1, 1, 1, 1, 1) if s["perturbation"] == "per-level" else images
-        if ctx.eps > 0 and s["steps"] > 0:
-            def objective(adv):
-                return self.forest_objective(self._points_per_level(adv, geo), labels, protos, geo, self._weights())
-
-            step_size = ctx.eps if s["step_size"] is None else s["step_size"]
-            with attack_context(model), model.unchecked():
-                x = pgd_maximize(objective, x, ThreatModel("linf", ctx.eps), s["steps"], step_size,
-                                 random_start=s["random_start"], keep_best=False,
-                                 generator=make_generator(self._seed(0), images.device), autocast=ctx.attack_autocast)
-        adv = x.detach()
-        with attack_context(model), model.unchecked():
-            self._text_delta = self._perturb_text(adv, labels, geo)
+        with torch.no_grad():
+            geo = self.current_geometry()
+        adv, self._text_delta = self.joint_perturbation(x, labels, geo)
         return adv
 
-    def _perturb_text(self, adv: torch.Tensor, labels: torch.Tensor, geo: _Geometry) -> torch.Tensor | None:
-        s = self.settings
-        if s["text_eps"] == 0 or s["text_steps"] == 0:
-            return None
-        with torch.no_grad():
-            points = self._points_per_level(adv, geo)
-        shape = self.text_bank.shape
-
-        def objective(bank_rows):
-            return self.forest_objective(points, labels, self.prototypes(geo, bank_rows.view(shape)),
-                                         geo, self._weights())
-
-        delta = text_perturbation(objective, self.text_bank.flatten(0, -2), s["text_eps"], s["text_steps"],
-                                  s["text_step_size"], s["random_start"], self._seed(1))
-        return delta.view(shape)
+    def joint_perturbation(self, x: torch.Tensor, labels: torch.Tensor, geo: _Geometry,
+                           image_on: bool = True, text_on: bool = True):
+        """``(x + δ, δ_T)`` maximising Eq. 10's ``Σ_trees Σ_l ω_l CE_l(x + δ, t + ‖t‖·δ_T)`` *jointly*
+        (``max_{δ, δ_T}``): each of the ``steps`` sign-PGD steps moves δ (L∞ ε, step ``step_size``,
+        default ε, inside [0, 1]) and δ_T (L∞ ε_T per coordinate of the normalised text embedding,
+        step ``text_step_size``, default ε_T) along the same objective's gradients, from random starts.
+        ``image_on`` / ``text_on`` = False keep that block at 0 (δ_T is then ``None``)."""
+        ctx, s = self._context(), self.settings
+        model = ctx.model
+        image = ThreatModel("linf", ctx.eps if image_on else 0.0)
+        text = ThreatModel("linf", s["text_eps"] if text_on else 0.0, box=None)
+        steps = s["steps"] if image.eps > 0 or text.eps > 0 else 0
+        steps_of = (ctx.eps if s["step_size"] is None else s["step_size"],
+                    s["text_eps"] if s["text_step_size"] is None else s["text_step_size"])
+        base = x.detach().float()
+        zero_text = torch.zeros(self.text_delta_shape(), device=base.device)
+        starts = [(image, base), (text, zero_text)]
+        deltas = [t.random_start(b, make_generator(self._seed(k), b.device)) if s["random_start"] and t.eps > 0
+                  and steps > 0 else torch.zeros_like(b) for k, (t, b) in enumerate(starts)]
+        with attack_context(model), model.unchecked():
+            for _ in range(steps):
+                deltas = [d.detach().requires_grad_(True) for d in deltas]
+                with autocast_context(base.device, ctx.attack_autocast):
+                    points = self._points_per_level(image.apply(base, deltas[0]), geo)
+                    objective = self.forest_objective(points, labels, self.prototypes(geo, deltas[1]), geo,
+                                                      self._weights())
+                grads = torch.autograd.grad(objective, deltas)
+                with torch.no_grad():
+                    deltas = [t.project(d + size * t.direction(g), b if t.box else None)
+                              for (t, b), d, g, size in zip(starts, deltas, grads, steps_of)]
+        adv = image.apply(base, deltas[0].detach()).to(x.dtype)
+        return adv, (deltas[1].detach() if text.eps > 0 and steps > 0 else None)
 
     def _points_per_level(self, x: torch.Tensor, geo: _Geometry) -> list[torch.Tensor]:
         """Image points of ``x`` for every level: a batch ``[B, 3, S, S]`` serves all levels, a stack
@@ -441,42 +470,137 @@ class HRVLM(Method):
             return list(points.view(x.shape[0], x.shape[1], -1))
         return [points] * (self.settings["depth"] + 1)
 
-    def loss(self, batch: Batch, adv: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, float]]:
-        self._context()  # raises before setup
+    def terms(self, points: list[torch.Tensor], labels: torch.Tensor, protos: torch.Tensor,
+              geo: _Geometry) -> dict[str, torch.Tensor]:
+        """The training loss's terms, each summed over the trees and weighted as in the loss:
+        ``hita``, ``vic`` (λ₁ L_vic) and ``gap`` (λ₂ (L_gap^label + L_gap^intra)), as switched on by
+        ``components``, plus the unweighted parts (``ce_l``, ``gap_label``, ``gap_intra``, ``vic_raw``)."""
         s = self.settings
-        self.calibrate(batch.images)
-        x, labels = (batch.images if adv is None else adv), batch.labels
-        text_delta, self._text_delta = (None if adv is None else self._text_delta), None
-        geo = self.current_geometry()
-        points = self._points_per_level(x, geo)
-        protos = self.prototypes(geo, None if text_delta is None else self.text_bank + text_delta)
         weights = level_weights(s["depth"])
         vic_on, gap_on = s["components"] in ("hita+vic", "full"), s["components"] in ("hita+gap", "full")
-        total = torch.zeros((), device=labels.device)
-        logs: dict[str, float] = {}
+        out: dict[str, torch.Tensor] = {}
 
-        def log(key, value):
-            logs[key] = logs.get(key, 0.0) + float(value.detach())
+        def add(key, value):
+            out[key] = out[key] + value if key in out else value
 
         for tree in self.trees:
             logits, targets, levels = self.tree_logits(tree, points, labels, protos, geo, weights)
             hita, per_level = hita_loss(logits, targets, weights)
-            tree_loss = hita
-            log("hita", hita)
+            add("hita", hita)
             for level, ce in enumerate(per_level):
-                log(f"ce_{level}", ce)  # every weight of the training loss is > 0
+                add(f"ce_{level}", ce)  # every weight of the training loss is > 0
             if vic_on:
                 vic = vicinity_loss(points[0], protos[tree.rows[0][labels]], geo.c, s["vic_radius"])
-                tree_loss = tree_loss + s["lambda_vic"] * vic
-                log("vic", vic)
+                add("vic_raw", vic)
+                add("vic", s["lambda_vic"] * vic)
             if gap_on:
-                label_gap = norm_order_loss(protos[tree.edge_child], protos[tree.edge_parent], s["gap_margin"])
+                label_gap = norm_order_loss(protos[tree.edge_child], protos[tree.edge_parent], s["gap_margin"], geo.c)
                 intra_gap = self.intra_gap_loss(tree, points[0], labels, protos, geo, levels)
-                tree_loss = tree_loss + s["lambda_gap"] * (label_gap + intra_gap)
-                log("gap_label", label_gap)
-                log("gap_intra", intra_gap)
-            total = total + tree_loss
+                add("gap_label", label_gap)
+                add("gap_intra", intra_gap)
+                add("gap", s["lambda_gap"] * (label_gap + intra_gap))
+        return out
+
+    def loss(self, batch: Batch, adv: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, float]]:
+        self._context()  # raises before setup
+        self.calibrate(batch.images)
+        x, labels = (batch.images if adv is None else adv), batch.labels
+        text_delta, self._text_delta = (None if adv is None else self._text_delta), None
+        geo = self.current_geometry()
+        terms = self.terms(self._points_per_level(x, geo), labels, self.prototypes(geo, text_delta), geo)
+        total = sum(terms[k] for k in LOSS_TERMS if k in terms)
+        logs = {("vic" if k == "vic_raw" else k): float(v.detach()) for k, v in terms.items()
+                if k not in ("vic", "gap")}
         logs.update(loss=float(total.detach()), curvature=float(geo.c.detach()),
                     temperature=float(geo.temperature.detach()), image_scale=float(geo.image_scale.detach()),
                     text_scale=float(geo.text_scale.detach()))
         return total, logs
+
+    # -- what each mechanism does (measured, hrvlm.md §2.5–§2.7) ------------------------------------------
+    def perturbation_effects(self, batch: Batch) -> dict[str, float]:
+        """How much δ and δ_T raise the training objective ``Σ_trees Σ_l ω_l CE_l`` on ``batch``:
+        ``clean`` (x, t), ``image`` (x + δ, t: δ maximised alone), ``text`` (x, t + δ_T: δ_T alone),
+        ``joint`` (both, maximised together as in training) and the rises ``image_rise`` = image −
+        clean, ``text_rise`` = text − clean; random starts as in training (one seed)."""
+        geo = self.current_geometry()
+        self.calibrate(batch.images)
+        labels, weights = batch.labels, level_weights(self.settings["depth"])
+        out = {}
+        with torch.no_grad():
+            def objective(x, delta):
+                return float(self.forest_objective(self._points_per_level(x, geo), labels,
+                                                   self.prototypes(geo, delta), geo, weights))
+            out["clean"] = objective(batch.images, None)
+        for name, image_on, text_on in (("image", True, False), ("text", False, True), ("joint", True, True)):
+            adv, delta = self.joint_perturbation(batch.images, labels, geo, image_on, text_on)
+            with torch.no_grad():
+                out[name] = objective(adv, delta)
+        out["image_rise"], out["text_rise"] = out["image"] - out["clean"], out["text"] - out["clean"]
+        return out
+
+    def term_gradients(self, batch: Batch, adv: torch.Tensor | None = None,
+                       text_delta: torch.Tensor | None = None) -> dict[str, float]:
+        """The L2 norm of each weighted loss term's gradient (``hita``, ``vic``, ``gap``) over the
+        trainable parameters, on the image tower (``<term>_image``) and on the text projection
+        (``<term>_text``): how hard each term pulls each side of the model."""
+        ctx = self._context()
+        self.calibrate(batch.images)
+        named = list(self.trainable_parameters(ctx.model))
+        params = [p for _, p in named]
+        text_side = [n.startswith("clip.text_projection") for n, _ in named]
+        geo = self.current_geometry()
+        x = batch.images if adv is None else adv
+        with autocast_context(ctx.device, ctx.autocast):
+            terms = self.terms(self._points_per_level(x, geo), batch.labels, self.prototypes(geo, text_delta), geo)
+        out = {}
+        for key in LOSS_TERMS:
+            if key in terms:
+                grads = torch.autograd.grad(terms[key], params, retain_graph=True, allow_unused=True)
+                for side, on_text in (("image", False), ("text", True)):
+                    squares = [(g.float() ** 2).sum() for g, t in zip(grads, text_side) if g is not None and t == on_text]
+                    out[f"{key}_{side}"] = float(torch.stack(squares).sum().sqrt()) if squares else 0.0
+        return out
+
+    def radial_pulls(self, batch: Batch) -> dict[str, float]:
+        """Which way each term moves the images' points: per term, the mean over images of
+        ``B · ⟨∇_φᵢ term, φᵢ/‖φᵢ‖⟩`` (positive: a descent step moves the image towards the origin) and the
+        share of images it pulls inwards (``<term>_inward``), on the clean ``batch``."""
+        geo = self.current_geometry()
+        self.calibrate(batch.images)
+        with torch.no_grad():
+            points = self.image_points(batch.images, geo).float()
+            protos = self.prototypes(geo)
+        leaf = points.detach().requires_grad_(True)
+        terms = self.terms([leaf] * (self.settings["depth"] + 1), batch.labels, protos, geo)
+        out = {}
+        for key in ("hita", "vic", "gap_intra"):
+            if key in terms and terms[key].requires_grad:
+                (grad,) = torch.autograd.grad(terms[key], leaf, retain_graph=True)
+                radial = (grad * leaf / leaf.norm(dim=-1, keepdim=True)).sum(-1) * leaf.shape[0]
+                out[key] = float(radial.detach().mean())
+                out[f"{key}_inward"] = float((radial > 0).float().mean())
+        return out
+
+    def depth_order(self, batch: Batch | None = None) -> dict[str, float]:
+        """The share of parent–child edges in depth order, parent nearer the origin (``d_c(0, ·)``):
+        ``text`` over the text points of every tree's edges (those L_gap^label orders), and with a
+        ``batch`` ``image`` over its HypAvg points (parents with two or more children in the batch,
+        those L_gap^intra orders)."""
+        geo = self.current_geometry()
+        out = {}
+        with torch.no_grad():
+            protos = self.prototypes(geo)
+            d0 = geometry.dist0(protos, geo.c)
+            child = torch.cat([t.edge_child for t in self.trees])
+            parent = torch.cat([t.edge_parent for t in self.trees])
+            out["text"] = float((d0[parent] < d0[child]).float().mean())
+            out["text_edges"] = int(child.numel())
+            if batch is not None:
+                self.calibrate(batch.images)
+                points = self.image_points(batch.images, geo).float()
+                pairs = [hypavg_edges(self._hypavg(tree, points, batch.labels, geo)) for tree in self.trees]
+                deeper = torch.cat([geometry.dist0(children, geo.c) for children, _ in pairs])
+                shallower = torch.cat([geometry.dist0(parents, geo.c) for _, parents in pairs])
+                out["image"] = float((shallower < deeper).float().mean()) if deeper.numel() else float("nan")
+                out["image_edges"] = int(deeper.numel())
+        return out

@@ -9,7 +9,7 @@ the Poincaré ball of curvature −c.  Distances and norms run in float32 (``hrv
   ``l ± 1`` that share no edge with each sample's class, everything else masked to −∞;
 * :func:`hita_loss` — HITA (Eq. 10): ``Σ_l ω_l CE_l``;
 * :func:`vicinity_loss` — L_vic: ``mean max(0, d_c(φ, ψ_y) − ζ_vic)``;
-* :func:`norm_order_loss` — the L_gap hinges (Eqs. 11, 13): ``mean max(0, ‖parent‖ − ‖child‖ + ζ_gap)``.
+* :func:`norm_order_loss` — the L_gap hinges (Eqs. 11, 13): ``mean max(0, d_c(0, parent) − d_c(0, child) + ζ_gap)``.
 
 Means, not the paper's sums, over samples and edges: a term's size then does not grow with the batch
 or the tree, and λ₁, λ₂ keep their meaning across profiles (ours).
@@ -64,6 +64,17 @@ def hypavg_levels(points: torch.Tensor, labels: torch.Tensor, parents: Sequence[
     return levels
 
 
+def hypavg_edges(levels: Sequence[LevelPoints]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The image-side parent–child edges of :func:`hypavg_levels`' output as ``(children, parents)``
+    point rows; a parent with one child in the batch *is* that child (the same point) and is left out."""
+    children, parents = [], []
+    for below, above in zip(levels[:-1], levels[1:]):
+        keep = torch.bincount(below.parent, minlength=above.points.shape[0])[below.parent] >= 2
+        children.append(below.points[keep])
+        parents.append(above.points[below.parent[keep]])
+    return torch.cat(children), torch.cat(parents)
+
+
 def hnsa_logits(logits: torch.Tensor, labels: torch.Tensor,
                 negatives: Sequence[tuple[torch.Tensor, torch.Tensor]] = ()) -> torch.Tensor:
     """HNSA: ``logits [N, C_l]`` of level ``l`` widened by the negatives of each sample's class.
@@ -97,11 +108,16 @@ def vicinity_loss(points: torch.Tensor, class_points: torch.Tensor, c=1.0, radiu
     return F.relu(geometry.dist(points, class_points, c) - radius).mean()
 
 
-def norm_order_loss(children: torch.Tensor, parents: torch.Tensor, margin: float) -> torch.Tensor:
-    """L_gap: every parent at least ``margin`` (ζ_gap) nearer the origin than its child, in the ball's
-    Euclidean norm (the paper's ``‖·‖₂``): ``mean max(0, ‖parent‖ − ‖child‖ + ζ_gap)`` over edge rows.
-    An empty edge set gives 0."""
+def norm_order_loss(children: torch.Tensor, parents: torch.Tensor, margin: float, c=1.0) -> torch.Tensor:
+    """L_gap: every parent at least ``margin`` (ζ_gap) nearer the origin than its child, in hyperbolic
+    distance to the origin: ``mean max(0, d_c(0, parent) − d_c(0, child) + ζ_gap)`` over edge rows.
+
+    Ours, for the paper's ``‖·‖₂``: the order is the same (``d_c(0, x) = 2 artanh(√c‖x‖)/√c`` grows with
+    the norm), but the Euclidean norm of a lifted point saturates (``tanh``: its gradient is
+    ``1 − tanh²`` ≈ 0.42 of the tangent vector's at the init radius tanh 1), while ``d_c(0, exp₀(v)) =
+    2‖v‖`` is linear in the scaled feature, so the hinge's gradient does not fade near the boundary
+    and ζ_gap is in the units of the logits' distances.  An empty edge set gives 0."""
     if children.shape[0] == 0:
         return children.new_zeros((), dtype=torch.float32)
-    gap = parents.float().norm(dim=-1) - children.float().norm(dim=-1) + margin
+    gap = geometry.dist0(parents.float(), c) - geometry.dist0(children.float(), c) + margin
     return F.relu(gap).mean()

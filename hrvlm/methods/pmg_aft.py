@@ -9,14 +9,15 @@ adversarial images (PGD on the CE term alone, as the authors' code).  Both KL te
 through ``p_θ(x′)`` and the first also through ``p_θ(x)`` (the authors' code detaches neither); the
 original model only supplies targets.  Weights 1 and 1, hard-coded in the authors' code.
 
-Reduction (``kl_reduction``): ``"batchmean"`` by default — each KL summed over classes and averaged
-over the batch, like the CE term — so that ``w_clean`` and ``w_original`` mean the same at every batch
-size and under data parallelism.  The authors' code sums over the batch too (``"sum"``), which weights
-the KL terms ``B``× more than the CE (256× at their batch size); ``"sum"`` reproduces that.
-
-Their code also re-normalises the logit-scaled text embeddings, so its logits are plain cosines
-(scale 1); ``logit_scale=1`` reproduces that.  By default the CE term is TeCoA's objective, at the
-model's scale, on which PMG-AFT builds (and which the evaluation head uses).
+The authors' objective (``kl_reduction="sum"``, ``logit_scale=1``) is what every profile trains
+(``profiles.<profile>.methods.pmg-aft`` in ``hrvlm/resources/profiles.json``): their code sums both
+KL terms over the batch (``KLDivLoss(reduction="sum")``), which weights them ``B``× more than the mean
+CE (256× at their batch size, 128× / 32× at the mini / smoke batches), and re-normalises the
+logit-scaled text embeddings, so that its logits, for the loss and for the training attack, are plain
+cosines (scale 1).  The method's own defaults are a variant, ours: ``"batchmean"`` (each KL summed over
+classes and averaged over the batch, so that ``w_clean`` and ``w_original`` mean the same at every batch
+size and under data parallelism) at the model's logit scale (TeCoA's objective, on which PMG-AFT
+builds, and the evaluation head's scale).
 """
 from __future__ import annotations
 
