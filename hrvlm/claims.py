@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
@@ -249,6 +250,23 @@ def outcomes(runs: dict, metric: str, level, over: str, datasets: Sequence[str])
     return parts, tuple(sorted(set(subsets)))
 
 
+def average_intervals(results: dict, datasets: Sequence[str], metrics: Sequence[str] = ("clean", "robust"),
+                      replicates: int = evidence.REPLICATES) -> pd.DataFrame:
+    """Variant × metric: the average over ``datasets`` at the leaves with its 95 % interval (%,
+    :meth:`hrvlm.evidence.Estimate.points`), from a chapter's ``{variant: records}`` (one attack; the
+    records' ``seed`` groups them).  The interval accounts for seeds and images (:mod:`hrvlm.evidence`)."""
+    table = {}
+    for variant, records in results.items():
+        runs = {}
+        for record in records:
+            runs.setdefault(record["seed"], (None, []))[1].append(record)
+        if not runs:
+            continue
+        table[variant.label] = {METRICS[m]: evidence.estimate(outcomes(runs, m, 0, "average", datasets)[0],
+                                                              replicates=replicates).points() for m in metrics}
+    return pd.DataFrame(table).T
+
+
 # ---------------------------------------------------------------- verdicts
 @dataclass(frozen=True)
 class ClaimResult:
@@ -277,7 +295,7 @@ def compare(claim: dict, protocol: dict, gathered: dict, variants: Sequence, pro
         raise ValueError(f"claim {claim['id']}: {a.label} and {b.label} were evaluated on different images")
     # the claim's id seeds the draws: the same records give the same interval in every build
     outcome = evidence.paired(parts_a, parts_b, claim["direction"], replicates=replicates,
-                              seed=int.from_bytes(claim["id"].encode()[:8].ljust(8, b"\0"), "little"))
+                              seed=zlib.crc32(claim["id"].encode()))
     note = ""
     if claim["metric"] in PER_RUN and outcome.effect.seeds < MIN_RUN_SEEDS:
         unknown = replace(outcome.effect, low=math.nan, high=math.nan)
@@ -375,6 +393,6 @@ def verdict_counts(results: Sequence[ClaimResult]) -> str:
     return f"Of {len(results)} claims: {text}.{basis}"
 
 
-__all__ = ["CLAIMS_FILE", "ClaimResult", "Claims", "METRICS", "check_claims", "compare", "evaluate_claims", "gather",
+__all__ = ["CLAIMS_FILE", "ClaimResult", "Claims", "METRICS", "average_intervals", "check_claims", "compare", "evaluate_claims", "gather",
            "group_variants", "known_names", "load_claims", "outcomes", "protocol_setting", "resolve", "summary_html", "summary_table",
            "verdict_counts"]

@@ -101,3 +101,15 @@ def test_a_profile_that_cannot_run_lists_every_claim_as_not_run_with_links():
     assert table["note"].str.len().min() > 0
     assert '<a href="07_ablations.html">07</a>' in claims.summary_html(results)
     assert claims.verdict_counts(results).startswith(f"Of {len(results)} claims: {len(results)} not run.")
+
+
+def test_average_intervals_give_each_variant_its_mean_and_interval():
+    rng = np.random.default_rng(2)
+    a, b = Variant.of("A", "hrvlm"), Variant.of("B", "tecoa")
+    results = {v: [_record(d, 0, 0, rng.random(200) < p, rng.random(200) < p / 2) for d in ("d1", "d2")]
+               for v, p in ((a, 0.8), (b, 0.4))}
+    table = claims.average_intervals(results, ["d1", "d2"], replicates=200)
+    assert list(table.index) == ["A", "B"] and list(table.columns) == ["clean accuracy", "robust accuracy"]
+    value, low, high = (float(x) for x in table.loc["A", "clean accuracy"].replace("[", "").replace(",", "")
+                        .replace("]", "").split())
+    assert low < value < high and value == pytest.approx(80, abs=5)

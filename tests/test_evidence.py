@@ -131,3 +131,21 @@ def test_unpairable_inputs_are_refused():
         ev.paired(ev.Part.of(np.ones((2, 5))), ev.Part.of(np.ones((2, 6))), "greater")
     with pytest.raises(ValueError, match="non-empty"):
         ev.Part.of(np.ones((0, 5)))
+
+
+def test_the_same_outcomes_give_the_same_interval_in_another_process():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import numpy as np; from hrvlm import evidence as ev; rng = np.random.default_rng(7); "
+            "a, b = rng.random((2, 3, 200)) < 0.5; e = ev.paired(ev.Part.of(a), ev.Part.of(b), 'greater', "
+            "replicates=300).effect; print(repr((e.value, e.low, e.high)))")
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(root)}).stdout
+    rng = np.random.default_rng(7)
+    a, b = rng.random((2, 3, 200)) < 0.5
+    here = ev.paired(ev.Part.of(a), ev.Part.of(b), "greater", replicates=300).effect
+    assert out.strip() == repr((here.value, here.low, here.high))
