@@ -362,7 +362,7 @@ def summary_table(results: Sequence[ClaimResult], links: bool = True) -> pd.Data
             values = [e.points() for e in (r.outcome.a, r.outcome.b, r.outcome.effect)]
         source = claim["source"]
         rows.append({"claim": claim["statement"],
-                     "source": f"{source['paper'].upper()}: {source['where']}",
+                     "source": f"{source['paper']}: {source['where']}",
                      "chapter": f'<a href="{chapter}.html">{number}</a>' if links else number,
                      "comparison": f"{a} {side} {b}", "measure": _where(r),
                      "A": values[0], "B": values[1], "A − B": values[2], "verdict": r.verdict, "note": r.note})
