@@ -240,6 +240,8 @@ def outcomes(runs: dict, metric: str, level, over: str, datasets: Sequence[str])
                        (r["level"] == 0 if level == 0 else r["level"] >= 1)]
             if not records:
                 raise ValueError(f"no records of {dataset} at level {level} for seed {seed}")
+            if len({r["level"] for r in records}) != len(records):  # e.g. several attacks' records
+                raise ValueError(f"several records of {dataset} per level for seed {seed}: pass one attack's records")
             pairs = [_per_image(r, metric) for r in records]
             nums.append(np.mean([p[0] for p in pairs], axis=0))
             dens.append(np.mean([p[1] for p in pairs], axis=0))

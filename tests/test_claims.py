@@ -77,6 +77,9 @@ def test_records_of_different_subsets_are_not_paired():
             1: (None, [_record("d1", 0, 1, [1, 0], [0, 0], subset="b")])}
     with pytest.raises(ValueError, match="different image subsets"):
         claims.outcomes(runs, "clean", 0, "average", ["d1"])
+    two_attacks = {0: (None, [_record("d1", 0, 0, [1, 0], [0, 0]), _record("d1", 0, 0, [1, 0], [1, 0])])}
+    with pytest.raises(ValueError, match="several records of d1 per level"):
+        claims.outcomes(two_attacks, "robust", 0, "average", ["d1"])
 
 
 def test_compare_tests_the_claim_on_the_gathered_records():
