@@ -230,6 +230,7 @@ def pretrain(config: PretrainConfig, stop_after: int | None = None, progress: bo
 
 def _pretrain(config: PretrainConfig, stop_after: int | None, progress: bool) -> Path:
     from safetensors.torch import save as save_safetensors
+
     from .models import load_clip
     from .progress import progress as progress_bar
 
