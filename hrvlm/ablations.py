@@ -94,6 +94,20 @@ def variants(name: str, profile: str) -> list[Variant]:
                        paper=paper, loop=loop) for label, settings, paper in rows]
 
 
+def caption_variants(profile: str) -> list[Variant]:
+    """The caption-quality rows the profile can train: every row of the ``captions`` ablation in the mini
+    world; elsewhere only the qualities a class name determines (:data:`hrvlm.captions.CLASS_QUALITIES`:
+    real data has no rendered properties to state)."""
+    from .captions import CLASS_QUALITIES
+    from .profiles import get_profile
+    from .tables import is_mini_world
+
+    rows = ABLATIONS["captions"][2]
+    mini = is_mini_world(get_profile(profile).train_dataset)
+    return [v for v, (_, setting, _) in zip(variants("captions", profile), rows)
+            if mini or setting["captions"] in CLASS_QUALITIES]
+
+
 def tree_variants(profile: str) -> list[Variant]:
     """HRVLM with 1, 2, … N trees, N the distinct trees of the profile's fine-tuning forest (at most 5)."""
     from .experiments import forest_size

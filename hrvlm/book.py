@@ -38,6 +38,8 @@ from pathlib import Path
 import yaml
 
 from .profiles import profile_names
+from .progress import MODE_ENV
+from .progress import mode as progress_mode
 
 PROFILES = tuple(profile_names())
 NOTEBOOK_DIR = "notebooks"
@@ -243,7 +245,9 @@ def _kernel_environment():
     """The environment the kernel inherits while a chapter runs."""
     # A non-interactive MPLBACKEND (e.g. Agg, set by test runners) would stop the kernel's inline
     # backend from showing figures: the kernel must not inherit it.
-    changes = {"MPLBACKEND": None, "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
+    # The kernel's stderr is no terminal, the builder's may be: progress follows the builder's (bars on a
+    # terminal, lines in a log; hrvlm.progress).
+    changes = {"MPLBACKEND": None, "PYDEVD_DISABLE_FILE_VALIDATION": "1", MODE_ENV: progress_mode()}
     saved = {name: os.environ.get(name) for name in changes}
     _set_env(changes)
     try:

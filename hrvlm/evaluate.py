@@ -291,7 +291,7 @@ def _run_chunk(classifier, tree, loader, prepare, level, attack, spec, seed, dev
     """Clean (and adversarial, and leaf-transfer) correctness of every image for one (level, attack);
     ``classifier`` is the :class:`~hrvlm.heads.Head`; clean and adversarial images are scored under
     ``precision`` (:func:`hrvlm.precision.precision_policy`)."""
-    from tqdm.auto import tqdm
+    from .progress import progress as progress_bar
 
     torch.manual_seed(seed)
     start = time.perf_counter()
@@ -299,7 +299,7 @@ def _run_chunk(classifier, tree, loader, prepare, level, attack, spec, seed, dev
     out = {k: [] for k in ("clean", "robust", "leaf_clean", "leaf_robust")}
     head = classifier.level(level)
     name = "clean" if attack is None else attack.config()["name"]
-    for images, labels in tqdm(loader, desc=f"{spec.name} L{level} {name}", disable=not progress, leave=False):
+    for images, labels in progress_bar(loader, desc=f"{spec.name} L{level} {name}", enabled=progress, leave=False):
         if int(labels.max()) >= spec.num_classes:  # checked on the host copy: no device synchronisation
             raise ValueError(f"{spec.name}: label {int(labels.max())} but only {spec.num_classes} class names; "
                              f"the class-name file does not match the dataset")

@@ -230,9 +230,9 @@ def pretrain(config: PretrainConfig, stop_after: int | None = None, progress: bo
 
 def _pretrain(config: PretrainConfig, stop_after: int | None, progress: bool) -> Path:
     from safetensors.torch import save as save_safetensors
-    from tqdm.auto import tqdm
 
     from .models import load_clip
+    from .progress import progress as progress_bar
 
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
@@ -263,8 +263,8 @@ def _pretrain(config: PretrainConfig, stop_after: int | None, progress: bool) ->
     images, tokens = _corpus(config, tokenizer)
     t_train = time.perf_counter()
     end = config.steps if stop_after is None else min(config.steps, stop_after)
-    bar = tqdm(range(start, end), initial=start, total=config.steps, desc=f"pretrain {config.model}",
-               disable=not progress, mininterval=2.0)
+    bar = progress_bar(range(start, end), initial=start, total=config.steps, desc=f"pretrain {config.model}",
+                       enabled=progress, mininterval=2.0)
     log_scale_max = math.log(100.0)
     last_save = time.perf_counter()
     for step in bar:

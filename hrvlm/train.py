@@ -508,12 +508,12 @@ def _train(config: TrainConfig, out, *, stop_after: int | None, progress: bool, 
 
 
 def _progress(enabled: bool, start: int, config: TrainConfig):
-    """A tqdm bar on a terminal only (logs and notebooks get none)."""
-    if not (enabled and sys.stderr.isatty()):
+    """The run's progress (:func:`hrvlm.progress.progress`: a bar on a terminal, lines in a log), or ``None``."""
+    if not enabled:
         return None
-    from tqdm import tqdm
+    from .progress import progress
 
-    return tqdm(initial=start, total=config.steps, desc=f"train {config.method}", mininterval=1.0)
+    return progress(initial=start, total=config.steps, desc=f"train {config.method}")
 
 
 def _finish(out: Path, config: TrainConfig, model, method, extras, d: Dist, *, timing: dict, losses: list,

@@ -132,6 +132,19 @@ table = ex.accuracy_table(frame, profile)
 table.round(1) if not table.empty else Markdown(setting.absent("Nothing was evaluated"))
 
 # %% [markdown]
+# ## The averages with their uncertainty
+#
+# The average over the evaluation sets of each row, with a 95 % interval that accounts for the seeds and the
+# images (a seed × image bootstrap on the records' per-image outcomes, `hrvlm/evidence.py`). With one seed it
+# covers image sampling only. Whether the differences between rows are more than noise is tested, paired by
+# image, in the closing chapter's verdicts.
+
+# %%
+from hrvlm import claims
+
+claims.average_intervals(results, setting.datasets) if table.size else Markdown(setting.absent("Nothing was evaluated"))
+
+# %% [markdown]
 # ## Grouped bars
 #
 # Left, the paper's reported averages (15 real datasets); right, ours (averages over the profile's

@@ -60,12 +60,8 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from hrvlm import ablations, experiments, findings
-from hrvlm.captions import CLASS_QUALITIES
 from hrvlm.experiments import Variant
-from hrvlm.profiles import get_profile
-from hrvlm.tables import is_mini_world
 
-prof = get_profile(profile)
 book = ablations.sizes(profile)
 n = n or book["eval_n"]
 steps = autoattack_steps if autoattack_steps is not None else book["autoattack_steps"]
@@ -114,9 +110,7 @@ plt.show()
 # with PGD-20 at 1 unit.
 
 # %%
-rows = ablations.ABLATIONS["captions"][2]  # (label, {"captions": quality}, paper id)
-qualities = [v for v, (_, setting, _) in zip(ablations.variants("captions", profile), rows)
-             if is_mini_world(prof.train_dataset) or setting["captions"] in CLASS_QUALITIES]
+qualities = ablations.caption_variants(profile)
 if captions_file:
     qualities.append(Variant.of("authors' VLM captions", "qtaft", {"captions": f"file:{captions_file}"},
                                 loop=book["ablation_loop"]))

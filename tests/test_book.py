@@ -52,7 +52,8 @@ def test_mathjax_is_served_from_the_book_itself(smoke_book):
 # What each chapter's page must show at least: (tables, figures) in its cell outputs.
 EXPECTED_OUTPUTS = {"00_environment": (3, 1), "01_mini_world": (3, 2), "02_hierarchies": (3, 3), "03_margin_depth": (5, 5),
                     "04_main_table": (3, 1), "05_superclass_attacks": (5, 1), "06_stronger_attacks": (2, 1),
-                    "07_ablations": (10, 4), "08_qtaft": (3, 2), "09_reproducibility": (5, 0)}
+                    "07_ablations": (10, 4), "08_qtaft": (3, 2), "09_reproducibility": (5, 0),
+                    "10_validation": (1, 0), "11_claims": (3, 0)}
 PROGRESS_RESIDUE = re.compile(r"\d+%\|[^<]*\||\d+(\.\d+)?\s*it/s\]|\bs/it\]")
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hrvlm import hierarchy
+from hrvlm import claims, hierarchy
 from hrvlm.attacks import build_attack
 from hrvlm.attacks.threat import check_eps_budget, eps_argument, read_eps
 from hrvlm.cli import COMMANDS, main
@@ -36,6 +36,19 @@ TREE = '{"format": "hrvlm-tree/1", "name": "t", "leaves": LEAVES, "parents": {"a
 def _tree_file(tmp_path: Path, leaves='["a", "b"]', names="", raw: bytes | None = None) -> Path:
     path = tmp_path / "tree.json"
     path.write_bytes(raw if raw is not None else TREE.replace("LEAVES", leaves).replace("NAMES", names).encode())
+    return path
+
+
+def _claims_file(tmp_path: Path, **change) -> Path:
+    """The shipped claims file with its first claim changed (``table=``: its source's paper table)."""
+    import json
+
+    spec = json.loads(claims.CLAIMS_FILE.read_text())
+    first = spec["claims"][0]
+    first["source"]["table"] = change.pop("table", first["source"]["table"])
+    first.update(change)
+    path = tmp_path / "claims.json"
+    path.write_text(json.dumps(spec))
     return path
 
 
@@ -103,6 +116,19 @@ API = [
     ("tree-binary", lambda c: hierarchy.read_tree_file(_tree_file(c.tmp, raw=bytes(range(256)))),
      hierarchy.HierarchyError, "not a UTF-8 text file"),
     ("tree-missing", lambda c: hierarchy.read_tree_file(c.tmp / "none.json"), FileNotFoundError, "does not exist"),
+    # claims files (hrvlm.claims)
+    ("claims-unknown-table", lambda c: claims.load_claims(_claims_file(c.tmp, table="nosuch")), ValueError,
+     "claim 'main-hrvlm-1tree-vs-tecoa': unknown paper table 'nosuch'"),
+    ("claims-unknown-metric", lambda c: claims.load_claims(_claims_file(c.tmp, metric="accuracy")), ValueError,
+     "unknown metric 'accuracy'"),
+    ("claims-unknown-variant", lambda c: claims.check_claims(claims.load_claims(_claims_file(c.tmp, a="HRVLM+")),
+                                                             "smoke"), ValueError, "unknown variant 'HRVLM\\+'"),
+    ("claims-unknown-protocol", lambda c: claims.load_claims(_claims_file(c.tmp, protocol="nosuch")), ValueError,
+     "unknown protocol 'nosuch'"),
+    ("claims-unknown-direction", lambda c: claims.load_claims(_claims_file(c.tmp, direction="up")), ValueError,
+     "unknown direction 'up'"),
+    ("claims-level", lambda c: claims.load_claims(_claims_file(c.tmp, level=3)), ValueError, "level must be 0 or"),
+    ("claims-not-json", lambda c: claims.load_claims(_tree_file(c.tmp, raw=b"{")), ValueError, "is not JSON text"),
     # downloads, offline (the test's socket guard refuses the connection as an offline machine would)
     ("fetch-offline", lambda c: fetch("cifar10", c.tmp), DatasetMissing,
      r"downloading cifar10 .* from https://www.cs.toronto.edu/\S+ failed .* extract it under"),

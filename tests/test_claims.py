@@ -1,0 +1,118 @@
+"""hrvlm.claims: the claims file, per-image outcomes from records, and the summary of verdicts."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hrvlm import claims, evidence
+from hrvlm.experiments import Variant
+from hrvlm.records import encode_bits
+
+
+def test_the_shipped_claims_cover_the_papers_replayed_claims_and_resolve_under_smoke_and_mini():
+    spec = claims.load_claims()
+    by_protocol = {}
+    for claim in spec.claims:
+        by_protocol.setdefault(claim["protocol"], []).append(claim)
+    assert set(by_protocol) == set(spec.protocols)  # every chapter's protocol has claims
+    main = {(c["a"], c["b"]) for c in by_protocol["main"]}
+    assert {(t, b) for t in ("hrvlm-1tree", "hrvlm-5trees") for b in ("tecoa", "pmg-aft", "fare")} <= main
+    superclass = {(c["b"], c["metric"], c["direction"]) for c in by_protocol["superclass"]}
+    assert {(b, m, d) for b in ("tecoa", "pmg-aft", "fare") for m, d in (("robust", "greater"), ("transfer", "less"))} \
+        == superclass
+    assert {c["metric"] for c in by_protocol["perturbation"]} == {"robust", "minutes_per_epoch"}
+    for profile in ("smoke", "mini"):
+        assert claims.check_claims(spec, profile) == {}
+
+
+def test_a_variant_the_profile_lacks_is_a_reason_not_an_error():
+    """Bad claims files are rows of tests/test_reliability.py; here, what a valid file may lack on a profile."""
+    absent = claims.check_claims(claims.load_claims(), "full")  # real data has no rendered properties
+    assert list(absent) == ["captions-properties-vs-name"]
+
+
+def _record(dataset, level, seed, clean, robust, leaf_clean=None, leaf_robust=None, subset="s1"):
+    bits = {"clean_correct": encode_bits(clean), "robust_correct": encode_bits(robust),
+            "leaf_clean_correct": None if leaf_clean is None else encode_bits(leaf_clean),
+            "leaf_robust_correct": None if leaf_robust is None else encode_bits(leaf_robust)}
+    return {"key": f"{dataset}-{level}-{seed}", "dataset": dataset, "level": level, "seed": seed, "n": len(clean),
+            "subset_ids_hash": subset, **bits}
+
+
+def test_outcomes_pair_by_image_pool_superclass_levels_and_give_transfer_as_a_ratio():
+    rng = np.random.default_rng(0)
+    runs = {}
+    for seed in (0, 1):
+        records = []
+        for dataset in ("d1", "d2"):
+            records.append(_record(dataset, 0, seed, rng.random(50) < 0.6, rng.random(50) < 0.3))
+            leaf_clean = rng.random(50) < 0.5  # the leaf head on clean images: the same at every level
+            for level in (1, 2):
+                records.append(_record(dataset, level, seed, rng.random(50) < 0.6, rng.random(50) < 0.4,
+                                       leaf_clean, rng.random(50) < 0.2))
+        runs[seed] = (None, records)
+    parts, ids = claims.outcomes(runs, "robust", 0, "average", ["d1", "d2"])
+    assert [p.numerator.shape for p in parts] == [(1, 2, 50)] * 2 and ids == (("d1", "s1"), ("d2", "s1"))
+    leaf = [r for r in runs[1][1] if r["dataset"] == "d2" and r["level"] == 0][0]
+    from hrvlm.records import decode_bits
+    assert np.array_equal(parts[1].numerator[0, 1], decode_bits(leaf["robust_correct"], 50))
+    # superclass: levels 1 and 2 averaged per image, the chapter's mean over levels
+    pooled, _ = claims.outcomes(runs, "robust", "superclass", "d1", ["d1", "d2"])
+    levels = [decode_bits(r["robust_correct"], 50) for r in runs[0][1] if r["dataset"] == "d1" and r["level"] > 0]
+    assert np.allclose(pooled[0].numerator[0, 0], np.mean(levels, axis=0))
+    # transfer: right clean at the leaves and wrong on the adversary, over right clean
+    transfer, _ = claims.outcomes(runs, "transfer", "superclass", "d1", ["d1", "d2"])
+    both = [r for r in runs[0][1] if r["dataset"] == "d1" and r["level"] > 0]
+    right = decode_bits(both[0]["leaf_clean_correct"], 50)
+    fooled = [right & ~decode_bits(r["leaf_robust_correct"], 50) for r in both]
+    assert np.array_equal(transfer[0].denominator[0, 0], right)
+    # the ratio of pooled sums is the mean over levels of each level's success rate
+    rate = transfer[0].numerator[0, 0].sum() / transfer[0].denominator[0, 0].sum()
+    assert rate == pytest.approx(np.mean([f.sum() / right.sum() for f in fooled]))
+    assert 0 <= evidence.estimate(transfer, replicates=50).value <= 1
+
+
+def test_records_of_different_subsets_are_not_paired():
+    runs = {0: (None, [_record("d1", 0, 0, [1, 0], [0, 0], subset="a")]),
+            1: (None, [_record("d1", 0, 1, [1, 0], [0, 0], subset="b")])}
+    with pytest.raises(ValueError, match="different image subsets"):
+        claims.outcomes(runs, "clean", 0, "average", ["d1"])
+    two_attacks = {0: (None, [_record("d1", 0, 0, [1, 0], [0, 0]), _record("d1", 0, 0, [1, 0], [1, 0])])}
+    with pytest.raises(ValueError, match="several records of d1 per level"):
+        claims.outcomes(two_attacks, "robust", 0, "average", ["d1"])
+
+
+def test_compare_tests_the_claim_on_the_gathered_records():
+    rng = np.random.default_rng(1)
+    a, b = Variant.of("A", "hrvlm"), Variant.of("B", "tecoa")
+    protocol = claims.load_claims().protocols["superclass"]  # smoke: one focus set, mini-finetune
+    gathered = {v: {s: (None, [_record("mini-finetune", 0, s, rng.random(400) < p, rng.random(400) < p - 0.2)])
+                    for s in (0, 1, 2)} for v, p in ((a, 0.9), (b, 0.5))}
+    claim = {"id": "x", "a": "A", "b": "B", "metric": "robust", "level": 0, "over": "average", "direction": "greater"}
+    result = claims.compare(claim, protocol, gathered, [a, b], "smoke", replicates=300)
+    assert result.verdict == "agrees" and result.labels == ("A", "B")
+    assert result.outcome.effect.value == pytest.approx(0.4, abs=0.05) and result.outcome.effect.seeds == 3
+    again = claims.compare({**claim, "direction": "less"}, protocol, gathered, [a, b], "smoke", replicates=300)
+    assert again.verdict == "disagrees"
+
+
+def test_a_profile_that_cannot_run_lists_every_claim_as_not_run_with_links():
+    results = claims.evaluate_claims("full")  # no ImageNet here: nothing trains
+    table = claims.summary_table(results)
+    assert len(table) == len(claims.load_claims().claims) and set(table["verdict"]) == {"not run"}
+    assert table.loc["main-hrvlm-1tree-vs-tecoa", "chapter"] == '<a href="04_main_table.html">04</a>'
+    assert table["note"].str.len().min() > 0
+    assert '<a href="07_ablations.html">07</a>' in claims.summary_html(results)
+    assert claims.verdict_counts(results).startswith(f"Of {len(results)} claims: {len(results)} not run.")
+
+
+def test_average_intervals_give_each_variant_its_mean_and_interval():
+    rng = np.random.default_rng(2)
+    a, b = Variant.of("A", "hrvlm"), Variant.of("B", "tecoa")
+    results = {v: [_record(d, 0, 0, rng.random(200) < p, rng.random(200) < p / 2) for d in ("d1", "d2")]
+               for v, p in ((a, 0.8), (b, 0.4))}
+    table = claims.average_intervals(results, ["d1", "d2"], replicates=200)
+    assert list(table.index) == ["A", "B"] and list(table.columns) == ["clean accuracy", "robust accuracy"]
+    value, low, high = (float(x) for x in table.loc["A", "clean accuracy"].replace("[", "").replace(",", "")
+                        .replace("]", "").split())
+    assert low < value < high and value == pytest.approx(80, abs=5)
