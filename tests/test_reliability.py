@@ -18,7 +18,8 @@ import torch
 from hrvlm import hierarchy
 from hrvlm.attacks import build_attack
 from hrvlm.cli import COMMANDS, main
-from hrvlm.data.real import DatasetMissing, fetch
+from hrvlm.data import fabricate as fab
+from hrvlm.data.real import DatasetMissing, build, fetch
 from hrvlm.evaluate import build_attacks, check_attacks, check_request
 from hrvlm.models import load_clip
 from hrvlm.records import RecordStore
@@ -98,7 +99,18 @@ API = [
     # downloads, offline (the test's socket guard refuses the connection as an offline machine would)
     ("fetch-offline", lambda c: fetch("cifar10", c.tmp), DatasetMissing,
      r"downloading cifar10 .* from https://www.cs.toronto.edu/\S+ failed .* extract it under"),
+    # fabricated data roots (hrvlm data fabricate)
+    ("fabricated-marker-corrupt", lambda c: (c.tmp / fab.MARKER).write_text("{") and fab.marker(c.tmp),
+     fab.FabricatedRootError, "not a readable fabrication marker"),
+    ("fetch-into-fabricated", lambda c: _fabricated_marker(c.tmp) and fetch("cifar10", c.tmp), ValueError,
+     "is a fabricated root .* fetch real datasets into another data root"),
+    ("real-data-asked-fabricated", lambda c: build("cifar10", root=c.tmp, fabricated=True), ValueError,
+     "is not a fabricated root, but the request was made for fabricated data"),
 ]
+
+
+def _fabricated_marker(root: Path) -> int:
+    return (root / fab.MARKER).write_text('{"format": "%s", "md5": {}, "datasets": [], "per_class": 1}' % fab.FORMAT)
 
 
 class Ctx:
@@ -143,6 +155,10 @@ CLI = [
     (["eval", "--model", "hrvlm-tiny", "--pretrained", ".", "--datasets", "mini-heldout"],
      "folder that is not a hrvlm run/checkpoint"),
     (["data", "fetch", "imagenet", "--root", "FOLDER"], "cannot be downloaded automatically"),
+    (["data", "fabricate", "--root", "FOLDER/new", "--per-class", "0"], "--per-class must be an integer >= 1"),
+    (["data", "fabricate", "--root", "FOLDER/new", "--dataset", "cifar11"], "unknown real dataset"),
+    (["data", "fabricate", "--root", "BINARY"], "is a file; give a folder"),
+    (["data", "fabricate", "--root", "FOLDER"], "already holds files and is not a fabricated root"),
     (["records", "verify", "FOLDER/none.jsonl"], "no records store at"),
 ]
 
