@@ -88,8 +88,13 @@ def state_digest(module: torch.nn.Module) -> str:
     Equal for equal weights on any device; costs one pass over the weights (about a second for
     ViT-B/32), so callers that evaluate the same model many times compute it once.
     """
+    return tensors_digest(module.state_dict().items())
+
+
+def tensors_digest(named) -> str:
+    """``sha256:<hex>`` of ``(name, tensor)`` pairs: what :func:`state_digest` hashes, for a part of a model."""
     h = hashlib.sha256()
-    for name, tensor in module.state_dict().items():
+    for name, tensor in named:
         t = tensor.detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
