@@ -239,3 +239,16 @@ def test_fabricating_is_deterministic_and_never_writes_beside_real_data(tmp_path
     assert main(["data", "fabricate", "--root", str(tmp_path / "c"), "--dataset", "pcam", "--per-class", "1"]) == 0
     assert "fabricated test data (not the real datasets)" in capsys.readouterr().out
     assert data_cli.status("pcam", tmp_path / "c") == "present (fabricated)"
+
+
+def test_sun397_items_are_in_path_order_whatever_the_file_system_lists(fabricated, monkeypatch):
+    """torchvision's SUN397 lists images with rglob (the file system's order); fixed subsets need item i
+    to be the same image on every machine, so hrvlm sorts them."""
+    from pathlib import Path
+
+    listed = Path.rglob
+    monkeypatch.setattr(Path, "rglob", lambda self, pattern: list(reversed(sorted(listed(self, pattern)))))
+    data = get_dataset("sun397", "test", root=fabricated)
+    files = [str(f) for f in data._image_files]
+    assert files == sorted(files) and len(files) == get_spec("sun397").num_classes
+    assert [data[i][1] for i in (0, len(data) - 1)] == [data._labels[0], data._labels[-1]]

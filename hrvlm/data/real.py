@@ -307,7 +307,11 @@ def _construct(info: RealDataset, root: Path, split: str, transform, download: b
     if info.loader == "ImageFolder":
         return torchvision.datasets.ImageFolder(str(root / kwargs["folder"]), transform=transform)
     cls = _checked_against(getattr(torchvision.datasets, info.loader), root)
-    return cls(str(root), transform=transform, download=download, **kwargs)
+    data = cls(str(root), transform=transform, download=download, **kwargs)
+    if info.loader == "SUN397":  # torchvision lists its files with rglob, in the file system's order: sorted,
+        pairs = sorted(zip(map(str, data._image_files), data._labels))  # item i is the same on every machine
+        data._image_files, data._labels = [Path(p) for p, _ in pairs], [label for _, label in pairs]
+    return data
 
 
 def labelled_options(name: str, options: dict) -> dict:
