@@ -31,7 +31,8 @@ import torch
 from . import __version__
 from .attacks import ATTACKS, superclass_attack, transfer_outcome, transfer_summary
 from .attacks.threat import check_eps_budget, read_eps
-from .data.real import DEFAULT_RESOLUTION, RESOLUTION_POLICIES, apply_resolution, check_resolution
+from .data.real import (DEFAULT_RESOLUTION, RESOLUTION_POLICIES, apply_resolution, check_resolution,
+                        labelled_options)
 from .data.registry import default_num_workers, fixed_subset, get_spec
 from .heads import build_head
 from .precision import CHOICES as PRECISION_CHOICES, precision_policy
@@ -178,7 +179,7 @@ def check_request(dataset: str, levels: Sequence[int] = (0,), attacks=(), n: int
     load_templates(templates or spec.templates)
     if store is not None and not hasattr(store, "append"):
         check_writable_store(check_store_path(store))
-    options = {**spec.options, **(dataset_options or {})}
+    options = labelled_options(dataset, {**spec.options, **(dataset_options or {})})
     if dataset in REAL and spec.profile == "full":
         require_files(dataset, split, options.get("root"))
     elif spec.profile == "mini":  # generated lazily: building it checks its options (profile, n) in milliseconds
@@ -238,7 +239,7 @@ def evaluate(model, tokenizer, dataset: str, attacks=(), levels: Sequence[int] =
     policy = precision_policy(device, precision)
     size = model.image_size
 
-    options = {**spec.options, **(dataset_options or {})}
+    options = labelled_options(dataset, {**spec.options, **(dataset_options or {})})
     data = spec.factory(split=split, **accepted_options(spec.factory, {**options, "image_size": size, "resolution": resolution}))
     ids = _subset_ids(dataset, split, len(data), n, subset)
     template_set = templates or spec.templates
@@ -255,6 +256,7 @@ def evaluate(model, tokenizer, dataset: str, attacks=(), levels: Sequence[int] =
         "tree_hash": None if hierarchy is None else hierarchy.content_hash(), "resolution": resolution,
         "templates": template_set, "templates_hash": config_hash(prompts, length=16), "seed": int(seed),
         "batch_size": int(batch_size), "precision": policy.name,
+        "fabricated": bool(options.get("fabricated")),  # test data (hrvlm data fabricate), never a real result
     }
     store = RecordStore(store) if store is not None and not isinstance(store, RecordStore) else store
     chunks = [(level, attack) for level in levels for attack in (attacks or [None])]

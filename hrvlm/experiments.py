@@ -433,17 +433,24 @@ def paper_comparison(frame: pd.DataFrame, profile: str, table: str = MAIN_TABLE)
 
 
 def mini_world_note(profile: str) -> str:
-    """One sentence saying which world produced "ours" (for a chapter's prose)."""
-    from .tables import MINI_PROFILES
+    """One sentence saying which world produced "ours" (for a chapter's prose), from the profile's data
+    (:func:`hrvlm.tables.replica`)."""
+    from .tables import FABRICATED, MINI_WORLD, replica
 
     prof = get_profile(profile)
-    if profile in MINI_PROFILES:
+    label = replica(profile)
+    if label == MINI_WORLD:
         return (f"Ours come from the `{profile}` profile: the mini world's tiny CLIP ({prof.model}, weights "
                 f"`{prof.pretrained}`), fine-tuned on {prof.train_dataset}, evaluated on "
                 f"{', '.join(prof.eval_datasets)} at ε = {_eps_text(prof)}; they are mini-world replicas, "
                 f"never the paper's numbers.")
-    return (f"Ours come from the `{profile}` profile: {prof.model} ({prof.pretrained}) fine-tuned on "
+    note = (f"Ours come from the `{profile}` profile: {prof.model} ({prof.pretrained}) fine-tuned on "
             f"{prof.train_dataset}, evaluated on {len(prof.eval_datasets)} datasets at ε = {_eps_text(prof)}.")
+    if label == FABRICATED:
+        note += (" The datasets are fabricated test data (`hrvlm data fabricate`: the real file formats and class "
+                 "lists, generated images) and the sizes are tiny: this run rehearses the code path, and its "
+                 "numbers are no results.")
+    return note
 
 
 def _eps_text(prof: Profile) -> str:

@@ -307,7 +307,9 @@ def load_state(clip: nn.Module, path: Path) -> None:
 def load_clip(name: str, pretrained: str | os.PathLike | None = None, device: str | torch.device = "cpu"):
     """Build an open_clip model as a :class:`PixelCLIP`; returns ``(model, preprocess, tokenizer)``.
 
-    ``pretrained``: ``None`` (random init; never touches the network), a checkpoint file, a fine-tuning
+    ``pretrained``: ``None`` (random init; never touches the network), ``"random-init"``
+    (:data:`hrvlm.weights.RANDOM_INIT`: random init drawn with a fixed seed, the same weights on every
+    call and machine, the rng state outside unchanged), a checkpoint file, a fine-tuning
     run (its folder or name, :mod:`hrvlm.runs`; the model then carries the run's ``head_spec``), a tag
     registered with :func:`hrvlm.weights.register_weights` (the mini world's ``mini``, ``mini-smoke``),
     or an open_clip tag (e.g. ``"openai"`` with ``"ViT-B-32-quickgelu"``), which downloads — and fails
@@ -317,10 +319,11 @@ def load_clip(name: str, pretrained: str | os.PathLike | None = None, device: st
     import open_clip
 
     check_model_name(name)
-    from .weights import resolve
+    from .weights import RANDOM_INIT, RANDOM_INIT_SEED, resolve
 
-    local = None if pretrained is None else resolve(pretrained, name)
-    tag = str(pretrained) if pretrained is not None and local is None else None
+    seeded = pretrained is not None and str(pretrained) == RANDOM_INIT
+    local = None if pretrained is None or seeded else resolve(pretrained, name)
+    tag = str(pretrained) if pretrained is not None and local is None and not seeded else None
     if tag is not None:
         _refuse_plain_folder(name, tag)
         check_pretrained_tag(name, tag)
@@ -337,6 +340,10 @@ def load_clip(name: str, pretrained: str | os.PathLike | None = None, device: st
 
     if tag is not None and _check_hub_weights(name, tag):
         with _hub_offline():  # cached: no request at all
+            clip, _, preprocess = create()
+    elif seeded:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_INIT_SEED)
             clip, _, preprocess = create()
     else:
         clip, _, preprocess = create()

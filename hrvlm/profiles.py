@@ -1,7 +1,9 @@
 """The three profiles as data: which model, weights, datasets, ε unit and sizes each one uses.
 
 ``smoke`` (CI, seconds) and ``mini`` (the offline default) live in the mini world; ``full`` is the
-paper's setting (CLIP ViT-B/32 from OpenAI, ImageNet, 14 zero-shot sets).  Chapters take a profile name
+paper's setting (CLIP ViT-B/32 from OpenAI, ImageNet, 14 zero-shot sets); ``rehearsal`` is ``full``'s
+names with random-init weights, tiny sizes and fabricated datasets (:mod:`hrvlm.data.fabricate`), so
+that ``full``'s code path runs end to end on a CPU.  Chapters take a profile name
 and read everything else from here, so the code path is the same in all three.  ``eps_unit`` is the
 analogue of 1/255: the paper's attacks at 1, 2 and 4/255 become 1×, 2× and 4× it.  The values are in
 ``hrvlm/resources/profiles.json``, the one home of profiles: the pretraining configuration
@@ -28,7 +30,7 @@ class Profile:
     eval_datasets: tuple[str, ...]    # the fine-tuning set first, then the zero-shot sets
     eps_unit: float                   # L∞ ε in [0, 1] pixel units playing the role of 1/255
     eval_n: int | None                # images per evaluation set (fixed subsets)
-    dataset_options: dict             # options passed to every dataset factory (e.g. mini sizes)
+    base_options: dict                # profiles.json's dataset_options (e.g. mini sizes)
     pretrain: dict | None = None      # PretrainConfig overrides (None: the weights are an open_clip tag)
     train: dict | None = None         # hrvlm.train.TrainConfig settings
     methods: dict | None = None       # method name -> its settings (+ optional "loop": train overrides)
@@ -36,6 +38,21 @@ class Profile:
     # images per evaluation batch (a record key field); full: 256, what `hrvlm bench attacks` measures at:
     # ViT-B/32 at 64 leaves an H100 waiting on kernel launches
     eval_batch_size: int = 128
+    # a folder under <cache>/fabricated: the profile reads fabricated real datasets from there (hrvlm.data.fabricate,
+    # written on first use), never a real data root
+    fabricated_root: str | None = None
+
+    @property
+    def dataset_options(self) -> dict:
+        """Options passed to every dataset factory: ``dataset_options`` of profiles.json, and for a
+        profile with a ``fabricated_root`` that root as ``root`` (fabricated first if absent)."""
+        options = dict(self.base_options)
+        if self.fabricated_root:
+            from .data.fabricate import ensure
+            from .storage import cache_dir
+
+            options["root"] = str(ensure(cache_dir("fabricated") / self.fabricated_root))
+        return options
 
     def eps(self, multiple: float = 1.0) -> float:
         """``multiple`` × the profile's ε unit (the analogue of ``multiple``/255)."""
@@ -56,13 +73,14 @@ class Profile:
 
 @functools.lru_cache(maxsize=None)
 def get_profile(name: str) -> Profile:
-    """The profile ``name`` (``smoke``, ``mini`` or ``full``)."""
+    """The profile ``name`` (``smoke``, ``mini``, ``full`` or ``rehearsal``)."""
     table = _table()
     if name not in table:
         raise KeyError(f"unknown profile {name!r}; choose one of {sorted(table)}")
     entry = dict(table[name])
     entry["eps_unit"] = float(Fraction(entry["eps_unit"]))
     entry["eval_datasets"] = tuple(entry["eval_datasets"])
+    entry["base_options"] = entry.pop("dataset_options")
     return Profile(name=name, **entry)
 
 

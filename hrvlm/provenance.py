@@ -62,16 +62,19 @@ def run_table(runs: list[dict]) -> pd.DataFrame:
 
 
 def profile_records(frame: pd.DataFrame, profile: str) -> pd.DataFrame:
-    """The rows of a records frame (:func:`hrvlm.records.load_table`) that belong to ``profile``'s world."""
-    from .tables import MINI_PROFILES, is_mini_world
+    """The rows of a records frame (:func:`hrvlm.records.load_table`) that belong to ``profile``'s world:
+    its mini world, or real datasets read from a fabricated root or not, as the profile's are."""
+    from .profiles import get_profile
+    from .tables import MINI_WORLD, is_mini_world, replica
 
     if frame.empty:
         return frame
     mini = frame["dataset"].map(is_mini_world)
-    if profile in MINI_PROFILES:
+    if replica(profile) == MINI_WORLD:
         option = frame.get("dataset_options_profile", pd.Series(None, index=frame.index))
         return frame[mini & (option == profile)]
-    return frame[~mini]
+    fabricated = frame.get("fabricated", pd.Series(False, index=frame.index)).fillna(False).astype(bool)
+    return frame[~mini & (fabricated == bool(get_profile(profile).fabricated_root))]
 
 
 def record_table(frame: pd.DataFrame, runs: list[dict]) -> pd.DataFrame:

@@ -2,13 +2,16 @@
 
 Every file the library produces (checkpoints, records, built corpora) is written atomically: to a
 temporary file in the same folder, flushed, then renamed over the target.  An interrupted run
-therefore leaves either the old file or the new one, never a truncated one.
+therefore leaves either the old file or the new one, never a truncated one.  A folder of many files
+written at once (fabricated datasets) is staged beside its target and renamed whole (``atomic_folder``).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -74,6 +77,29 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike):
+    """Write a whole folder atomically: yields an empty staging folder beside ``path``, to be filled with
+    plain writes; on success it is synced and renamed to ``path`` (a folder already there is replaced),
+    on an exception removed.  For many files at once, where a per-file ``fsync`` would cost seconds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    try:
+        yield staging
+        os.sync()
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            os.replace(path, old / path.name)
+            os.replace(staging, path)
+            shutil.rmtree(old)
+        else:
+            os.replace(staging, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

@@ -7,12 +7,15 @@ file with a ``source`` note saying where its numbers come from; a number the sou
 difference* per column and metric, the difference (ours − reported, percentage points) only where both
 exist.
 
-**The rule for the mini world.**  Numbers from the ``mini`` and ``smoke`` profiles are mini-world
-replicas: they go into columns labelled with the mini-world dataset (``"mini-heldout (mini world)"``)
-and ``"average (mini world)"``, never into a column labelled with one of the paper's datasets or the
-paper's average, so no difference is ever computed between a mini-world number and a paper number.
-:func:`compare` enforces it (a ``ValueError`` for records of the wrong world) and its caption says
-which profile produced "ours" and which template sets the evaluations used.
+**The rule for the mini world and fabricated data.**  Numbers from the ``mini`` and ``smoke`` profiles
+are mini-world replicas, and numbers computed on fabricated datasets (the ``rehearsal`` profile, or any
+record with ``"fabricated": true``, :mod:`hrvlm.data.fabricate`) are test output: they go into columns
+labelled so (``"mini-heldout (mini world)"``, ``"cifar10 (fabricated)"``, ``"average (fabricated)"``,
+:func:`replica`), never into a column labelled with one of the paper's datasets or the paper's
+average, so no difference is ever computed between such a number and a paper number.  Which label
+applies is read from the profile's data (its datasets, its ``fabricated_root``) and the records, not
+from its name.  :func:`compare` enforces it (a ``ValueError`` for records of the wrong world) and its
+caption says which profile produced "ours" and which template sets the evaluations used.
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ import pandas as pd
 PAPER_DIR = Path(__file__).resolve().parent / "resources" / "paper"
 FORMAT = "hrvlm-paper-table/1"
 AVERAGE = "average"
-MINI_PROFILES = ("smoke", "mini")
+MINI_WORLD, FABRICATED = "mini world", "fabricated"
 KINDS = ("reported", "ours", "difference")
 
 
@@ -102,6 +105,21 @@ def is_mini_world(dataset: str) -> bool:
         return dataset.startswith("mini-")
 
 
+def replica(profile: str, records: pd.DataFrame | None = None) -> str | None:
+    """What "ours" are when they are not results on the paper's data, from the profile's data alone:
+    :data:`MINI_WORLD` (its fine-tuning set is generated), :data:`FABRICATED` (it reads a fabricated
+    root, or a record of ``records`` says it was computed on one), else ``None`` (real results)."""
+    from .profiles import get_profile
+
+    prof = get_profile(profile)
+    if is_mini_world(prof.train_dataset):
+        return MINI_WORLD
+    flags = records["fabricated"] if records is not None and "fabricated" in records else pd.Series(dtype=object)
+    if prof.fabricated_root or flags.fillna(False).astype(bool).any():
+        return FABRICATED
+    return None
+
+
 def _rows_for(frame: pd.DataFrame, metric: dict, eps_unit: float) -> pd.DataFrame:
     attack = metric.get("attack")
     if attack is None:
@@ -165,9 +183,10 @@ class Comparison:
         return f"<p><strong>{self.caption}</strong></p>\n{table}"
 
 
-def ours_column(dataset: str, profile: str) -> str:
-    """The column our number for ``dataset`` stands in: mini-world numbers get mini-world labels."""
-    return f"{dataset} (mini world)" if profile in MINI_PROFILES else dataset
+def ours_column(dataset: str, label: str | None) -> str:
+    """The column our number for ``dataset`` stands in: mini-world and fabricated numbers are labelled
+    (``label``: :func:`replica`)."""
+    return f"{dataset} ({label})" if label else dataset
 
 
 def compare(table: PaperTable | str, records: pd.DataFrame | None, profile: str,
@@ -176,8 +195,9 @@ def compare(table: PaperTable | str, records: pd.DataFrame | None, profile: str,
 
     ``profile`` is the profile that produced the records; ``methods`` maps a record's ``method`` to a
     paper row's method id where they differ.  Columns: ``(column, metric, kind)`` with ``kind`` in
-    *reported | ours | difference*; the paper's columns first (ours and difference filled only under
-    ``full``, for the same dataset), then, for ``mini``/``smoke``, the mini-world columns with ours only.
+    *reported | ours | difference*; the paper's columns first (ours and difference filled only for real
+    results, for the same dataset), then, for mini-world or fabricated numbers (:func:`replica`), their
+    labelled columns with ours only.
     Rows: the paper's rows, then our methods the paper does not have.
     """
     from .profiles import get_profile
@@ -188,11 +208,13 @@ def compare(table: PaperTable | str, records: pd.DataFrame | None, profile: str,
     if not records.empty:
         if "method" in records and methods:
             records = records.assign(method=records["method"].map(lambda m: methods.get(m, m)))
+    label = replica(profile, records)
+    if not records.empty:
         worlds = {d: is_mini_world(d) for d in records["dataset"].unique()}
-        wrong = [d for d, mini in worlds.items() if mini != (profile in MINI_PROFILES)]
+        wrong = [d for d, mini in worlds.items() if mini != (label == MINI_WORLD)]
         if wrong:
             raise ValueError(f"records of {wrong} cannot be the {profile!r} profile's numbers: mini-world datasets "
-                             f"belong to 'mini'/'smoke', real datasets to 'full'")
+                             f"belong to mini-world profiles ('mini', 'smoke'), real datasets to the others")
     ours = ours_from_records(records, table, profile)
 
     reported = table.reported()
@@ -205,15 +227,14 @@ def compare(table: PaperTable | str, records: pd.DataFrame | None, profile: str,
         for metric in table.metrics:
             rep = reported[(column, metric)].reindex(index)
             mine = pd.Series(math.nan, index=index)
-            if profile not in MINI_PROFILES and not ours.empty and (column, metric) in ours:
+            if label is None and not ours.empty and (column, metric) in ours:
                 mine = pd.Series([ours[(column, metric)].get(method_of.get(r, r), math.nan) for r in index], index=index)
             for kind, values in zip(KINDS, (rep, mine, mine - rep)):
                 columns.append((column, labels[metric], kind))
                 data[columns[-1]] = values
-    if profile in MINI_PROFILES and not ours.empty:
+    if label is not None and not ours.empty:
         for column, metric in ours.columns:
-            label = ours_column(column, profile)
-            columns.append((label, labels[metric], "ours"))
+            columns.append((ours_column(column, label), labels[metric], "ours"))
             data[columns[-1]] = pd.Series([ours[(column, metric)].get(method_of.get(r, r), math.nan) for r in index],
                                           index=index)
     frame = pd.DataFrame(data, index=pd.Index(index, name="method"))
@@ -221,9 +242,12 @@ def compare(table: PaperTable | str, records: pd.DataFrame | None, profile: str,
     frame = frame.loc[:, frame.notna().any() | (frame.columns.get_level_values("kind") == "reported")]
 
     templates = tuple(sorted(records["templates"].dropna().unique())) if "templates" in records else ()
-    if profile in MINI_PROFILES:
+    if label == MINI_WORLD:
         whose = (f"ours: the `{profile}` profile's mini-world replica (under mini-world columns only, "
                  f"never compared number for number with the paper)")
+    elif label == FABRICATED:
+        whose = (f"ours: the `{profile}` profile on fabricated test data (hrvlm data fabricate; under "
+                 f"'(fabricated)' columns only: these numbers are no results and never compared with the paper)")
     else:
         whose = f"ours: the `{profile}` profile"
     caption = (f"{table.caption} Reported: {table.paper}; source: {table.source} "

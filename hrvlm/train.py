@@ -63,10 +63,10 @@ from .distributed import Dist, init_distributed
 from .precision import CHOICES as PRECISION_CHOICES, precision_policy
 from .storage import (atomic_write_bytes, atomic_write_json, canonical_json, check_writable_folder, config_hash,
                       file_sha256)
+from .weights import RANDOM_INIT  # re-exported: TrainConfig.pretrained for no pretrained weights
 
 OPTIMIZERS = ("adamw", "sgd")
 BATCHNORM_MODES = ("frozen", "batch")
-RANDOM_INIT = "random-init"  # TrainConfig.pretrained for no pretrained weights
 
 
 @dataclass(frozen=True)
@@ -156,14 +156,17 @@ class TrainConfig:
                 raise ValueError(f"pretrained={weights!r}: no such checkpoint file or run folder")
 
     def resolved(self) -> "TrainConfig":
-        """The profile's model, weights and data filled in where left ``None``."""
+        """The profile's model, weights and data filled in where left ``None``; the data options say
+        whether the data root is fabricated (:func:`hrvlm.data.real.labelled_options`: part of the identity)."""
+        from .data.real import labelled_options
         from .profiles import get_profile
 
         prof = get_profile(self.profile)
+        dataset = self.dataset or prof.train_dataset
+        options = dict(prof.dataset_options if self.dataset_options is None else self.dataset_options)
         return dataclasses.replace(
             self, model=self.model or prof.model, pretrained=self.pretrained or prof.pretrained,
-            dataset=self.dataset or prof.train_dataset,
-            dataset_options=dict(prof.dataset_options if self.dataset_options is None else self.dataset_options))
+            dataset=dataset, dataset_options=labelled_options(dataset, options))
 
     def identity(self) -> dict:
         """What determines the weights: every field but where the data is read from and by how many
@@ -396,8 +399,7 @@ def _train(config: TrainConfig, out, *, stop_after: int | None, progress: bool, 
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
     random.seed(config.seed)
-    model, _, tokenizer = load_clip(config.model, None if config.pretrained == RANDOM_INIT else config.pretrained,
-                                    device=device)
+    model, _, tokenizer = load_clip(config.model, config.pretrained, device=device)
     # training images at the model's resolution (real sets resized first, as TeCoA and FARE train at 224 px):
     # the training attack's ε-ball lives in the pixels the model sees
     data = spec.factory(split=config.split, **accepted_options(spec.factory, {
@@ -537,7 +539,7 @@ def _finish(out: Path, config: TrainConfig, model, method, extras, d: Dist, *, t
         train_s, per_epoch = timing.get("elapsed", 0.0), timing.get("steps_per_epoch")
         record = {
             "model": config.model, "pretrained": config.pretrained, "pretrained_digest": start_digest,
-            "profile": config.profile,
+            "profile": config.profile, "fabricated": bool(config.dataset_options.get("fabricated")),
             "method": method.config(), "head": method.head_spec(), "config": asdict(config), "seed": config.seed,
             "steps": steps, "world_size": d.world, "precision": precision_policy(device, config.precision).to_dict(),
             "train_time_s": round(train_s, 3), "epoch_times_s": timing.get("epoch_times_s", []),

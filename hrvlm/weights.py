@@ -7,6 +7,8 @@
   name, head spec);
 * a tag registered here by the module that builds it (:func:`register_weights`; the mini world's
   ``mini`` and ``mini-smoke`` by :mod:`hrvlm.pretrain`);
+* :data:`RANDOM_INIT` (``"random-init"``): no pretrained weights, the architecture's initialisation
+  under a fixed seed, so the name means the same weights everywhere (the ``rehearsal`` profile's, tests');
 * anything else is an open_clip tag (``None`` returned).
 
 Registration replaces the old ``"module:function"`` strings, so this module imports nothing of hrvlm's
@@ -28,6 +30,8 @@ from typing import Callable
 import torch
 
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
+RANDOM_INIT = "random-init"   # the weights name of a random initialisation (never a download)
+RANDOM_INIT_SEED = 0          # the seed it is drawn with
 
 # tag -> resolver(model_name) -> path of the weights file (it may build them first)
 RESOLVERS: dict[str, Callable[[str], Path]] = {}
@@ -54,10 +58,13 @@ def _registered(tag: str) -> Callable | None:
 
 
 def resolve(pretrained: str | os.PathLike, model_name: str) -> LocalWeights | None:
-    """The local weights ``pretrained`` names for ``model_name``, or None for an open_clip tag."""
+    """The local weights ``pretrained`` names for ``model_name``, or None for an open_clip tag (and for
+    :data:`RANDOM_INIT`, which has no file)."""
     from . import runs
 
     text = str(pretrained)
+    if text == RANDOM_INIT:
+        return None
     if Path(text).suffix in WEIGHT_SUFFIXES:
         path = Path(text).expanduser()
         if not path.is_file():
@@ -81,8 +88,13 @@ def state_digest(module: torch.nn.Module) -> str:
     Equal for equal weights on any device; costs one pass over the weights (about a second for
     ViT-B/32), so callers that evaluate the same model many times compute it once.
     """
+    return tensors_digest(module.state_dict().items())
+
+
+def tensors_digest(named) -> str:
+    """``sha256:<hex>`` of ``(name, tensor)`` pairs: what :func:`state_digest` hashes, for a part of a model."""
     h = hashlib.sha256()
-    for name, tensor in module.state_dict().items():
+    for name, tensor in named:
         t = tensor.detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")

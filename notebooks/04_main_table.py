@@ -34,7 +34,7 @@
 profile = "mini"  # "smoke" (CI), "mini" (default), "full" (GPU, real data)
 n = None  # images per evaluation set; None: the profile's book.eval_n
 eps_multiple = 1  # ε as a multiple of the profile's ε unit (the paper: 1 × 1/255)
-attack_steps = 20  # PGD steps (the paper: 20)
+attack_steps = None  # PGD steps; None: the profile's book.pgd_steps (the paper: 20)
 methods = None  # None: every main row; else a list of row labels, e.g. ["CLIP", "TeCoA"]
 trees = 5  # HRVLM's larger forest (the paper: 5); fewer if the fine-tuning set has fewer trees
 templates = None  # a template set for every dataset (e.g. "tecoa"); None: each dataset's own
@@ -60,10 +60,11 @@ from IPython.display import Markdown, display
 from hrvlm import experiments as ex
 from hrvlm import findings
 from hrvlm.profiles import get_profile
-from hrvlm.tables import paper_table
+from hrvlm.tables import paper_table, replica
 
 prof = get_profile(profile)
 setting = ex.chapter_setting(profile, trees=trees, methods=methods, n=n)
+attack_steps = attack_steps or ex.book_settings(profile)["pgd_steps"]
 Markdown(setting.note())
 
 # %% [markdown]
@@ -158,7 +159,7 @@ ours_avg = table[ex.AVERAGE] if ex.AVERAGE in table.columns.get_level_values(0) 
 fig, axes = plt.subplots(1, 2, figsize=(13, 4.2), sharey=True)
 ex.plot_grouped_bars(axes[0], reported_avg, "the paper: average over 15 real datasets (reported)")
 ex.plot_grouped_bars(axes[1], ours_avg, f"ours: average over the {profile} profile's sets"
-                     + (" (mini world)" if profile in ("smoke", "mini") else ""))
+                     + (f" ({replica(profile)})" if replica(profile) else ""))
 fig.tight_layout()
 
 # %% [markdown]

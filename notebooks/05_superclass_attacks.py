@@ -35,7 +35,7 @@ profile = "mini"  # "smoke" (CI), "mini" (default), "full" (GPU, real data)
 n = None  # images per set; None: the profile's book.focus_eval_n
 datasets = None  # None: the profile's book.focus_datasets (the fine-tuning set's test split)
 eps_multiple = 1  # ε as a multiple of the profile's ε unit
-attack_steps = 20  # PGD steps
+attack_steps = None  # PGD steps; None: the profile's book.pgd_steps (the paper: 20)
 methods = None  # None: every main row; else a list of row labels
 trees = 5  # HRVLM's larger forest, as in the main table
 templates = None  # a template set for every dataset (e.g. "tecoa"); None: each dataset's own
@@ -61,6 +61,7 @@ from hrvlm import experiments as ex
 from hrvlm import findings
 
 setting = ex.chapter_setting(profile, trees=trees, methods=methods, datasets=datasets, n=n, focus=True)
+attack_steps = attack_steps or ex.book_settings(profile)["pgd_steps"]
 Markdown(setting.note())
 
 # %% [markdown]

@@ -33,7 +33,7 @@ profile = "mini"  # "smoke" (CI), "mini" (default), "full" (GPU, real data)
 n = None  # images per set; None: the profile's book.focus_eval_n
 datasets = None  # None: the profile's book.focus_datasets
 eps_multiples = [1, 2, 4]  # ε as multiples of the profile's ε unit
-attack_steps = 20  # PGD and CW steps
+attack_steps = None  # PGD and CW steps; None: the profile's book.pgd_steps (the paper: 20)
 autoattack_steps = None  # iterations per AutoAttack component; None: the profile's book.autoattack_steps
 methods = None  # None: every main row; else a list of row labels
 trees = 5  # HRVLM's larger forest, as in the main table
@@ -61,6 +61,7 @@ from hrvlm import findings
 
 setting = ex.chapter_setting(profile, trees=trees, methods=methods, datasets=datasets, n=n, focus=True)
 autoattack_steps = autoattack_steps or ex.book_settings(profile)["autoattack_steps"]
+attack_steps = attack_steps or ex.book_settings(profile)["pgd_steps"]
 Markdown(setting.note() + f" AutoAttack runs {autoattack_steps} iterations per component.")
 
 # %%

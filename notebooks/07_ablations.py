@@ -36,7 +36,7 @@ profile = "mini"  # "smoke" (CI), "mini" (default), "full": sizes from the profi
 seed = 0
 n = None  # images per evaluation set; None: the profile's book.eval_n (the main table's)
 eps = 1  # attack ε in units of the profile's eps_unit (the paper's tables: 1/255, i.e. 1)
-pgd_steps = 20  # the paper's PGD-20
+pgd_steps = None  # None: the profile's book.pgd_steps (the paper's PGD-20)
 attacks = None  # None: the profile's book.ablation_attacks ("pgd", "autoattack"; AutoAttack under full)
 autoattack_steps = None  # None: the profile's book.autoattack_steps
 methods = ["clip", "tecoa", "pmg-aft", "fare", "qtaft", "hrvlm"]  # whose time per epoch is listed
@@ -66,6 +66,7 @@ book = ablations.sizes(profile)
 n = n or book["eval_n"]
 attack_names = list(attacks or book["ablation_attacks"])
 steps = autoattack_steps if autoattack_steps is not None else book["autoattack_steps"]
+pgd_steps = pgd_steps or book["pgd_steps"]
 chosen = ablations.attacks(attack_names, profile, eps, pgd_steps, steps)
 unavailable = experiments.unavailable(profile)
 pd.set_option("display.precision", 2)

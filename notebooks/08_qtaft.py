@@ -38,7 +38,7 @@ n = None  # images per evaluation set; None: the profile's book.eval_n (full: 1,
 eps = 4  # AutoAttack ε in units of the profile's eps_unit (QT-AFT: 4/255)
 autoattack_steps = None  # steps per AutoAttack component; None: the profile's book.autoattack_steps
 train_eps = 1  # training ε of the compared runs, in units (1: the main table's runs)
-pgd_steps = 20  # the caption ablation also reports PGD at 1 unit (a non-saturated attack)
+pgd_steps = None  # the caption ablation also reports PGD at 1 unit (a non-saturated attack); None: book.pgd_steps
 methods = ["clip", "tecoa", "pmg-aft", "fare", "qtaft"]  # QT-AFT's comparison rows
 captions_file = None  # a path to the authors' captions (their JSON format): adds a 'file:' caption variant
 
@@ -65,6 +65,7 @@ from hrvlm.experiments import Variant
 book = ablations.sizes(profile)
 n = n or book["eval_n"]
 steps = autoattack_steps if autoattack_steps is not None else book["autoattack_steps"]
+pgd_steps = pgd_steps or book["pgd_steps"]
 autoattack = ablations.attacks(["autoattack"], profile, eps, autoattack_steps=steps)
 unavailable = experiments.unavailable(profile)
 train_loop = {} if train_eps == 1 else {"eps": train_eps}

@@ -171,3 +171,84 @@ def test_loader_processes_by_default_only_where_a_gpu_computes(monkeypatch):
     assert default_num_workers(torch.device("cpu")) == 0 and default_num_workers(torch.device("cuda")) == 8
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
     assert default_num_workers(torch.device("cuda", 0)) == 1 and default_num_workers("cuda:0") == 1
+
+
+# ----------------------------------------------------------------------------- fabricated roots
+@pytest.fixture(scope="module")
+def fabricated(tmp_path_factory):
+    from hrvlm.data import fabricate
+
+    return fabricate.fabricate(tmp_path_factory.mktemp("fabricated") / "root", per_class=1)
+
+
+def _mean_colour(image: torch.Tensor) -> np.ndarray:
+    return image.mean(dim=(1, 2)).numpy() * 255
+
+
+@pytest.mark.parametrize("name", sorted(REAL))
+def test_every_fabricated_dataset_and_split_loads_through_the_registry_with_its_labels(name, fabricated):
+    """Every split of every real dataset loads from a fabricated root through get_dataset (torchvision's
+    own loaders and checks), one image per class, each image labelled with the class it was written for
+    (its mean colour is that class's), at the loader's size."""
+    from hrvlm.data import fabricate
+
+    spec, info = get_spec(name), REAL[name]
+    for split in spec.splits:
+        data = get_dataset(name, split, root=fabricated, fabricated=True)
+        union = split == "trainval" and {"train", "val"} <= set(spec.splits)  # FGVC's: train + val
+        assert len(data) == spec.num_classes * (2 if union else 1), (name, split)
+        for i in np.linspace(0, len(data) - 1, min(len(data), 12)).astype(int):
+            image, label = data[int(i)]
+            assert image.dtype == torch.float32 and 0 <= float(image.min()) and float(image.max()) <= 1
+            side = info.native_size or 224
+            assert tuple(image.shape) == (3, side, side), (name, split, tuple(image.shape))
+            expected = fabricate.class_colour(name, int(label)) + 31.5
+            assert np.abs(_mean_colour(image) - expected).max() < 6, (name, split, int(i), int(label))
+
+
+def test_a_fabricated_root_is_labelled_and_checked(fabricated, tmp_path):
+    from hrvlm.data import fabricate
+    from hrvlm.data.real import labelled_options
+
+    entry = fabricate.marker(fabricated)
+    assert entry["datasets"] == sorted(REAL) and "not results on the real datasets" in entry["what"]
+    assert labelled_options("cifar10", {"root": str(fabricated)}) == {"root": str(fabricated), "fabricated": True}
+    assert labelled_options("cifar10", {"root": str(tmp_path)}) == {"root": str(tmp_path)}
+    assert labelled_options("mini-heldout", {"profile": "mini"}) == {"profile": "mini"}
+    # torchvision's md5 check still runs: against the marker's md5s, so a damaged file is refused
+    copy = tmp_path / "copy"
+    fabricate.fabricate(copy, per_class=1, names=["cifar10"])
+    batch = copy / "cifar-10-batches-py" / "test_batch"
+    batch.write_bytes(batch.read_bytes()[:-1] + b"\0")
+    with pytest.raises(RuntimeError, match="corrupted"):
+        get_dataset("cifar10", "test", root=copy)
+    with pytest.raises(ValueError, match="is a fabricated root"):
+        get_dataset("cifar10", "test", root=fabricated, fabricated=False)
+
+
+def test_fabricating_is_deterministic_and_never_writes_beside_real_data(tmp_path, capsys):
+    from hrvlm.data import fabricate
+
+    a, b = (fabricate.fabricate(tmp_path / k, per_class=1, names=["dtd", "stl10"]) for k in "ab")
+    assert fabricate.checksums(a) == fabricate.checksums(b) and len(fabricate.checksums(a)) > 100
+    real = tmp_path / "real"
+    (real / "cifar-10-batches-py").mkdir(parents=True)
+    with pytest.raises(fabricate.FabricatedRootError, match="never written beside real data"):
+        fabricate.fabricate(real)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "real"]  # no staging folder left
+    assert main(["data", "fabricate", "--root", str(tmp_path / "c"), "--dataset", "pcam", "--per-class", "1"]) == 0
+    assert "fabricated test data (not the real datasets)" in capsys.readouterr().out
+    assert data_cli.status("pcam", tmp_path / "c") == "present (fabricated)"
+
+
+def test_sun397_items_are_in_path_order_whatever_the_file_system_lists(fabricated, monkeypatch):
+    """torchvision's SUN397 lists images with rglob (the file system's order); fixed subsets need item i
+    to be the same image on every machine, so hrvlm sorts them."""
+    from pathlib import Path
+
+    listed = Path.rglob
+    monkeypatch.setattr(Path, "rglob", lambda self, pattern: list(reversed(sorted(listed(self, pattern)))))
+    data = get_dataset("sun397", "test", root=fabricated)
+    files = [str(f) for f in data._image_files]
+    assert files == sorted(files) and len(files) == get_spec("sun397").num_classes
+    assert [data[i][1] for i in (0, len(data) - 1)] == [data._labels[0], data._labels[-1]]

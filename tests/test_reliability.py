@@ -21,8 +21,9 @@ from hrvlm import claims, hierarchy
 from hrvlm.attacks import build_attack
 from hrvlm.attacks.threat import check_eps_budget, eps_argument, read_eps
 from hrvlm.cli import COMMANDS, main
+from hrvlm.data import fabricate as fab
 from hrvlm.data import get_dataset
-from hrvlm.data.real import DatasetMissing, fetch
+from hrvlm.data.real import DatasetMissing, build, fetch
 from hrvlm.environment import check_device
 from hrvlm.evaluate import build_attacks, check_attacks, check_request
 from hrvlm.models import load_clip
@@ -151,6 +152,13 @@ API = [
      "not a UTF-8 text file"),
     ("template-file-field", lambda c: load_templates(str(_template_file(c.tmp, b'["{x} {c}"]'))), ValueError,
      r"template file .*: template '\{x\} \{c\}' must have exactly one"),
+    # fabricated data roots (hrvlm data fabricate)
+    ("fabricated-marker-corrupt", lambda c: (c.tmp / fab.MARKER).write_text("{") and fab.marker(c.tmp),
+     fab.FabricatedRootError, "not a readable fabrication marker"),
+    ("fetch-into-fabricated", lambda c: _fabricated_marker(c.tmp) and fetch("cifar10", c.tmp), ValueError,
+     "is a fabricated root .* fetch real datasets into another data root"),
+    ("real-data-asked-fabricated", lambda c: build("cifar10", root=c.tmp, fabricated=True), ValueError,
+     "is not a fabricated root, but the request was made for fabricated data"),
 ]
 
 
@@ -164,6 +172,10 @@ def _template_file(tmp: Path, data: bytes) -> Path:
     path = tmp / "templates.json"
     path.write_bytes(data)
     return path
+
+
+def _fabricated_marker(root: Path) -> int:
+    return (root / fab.MARKER).write_text('{"format": "%s", "md5": {}, "datasets": [], "per_class": 1}' % fab.FORMAT)
 
 
 class Ctx:
@@ -210,6 +222,10 @@ CLI = [
      "folder that is not a hrvlm run/checkpoint"),
     (["data", "fetch", "imagenet", "--root", "FOLDER"], "cannot be downloaded automatically"),
     (["data", "fetch", "uci-digits"], "ships with scikit-learn: nothing to fetch"),
+    (["data", "fabricate", "--root", "FOLDER/new", "--per-class", "0"], "--per-class must be an integer >= 1"),
+    (["data", "fabricate", "--root", "FOLDER/new", "--dataset", "cifar11"], "unknown real dataset"),
+    (["data", "fabricate", "--root", "BINARY"], "is a file; give a folder"),
+    (["data", "fabricate", "--root", "FOLDER"], "already holds files and is not a fabricated root"),
     (["records", "verify", "FOLDER/none.jsonl"], "no records store at"),
     (["doctor", "--root", "BINARY"], "is a file; give the folder that holds"),
     # issue 24: one meaning of --eps, its advice accepted by the same verb; repeats; files on the way

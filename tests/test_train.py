@@ -129,8 +129,8 @@ def test_run_folder_loads_by_path_and_name_with_its_head_and_fresh_records(tmp_p
     tuned, _, tokenizer = load_clip("hrvlm-tiny-cnn", pretrained=run.name)
     by_path, _, _ = load_clip("hrvlm-tiny-cnn", pretrained=str(run))
     assert tuned.head_spec == record["head"] and checkpoint_id(tuned) == checkpoint_id(by_path) == record["weights_digest"]
-    torch.manual_seed(BASE["seed"])  # the run's starting weights (random init under its seed)
-    base, _, _ = load_clip("hrvlm-tiny-cnn", pretrained=None)
+    torch.manual_seed(BASE["seed"])  # not what random-init depends on: it is one set of weights, whatever the seed
+    base, _, _ = load_clip("hrvlm-tiny-cnn", pretrained=tr.RANDOM_INIT)
     assert checkpoint_id(base) == record["pretrained_digest"] != record["weights_digest"]
     torch.manual_seed(0)
     store = tmp_path / "records.jsonl"

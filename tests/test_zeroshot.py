@@ -58,3 +58,40 @@ def test_template_errors(tiny):
     with pytest.raises(KeyError, match="no template set"):
         load_templates("nonexistent-set")
     assert load_templates("simple") == ["a photo of a {c}."]
+
+
+def test_prompt_features_are_shared_by_equal_text_towers_and_recomputed_when_they_change():
+    import copy
+
+    import torch
+
+    from hrvlm.models import load_clip
+    from hrvlm.zeroshot import encode_prompts
+
+    model, _, tokenizer = load_clip("hrvlm-tiny", "random-init")
+    calls = []
+    original = type(model).encode_text
+
+    def counted(self, tokens, normalize=True):
+        calls.append(len(tokens))
+        return original(self, tokens, normalize=normalize)
+
+    type(model).encode_text = counted
+    try:
+        names, templates = ["cat", "dog"], ["a photo of a {c}.", "a {c}."]
+        first = encode_prompts(model, tokenizer, names, templates)
+        other = copy.deepcopy(model)  # another model object, the same text weights, another image tower: shared
+        with torch.no_grad():
+            next(other.clip.visual.parameters()).add_(1.0)
+        again = encode_prompts(other, tokenizer, names, templates)
+        assert calls == [4] and torch.equal(first, again) and first.shape == (2, 2, first.shape[-1])
+        again.zero_()  # callers get their own copy
+        assert torch.equal(encode_prompts(model, tokenizer, names, templates), first) and calls == [4]
+        with torch.no_grad():
+            other.clip.token_embedding.weight.mul_(2.0)  # a changed text tower: recomputed
+        changed = encode_prompts(other, tokenizer, names, templates)
+        assert calls == [4, 4] and not torch.equal(changed, first)
+        encode_prompts(model, tokenizer, ["cat"], templates)  # other prompts: computed
+        assert calls == [4, 4, 2]
+    finally:
+        type(model).encode_text = original

@@ -2,11 +2,13 @@
 
     hrvlm data list [--profile mini|full] [--root DIR]
     hrvlm data fetch NAME [--root DIR] [--split SPLIT]
+    hrvlm data fabricate --root DIR [--per-class K] [--dataset NAME]   (test data: hrvlm.data.fabricate)
 """
 from __future__ import annotations
 
 import argparse
 
+from . import fabricate
 from .real import REAL, data_root, fetch
 from .registry import get_spec, list_datasets
 
@@ -21,11 +23,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     get.add_argument("name", help=f"one of {sorted(REAL)}")
     get.add_argument("--root", default=None, help="data root (default $HRVLM_DATA or ~/.cache/hrvlm/datasets)")
     get.add_argument("--split", action="append", default=None, help="only this split (repeatable); default all")
+    fabricate.configure_parser(sub.add_parser(
+        "fabricate", help="write every real dataset's file formats and class lists with generated images (test data)"))
 
 
 def status(name: str, root=None) -> str:
-    """``present``/``missing (splits)`` for a real dataset, ``bundled (package)`` for one an installed
-    package ships, ``generated`` for the mini world."""
+    """``present``/``present (fabricated)``/``missing (splits)`` for a real dataset, ``bundled (package)``
+    for one an installed package ships, ``generated`` for the mini world."""
     bundled = get_spec(name).bundled
     if bundled:
         return f"bundled ({bundled})"
@@ -33,7 +37,9 @@ def status(name: str, root=None) -> str:
         return "generated"
     info, root = REAL[name], data_root(root)
     missing = [s for s in info.splits if info.missing(root, s)]
-    return "present" if not missing else f"missing {','.join(missing)}"
+    if missing:
+        return f"missing {','.join(missing)}"
+    return "present (fabricated)" if fabricate.is_fabricated(root) else "present"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,6 +50,10 @@ def run(args: argparse.Namespace) -> int:
             verified = f"[{REAL[name].checksum}] " if name in REAL else ""
             print(f"{name:14s} {spec.profile:4s} {','.join(spec.splits):24s} {status(name, args.root):32s} "
                   f"{verified}{spec.description}")
+        return 0
+    if args.action == "fabricate":
+        root = fabricate.fabricate(args.root, per_class=args.per_class, names=args.dataset)
+        print(f"fabricated test data (not the real datasets) under {root}: {', '.join(fabricate.marker(root)['datasets'])}")
         return 0
     if args.name not in REAL:
         bundled = args.name in list_datasets() and get_spec(args.name).bundled

@@ -285,6 +285,30 @@ def _require_files(info: RealDataset, root: Path, split: str) -> None:
                              f"{', '.join(str(p) for p in missing)}. {how}")
 
 
+# torchvision classes that check their files against the md5s of the published files, and their folder
+MD5_CHECKED = {"CIFAR10": "cifar-10-batches-py", "CIFAR100": "cifar-100-python", "STL10": "stl10_binary",
+               "Flowers102": "flowers-102"}
+
+
+def _checked_against(cls, root: Path):
+    """``cls``, or for a fabricated root (:mod:`hrvlm.data.fabricate`) a subclass whose md5 tables are the
+    marker's md5s of the fabricated files: torchvision's own integrity check then verifies them."""
+    from .fabricate import checksums
+
+    sums, folder = checksums(root), MD5_CHECKED.get(cls.__name__)
+    if not sums or folder is None:
+        return cls
+    attrs = {}
+    for attr in ("train_list", "test_list"):  # CIFAR, STL-10: [[file, md5], ...]
+        if hasattr(cls, attr):
+            attrs[attr] = [[f, sums.get(f"{folder}/{f}", md5)] for f, md5 in getattr(cls, attr)]
+    if isinstance(getattr(cls, "meta", None), dict):  # CIFAR's label-name file
+        attrs["meta"] = {**cls.meta, "md5": sums.get(f"{folder}/{cls.meta['filename']}", cls.meta["md5"])}
+    if isinstance(getattr(cls, "_file_dict", None), dict):  # Flowers-102: {key: (file, md5)}
+        attrs["_file_dict"] = {k: (f, sums.get(f"{folder}/{f}", md5)) for k, (f, md5) in cls._file_dict.items()}
+    return type(cls.__name__, (cls,), attrs)
+
+
 def _construct(info: RealDataset, root: Path, split: str, transform, download: bool):
     if info.loader == "TinyImageNet":
         return TinyImageNet(root, split, transform)
@@ -293,21 +317,44 @@ def _construct(info: RealDataset, root: Path, split: str, transform, download: b
     kwargs = dict(info.splits[split])
     if info.loader == "ImageFolder":
         return torchvision.datasets.ImageFolder(str(root / kwargs["folder"]), transform=transform)
-    return getattr(torchvision.datasets, info.loader)(str(root), transform=transform, download=download, **kwargs)
+    cls = _checked_against(getattr(torchvision.datasets, info.loader), root)
+    data = cls(str(root), transform=transform, download=download, **kwargs)
+    if info.loader == "SUN397":  # torchvision lists its files with rglob, in the file system's order: sorted,
+        pairs = sorted(zip(map(str, data._image_files), data._labels))  # item i is the same on every machine
+        data._image_files, data._labels = [Path(p) for p, _ in pairs], [label for _, label in pairs]
+    return data
+
+
+def labelled_options(name: str, options: dict) -> dict:
+    """``options`` with ``"fabricated": True`` added when ``name`` is a real dataset read from a fabricated
+    root (:mod:`hrvlm.data.fabricate`): records and runs keyed by these options are told apart from real
+    ones, and carry the label.  Unchanged for real roots and generated datasets."""
+    from .fabricate import is_fabricated
+
+    if name not in REAL or not is_fabricated(data_root(options.get("root"))):
+        return dict(options)
+    return {**options, "fabricated": True}
 
 
 def build(name: str, split: str = "test", root: str | os.PathLike | None = None, download: bool = False,
-          image_size: int = 224, resolution: str = DEFAULT_RESOLUTION):
+          image_size: int = 224, resolution: str = DEFAULT_RESOLUTION, fabricated: bool | None = None):
     """The ``split`` of real dataset ``name`` yielding ``(image [3, s, s] in [0, 1], label)``.
 
     ``s`` is ``image_size`` except for fixed-size low-resolution sets under ``native-then-resize``
     (their native size).  Raises :class:`DatasetMissing` if the files are absent and not ``download``.
+    ``fabricated`` (set by :func:`labelled_options`), if given, must say what the root is: a record or run
+    made for a fabricated root is never computed on a real one, nor the other way round.
     """
+    from .fabricate import is_fabricated
+
     info = REAL[name]
     if split not in info.splits:
         raise ValueError(f"dataset {name!r} has no split {split!r}; its splits are {list(info.splits)}")
     root = data_root(root)
     check_resolution(resolution)
+    if fabricated is not None and bool(fabricated) != is_fabricated(root):
+        raise ValueError(f"dataset {name!r}: the data root {root} is {'not ' if fabricated else ''}a fabricated "
+                         f"root, but the request was made for {'fabricated' if fabricated else 'real'} data")
     if download:
         fetch(name, root, splits=(split,))
     _require_files(info, root, split)  # before importing torchvision: a missing set fails at once
@@ -324,7 +371,12 @@ def fetch(name: str, root: str | os.PathLike | None = None, splits: Sequence[str
     """
     if name not in REAL:
         raise KeyError(f"unknown real dataset {name!r}; known: {sorted(REAL)}")
+    from .fabricate import is_fabricated
+
     info, root = REAL[name], data_root(root)
+    if is_fabricated(root):
+        raise ValueError(f"{root} is a fabricated root (test data, hrvlm data fabricate): fetch real datasets into "
+                         f"another data root (--root, or $HRVLM_DATA)")
     splits = list(splits or info.splits)
     unknown = [s for s in splits if s not in info.splits]
     if unknown:
