@@ -1,6 +1,7 @@
 """HRVLM (Dong et al., CVPR 2026): hierarchical adversarial image–text alignment on the Poincaré ball.
 
-Per training step (hrvlm.md §2, §2.10):
+Per training step (the method as the papernotes.org note on the paper gives it, Eqs. 8–14; the step's
+order is our reconstruction, the paper's code not being public):
 
 1. ``perturb``: one image perturbation δ (PGD, ε = step = the profile's ε, 3 steps) maximising the
    HITA objective ``Σ_trees Σ_l ω_l CE_l`` with the text clean, then one text perturbation δ_T (L2
