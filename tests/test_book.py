@@ -148,7 +148,8 @@ def test_warm_rebuild_reuses_unchanged_chapters_and_reruns_changed_ones(tmp_path
 def test_killed_build_never_publishes_a_half_executed_chapter(tmp_path):
     toy_book(tmp_path, {"10_a": "print('a')", "11_slow": "import time\n\n# %%\ntime.sleep(120)\n\n# %%\nprint('late')"})
     out = tmp_path / "_build"
-    command = [sys.executable, "-m", "hrvlm.cli", "book", "--profile", "smoke", "--output", str(out)]
+    command = [sys.executable, "-m", "hrvlm.cli", "book", "--profile", "smoke", "--book", str(tmp_path),
+               "--output", str(out)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                             text=True, start_new_session=True)
