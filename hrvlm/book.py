@@ -63,12 +63,18 @@ class BookUsageError(BookError):
     """The request itself is wrong (a profile, a chapter, a parameter); raised before any work."""
 
 
+def is_book(folder: Path) -> bool:
+    return (folder / "_toc.yml").is_file() and (folder / NOTEBOOK_DIR).is_dir()
+
+
 def repo_root() -> Path:
-    """The folder holding ``_toc.yml`` (the source checkout)."""
-    for folder in (Path.cwd(), *Path.cwd().parents, PACKAGE.parent):
-        if (folder / "_toc.yml").is_file() and (folder / NOTEBOOK_DIR).is_dir():
-            return folder
-    raise BookError("no _toc.yml found: run `hrvlm book` inside the hrvlm source checkout")
+    """The book of this hrvlm: the source checkout the imported package lies in.  Never a folder found
+    from the current directory: building executes the notebooks, so only this repository's own book (or
+    one named explicitly, ``build(root=...)`` / ``hrvlm book --book DIR``) is run."""
+    if is_book(PACKAGE.parent):
+        return PACKAGE.parent
+    raise BookUsageError(f"no book next to the hrvlm package ({PACKAGE.parent} holds no _toc.yml and {NOTEBOOK_DIR}/): "
+                         f"install hrvlm from its source checkout, or name the book with --book DIR")
 
 
 def toc_files(toc: dict) -> list[str]:
@@ -356,6 +362,8 @@ def build(profile: str = "mini", only: list[str] | None = None, parameters: dict
     if profile not in PROFILES:
         raise BookUsageError(f"unknown profile {profile!r}; choose one of {PROFILES}")
     root = Path(root) if root else repo_root()
+    if not is_book(root):
+        raise BookUsageError(f"{root} is not a book: it needs _toc.yml and {NOTEBOOK_DIR}/")
     output = Path(output) if output else root / "_build" / profile
     source = output / "source"
     chapters = chapter_notebooks(root)
@@ -364,6 +372,8 @@ def build(profile: str = "mini", only: list[str] | None = None, parameters: dict
     params = {**(parameters or {}), "profile": profile}
 
     stage_sources(root, source)
+    for leftover in (output / "partial").glob("*.ipynb"):  # of a build killed mid-chapter
+        leftover.unlink(missing_ok=True)
 
     library = library_hash()
     total = time.perf_counter()
@@ -418,7 +428,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                         help="extra papermill parameter for every chapter (value parsed as YAML); "
                              "the profile is chosen with --profile")
-    parser.add_argument("--output", type=Path, help="build folder (default: _build/<profile>)")
+    parser.add_argument("--book", type=Path, default=None, metavar="DIR",
+                        help="the book to build (a folder with _toc.yml and notebooks/; default: the one of the "
+                             "source checkout this hrvlm is installed from, never one found from the current folder)")
+    parser.add_argument("--output", type=Path, help="build folder (default: <book>/_build/<profile>)")
     parser.add_argument("--timeout", type=int, default=3600, help="seconds allowed per notebook cell")
 
 
@@ -429,7 +442,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"hrvlm book: a -p value is not valid YAML ({str(err).splitlines()[0]})", file=sys.stderr)
         return 2
     try:
-        index = build(args.profile, args.only, extra, output=args.output, timeout=args.timeout, force=args.force)
+        index = build(args.profile, args.only, extra, root=args.book, output=args.output, timeout=args.timeout,
+                      force=args.force)
     except BookUsageError as err:
         print(f"hrvlm book: {err}", file=sys.stderr)
         return 2

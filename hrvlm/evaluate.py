@@ -353,7 +353,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pretrained", default=None,
                         help="'mini', an open_clip tag, a checkpoint file, or a fine-tuning run (folder or name)")
     parser.add_argument("--method", default=None,
-                        help="training method of the weights, for the records (default: the run's, else clip)")
+                        help="training method of the weights, for the records: a registered method (default: the run's, "
+                             "which it may only repeat; else clip)")
     parser.add_argument("--datasets", type=_csv(str), required=True,
                         help="comma-separated registered names, each once")
     parser.add_argument("--split", default=None, help="default: each dataset's evaluation split")
@@ -432,6 +433,20 @@ def eps_unit_for(profile: str | None, run_record: dict) -> tuple[float, str]:
     return get_profile(name).eps_unit, f"the {name} profile's unit"
 
 
+def _method_label(requested: str | None, run_record: dict) -> str:
+    """The method that records are labelled with: the run's (``--method`` may only repeat it), else the
+    requested registered method, else ``clip``.  A wrong label would put one method's numbers in another's row."""
+    from .methods import METHODS
+
+    trained = run_record.get("method", {}).get("name") if run_record else None
+    if requested is not None and requested not in METHODS and requested != trained:
+        raise ValueError(f"--method {requested!r} is not a registered method; choose one of {sorted(METHODS)}")
+    if trained is not None and requested not in (None, trained):
+        raise ValueError(f"--method {requested}: run {run_record['path']} was trained with {trained!r}; omit --method "
+                         f"(the records take the run's)")
+    return trained or requested or "clip"
+
+
 def run(args: argparse.Namespace) -> int:
     from .distributed import init_distributed
     from .models import load_clip
@@ -454,7 +469,7 @@ def run(args: argparse.Namespace) -> int:
     # mini world's own tower rather than building weights for another architecture)
     model_name = args.model or run_record.get("model") or (get_profile(args.profile).model if args.profile
                                                             else "hrvlm-tiny")
-    method = args.method or run_record.get("method", {}).get("name", "clip")
+    method = _method_label(args.method, run_record)
     batch_size = args.batch_size if args.batch_size is not None else (
         get_profile(args.profile).eval_batch_size if args.profile else 64)
     store = Path(args.store) if args.store else cache_dir("records") / "results.jsonl"

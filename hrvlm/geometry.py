@@ -271,7 +271,7 @@ def einstein_midpoint(
 ) -> Tensor:
     """Weighted Einstein midpoint (the paper's HypAvg) of the points along ``dim``; that dim is removed.
 
-    Computed in the Klein model (Khrulkov et al., 2020; the recipe in hrvlm.md §2.3):
+    Computed in the Klein model (Khrulkov et al., 2020, "Hyperbolic image embeddings"; the paper's Eq. 8):
 
     .. math::
         k_i = \\frac{2x_i}{1 + c\\|x_i\\|^2},\\quad
@@ -311,7 +311,8 @@ def grouped_einstein_midpoint(
     Returns ``(midpoints [num_groups, D], present [num_groups] bool)``.  Group ``g`` averages the rows
     with ``group_index == g`` by the formula of :func:`einstein_midpoint`; a group with no member gets
     the origin and ``present = False``.  This is HypAvg of the images of a mini-batch whose level-l
-    ancestor is ``g`` (hrvlm.md §2.3, Eq. 8), for all ancestors at once, with one scatter-add.
+    ancestor is ``g`` (the paper's Eq. 8, as the papernotes.org note on it gives it), for all ancestors at
+    once, with one scatter-add.
     Guards: those of :func:`einstein_midpoint` (the floored ``Σ wγ`` makes empty groups 0/1e-15 = 0).
     """
     c = _curv(c, x)

@@ -24,6 +24,7 @@ evaluates the weights on today's sets.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import time
@@ -34,8 +35,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoints import discard_checkpoint, load_checkpoint, save_checkpoint
-from .storage import atomic_write_bytes, atomic_write_json, cache_dir, config_hash, file_sha256
+from .checkpoints import discard_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .storage import (atomic_write_bytes, atomic_write_json, cache_dir, config_hash, file_sha256, folder_lock,
+                      remove_temporaries)
 
 
 @dataclass(frozen=True)
@@ -186,7 +188,7 @@ def caption_phase(step: int, config: PretrainConfig) -> int:
 def _save_checkpoint(path: Path, model, optimizer, scheduler, step: int, elapsed: float) -> None:
     save_checkpoint(path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                            "scheduler": scheduler.state_dict(), "step": step, "elapsed": elapsed,
-                           "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state()})
+                           "rng": rng_state()})
 
 
 _load_checkpoint = load_checkpoint
@@ -223,12 +225,13 @@ def pretrain(config: PretrainConfig, stop_after: int | None = None, progress: bo
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(config.threads)
     try:
-        return _pretrain(config, stop_after, progress)
+        with contextlib.ExitStack() as lock:
+            return _pretrain(config, stop_after, progress, lock)
     finally:
         torch.set_num_threads(previous_threads)
 
 
-def _pretrain(config: PretrainConfig, stop_after: int | None, progress: bool) -> Path:
+def _pretrain(config: PretrainConfig, stop_after: int | None, progress: bool, lock: contextlib.ExitStack) -> Path:
     from safetensors.torch import save as save_safetensors
 
     from .models import load_clip
@@ -241,7 +244,8 @@ def _pretrain(config: PretrainConfig, stop_after: int | None, progress: bool) ->
         raise ValueError(f"{config.model} takes {model.image_size} px images but the config asks for "
                          f"{config.image_size}; set image_size={model.image_size}")
     out = run_dir(config)
-    out.mkdir(parents=True, exist_ok=True)
+    lock.enter_context(folder_lock(out))  # one writer at a time (released when pretrain returns)...
+    remove_temporaries(out)  # ...so a killed writer's temporaries can go
     model.train()
     model.set_channels_last(config.channels_last)
     model.clip.token_embedding.weight.requires_grad_(not config.freeze_token_embedding)
@@ -255,8 +259,7 @@ def _pretrain(config: PretrainConfig, stop_after: int | None, progress: bool) ->
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
-        np.random.set_state(state["numpy_rng"])
+        set_rng_state(state["rng"])
         start, elapsed = int(state["step"]), float(state.get("elapsed", 0.0))
 
     t0, c0 = time.perf_counter(), time.process_time()
@@ -323,6 +326,7 @@ def ensure_pretrained(model_name: str | None = None, profile: str = "mini", prog
     absent or corrupt."""
     config = PretrainConfig.profile(profile, **({} if model_name is None else {"model": model_name}))
     if load_record(config) is not None:
+        discard_checkpoint(run_dir(config))  # left by a kill between the record and its removal
         return run_dir(config) / "model.safetensors"
     for stale in ("record.json", "model.safetensors"):
         (run_dir(config) / stale).unlink(missing_ok=True)

@@ -29,12 +29,20 @@ def _short(value) -> str | None:
 
 def profile_runs(profile: str) -> list[dict]:
     """Records of every finished run of ``profile`` (weights not re-hashed: :func:`hrvlm.runs.read_record`
-    with ``verify=False``; ``hrvlm train`` and evaluation verify them on load)."""
-    from .runs import list_runs, read_record, runs_root
+    with ``verify=False``; ``hrvlm train`` and evaluation verify them on load).  A run whose record does
+    not verify (edited, or written before records carried a checksum) is left out, with a warning."""
+    import warnings
+
+    from .runs import BadRun, list_runs, read_record, runs_root
 
     if not runs_root().is_dir():
         return []
-    found = [read_record(name, verify=False) for name in list_runs()]
+    found = []
+    for name in list_runs():
+        try:
+            found.append(read_record(name, verify=False))
+        except BadRun as err:
+            warnings.warn(f"{err}; not listed", stacklevel=2)
     return [r for r in found if r.get("profile") == profile]
 
 

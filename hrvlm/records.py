@@ -15,9 +15,15 @@ write is in flight, so an unterminated line is final), and the reader reports su
 (``warnings.warn``, or an error with ``strict=True``) and skips them: they never break reading and
 never hide other records.  A complete record that only lacks its newline counts as stored.
 
-**Checksums.**  Each record carries ``checksum``, the sha256 of its canonical JSON without that field
+**Checks.**  Each record carries ``checksum``, the sha256 of its canonical JSON without that field
 (:func:`record_checksum`); a record edited by hand or damaged on disk no longer matches and is reported
-and skipped like a torn line.  ``hrvlm records verify STORE`` checks a whole store.
+and skipped like a torn line.  :func:`check_record` also requires ``key == record_key(record)`` (every
+provenance field present) and every accuracy equal to the mean of its per-image bitmap (``clean_acc`` =
+mean(``clean_correct``), likewise robust and leaf; ``transfer_success_rate`` = #(leaf clean ∧ ¬leaf
+robust) / #(leaf clean)).  A record without a checksum is refused unless the reader passes
+``allow_unsigned=True`` (``--allow-unsigned``): a checksum is no signature (anyone can recompute it), but
+a record whose checksum was deleted so that its numbers could be edited is no longer taken as a result.
+``hrvlm records verify STORE`` checks a whole store.
 """
 from __future__ import annotations
 
@@ -31,7 +37,7 @@ from typing import Iterable
 
 import numpy as np
 
-from .storage import canonical_json, config_hash
+from .storage import canonical_json, config_hash, content_checksum
 
 try:  # POSIX; elsewhere concurrent writers are not supported (single-process use is still safe)
     import fcntl
@@ -78,18 +84,63 @@ def decode_bits(text: str, n: int) -> np.ndarray:
 
 
 def record_checksum(record: dict) -> str:
-    """sha256 (32 hex digits) of the record's canonical JSON without its ``checksum`` field."""
-    return config_hash({k: v for k, v in record.items() if k != "checksum"}, length=32)
+    """sha256 (32 hex digits) of the record's canonical JSON without its ``checksum`` field
+    (:func:`hrvlm.storage.content_checksum`)."""
+    return content_checksum(record)
 
 
-def check_record(record) -> None:
-    """Raise ``ValueError`` unless ``record`` is a JSON object with a ``key`` and, if it carries a
-    ``checksum`` (records written before checksums carry none), a matching one."""
+# (accuracy field, its per-image bitmap field)
+ACCURACY_BITMAPS = (("clean_acc", "clean_correct"), ("robust_acc", "robust_correct"),
+                    ("leaf_clean_acc", "leaf_clean_correct"), ("leaf_robust_acc", "leaf_robust_correct"))
+_TOLERANCE = 1e-6  # accuracies are float32 means of the same bits
+
+
+def check_record(record, allow_unsigned: bool = False) -> None:
+    """Raise ``ValueError`` unless ``record`` is a JSON object whose ``key`` is the hash of its
+    provenance, whose ``checksum`` matches (a record without one only with ``allow_unsigned``), and
+    whose accuracies agree with their per-image bitmaps."""
     if not isinstance(record, dict) or not isinstance(record.get("key"), str):
         raise ValueError("not a record (a JSON object with a 'key')")
-    if "checksum" in record and record["checksum"] != record_checksum(record):
+    if "checksum" not in record:
+        if not allow_unsigned:
+            raise ValueError(f"record {record['key']} has no checksum: it cannot be verified (records written "
+                             f"before checksums: pass --allow-unsigned / allow_unsigned=True to accept them)")
+    elif record["checksum"] != record_checksum(record):
         raise ValueError(f"checksum mismatch for key {record['key']}: the record was edited or damaged "
                          f"(recompute it: delete the line and re-run)")
+    try:
+        key = record_key(record)
+    except KeyError as err:
+        raise ValueError(f"record {record['key']}: {err.args[0]}") from None
+    if record["key"] != key:
+        raise ValueError(f"record {record['key']}: its key is not the hash of its provenance ({key}); "
+                         f"the record was edited (delete the line and re-run)")
+    n = record["n"]
+    if not (isinstance(n, int) and n > 0):
+        raise ValueError(f"record {record['key']}: n must be a positive integer, got {n!r}")
+    bits = {}
+    for acc, field in ACCURACY_BITMAPS:
+        value, text = record.get(acc), record.get(field)
+        if (value is None) != (text is None):
+            raise ValueError(f"record {record['key']}: {acc} and {field} must both be given or both be null")
+        if text is None:
+            continue
+        if not (isinstance(text, str) and isinstance(value, (int, float))):
+            raise ValueError(f"record {record['key']}: {acc} must be a number and {field} a bitmap")
+        try:
+            bits[field] = decode_bits(text, n)
+        except ValueError as err:
+            raise ValueError(f"record {record['key']}: {field}: {err}") from None
+        if abs(float(bits[field].mean()) - value) > _TOLERANCE:
+            raise ValueError(f"record {record['key']}: {acc} = {value!r} but its bitmap {field} gives "
+                             f"{bits[field].mean():.6g}; the record was edited (delete the line and re-run)")
+    rate = record.get("transfer_success_rate")
+    if rate is not None:
+        clean, robust = bits.get("leaf_clean_correct"), bits.get("leaf_robust_correct")
+        if clean is None or robust is None or not clean.any() or \
+                abs((clean & ~robust).sum() / clean.sum() - rate) > _TOLERANCE:
+            raise ValueError(f"record {record['key']}: transfer_success_rate = {rate!r} disagrees with the leaf "
+                             f"bitmaps; the record was edited (delete the line and re-run)")
 
 
 def check_store_path(path: str | os.PathLike) -> Path:
@@ -103,10 +154,10 @@ def check_store_path(path: str | os.PathLike) -> Path:
     return path
 
 
-def _parse(line: bytes, where: str, strict: bool) -> dict | None:
+def _parse(line: bytes, where: str, strict: bool, allow_unsigned: bool) -> dict | None:
     try:
         record = json.loads(line)
-        check_record(record)
+        check_record(record, allow_unsigned)
         return record
     except ValueError as err:
         message = f"{where}: skipping an incomplete or corrupt record ({err}); the rest of the store is intact"
@@ -116,19 +167,21 @@ def _parse(line: bytes, where: str, strict: bool) -> dict | None:
         return None
 
 
-def read_records(path: str | os.PathLike, strict: bool = False) -> list[dict]:
-    """Every complete record of a JSON-lines store, in file order (a missing file has none)."""
-    return RecordStore(path, strict=strict).records()
+def read_records(path: str | os.PathLike, strict: bool = False, allow_unsigned: bool = False) -> list[dict]:
+    """Every complete, verified record of a JSON-lines store, in file order (a missing file has none)."""
+    return RecordStore(path, strict=strict, allow_unsigned=allow_unsigned).records()
 
 
 class RecordStore:
     """An append-only JSON-lines file of records, unique by key.
 
-    It caches what it has read and reads only what other writers appended since.
+    It caches what it has read and reads only what other writers appended since.  Lines that fail
+    :func:`check_record` are reported and skipped (an error with ``strict``), so a chunk whose stored
+    record does not verify is computed again rather than returned.
     """
 
-    def __init__(self, path: str | os.PathLike, strict: bool = False):
-        self.path, self.strict = check_store_path(path), strict
+    def __init__(self, path: str | os.PathLike, strict: bool = False, allow_unsigned: bool = False):
+        self.path, self.strict, self.allow_unsigned = check_store_path(path), strict, allow_unsigned
         self._offset, self._line_no = 0, 0
         self._records: dict[str, dict] = {}
 
@@ -145,7 +198,7 @@ class RecordStore:
         for line in data[:end].splitlines():
             self._line_no += 1
             if line.strip():
-                record = _parse(line, f"{self.path}:{self._line_no}", self.strict)
+                record = _parse(line, f"{self.path}:{self._line_no}", self.strict, self.allow_unsigned)
                 if record is not None:
                     self._records.setdefault(record["key"], record)
         self._offset += end
@@ -176,7 +229,7 @@ class RecordStore:
         record["checksum"] = record_checksum(record)
         line = (canonical_json(record) + "\n").encode("utf-8")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o666)  # less the umask
         try:
             if fcntl is not None:
                 fcntl.flock(fd, fcntl.LOCK_EX)
@@ -226,18 +279,19 @@ def records_to_frame(records: Iterable[dict], samples: bool = False):
     return pd.json_normalize(rows, sep="_", max_level=1)
 
 
-def load_table(path: str | os.PathLike, samples: bool = False, strict: bool = False):
-    """:func:`records_to_frame` of the store at ``path``."""
-    return records_to_frame(read_records(path, strict=strict), samples=samples)
+def load_table(path: str | os.PathLike, samples: bool = False, strict: bool = False, allow_unsigned: bool = False):
+    """:func:`records_to_frame` of the store at ``path``'s verified records."""
+    return records_to_frame(read_records(path, strict=strict, allow_unsigned=allow_unsigned), samples=samples)
 
 
 # ---------------------------------------------------------------- command line
-def verify(path: str | os.PathLike) -> dict:
+def verify(path: str | os.PathLike, allow_unsigned: bool = False) -> dict:
     """Check every line of a store: ``{"records", "unverified", "problems": [(line, message), ...]}``.
 
-    ``records`` counts valid records with a matching checksum, ``unverified`` those written before
-    checksums (valid JSON, no checksum); problems are torn or corrupt lines, checksum mismatches,
-    repeated keys and a last line without its newline.
+    ``records`` counts records that pass :func:`check_record` with a checksum, ``unverified`` those
+    without one accepted by ``allow_unsigned``; problems are torn or corrupt lines, records failing
+    :func:`check_record` (no checksum, a mismatch, a key that is not their provenance's, accuracies
+    that disagree with their bitmaps), repeated keys and a last line without its newline.
     """
     path = check_store_path(path)
     if not path.is_file():
@@ -251,7 +305,7 @@ def verify(path: str | os.PathLike) -> dict:
             continue
         try:
             record = json.loads(line)
-            check_record(record)
+            check_record(record, allow_unsigned)
         except ValueError as err:
             out["problems"].append((number, f"torn or corrupt line ({err})"))
             continue
@@ -269,12 +323,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     check = sub.add_parser("verify", help="check every record's checksum, torn lines and repeated keys")
     check.add_argument("store", help="a records file (JSON lines), e.g. ~/.cache/hrvlm/records/results.jsonl")
+    check.add_argument("--allow-unsigned", action="store_true",
+                       help="accept records without a checksum (written before checksums; otherwise a problem)")
 
 
 def run(args: argparse.Namespace) -> int:
-    report = verify(args.store)
+    report = verify(args.store, allow_unsigned=args.allow_unsigned)
     for number, message in report["problems"]:
         print(f"{args.store}:{number}: {message}")
     print(f"{args.store}: {report['records']} records verified, {report['unverified']} without checksum "
-          f"(written before checksums), {len(report['problems'])} problems")
+          f"(accepted by --allow-unsigned), {len(report['problems'])} problems")
     return 1 if report["problems"] else 0

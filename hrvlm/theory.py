@@ -1,10 +1,12 @@
 """The quantities of HRVLM's Theorem 1 (margin vs embedding depth), as functions.
 
-**Reconstructed.**  The paper's text was not available; the statement below is the reconstruction in
-``shared/research/hrvlm.md`` §3, which matches both secondary sources: the margin of a hyperbolic
+**Reconstructed.**  The paper's text was not available; the statement below is our reconstruction, which
+matches both secondary sources: the margin of a hyperbolic
 classifier grows without bound as the embedding nears the boundary ([PN]), but only when the image
 points exactly along its class direction; at a nonzero angle it saturates at an angle-only value
-([EVR]).  The Euclidean counterpart is capped at 2λη².
+([EVR]).  The Euclidean counterpart is capped at 2λη².  [PN]: the papernotes.org note on the paper
+(en.papernotes.org/CVPR2026/ai_safety/hierarchically_robust_zero-shot_vision-language_models/); [EVR]:
+review notes by a reader of the paper's v1 text (GitHub Memory4ever/AI-System-Design, papers/2026/04).
 
 Assumptions, shared by every closed form here (they are the reconstruction's, not verified premises
 of the paper):
@@ -160,14 +162,15 @@ def margin_table(
     scale: float = 1.0,
     limit: bool = True,
 ) -> pd.DataFrame:
-    """Hyperbolic and Euclidean log-margins at several norms η, the table of hrvlm.md §3.
+    """Hyperbolic and Euclidean log-margins at several norms η, the table of chapter 03 (Theorem 1).
 
     Setup: the rival prototype sits ``rival_deg`` from the true one and φ is rotated by β_c away from
     the rival, so β_k = ``rival_deg`` + β_c.  Columns: the hyperbolic margin
     (:func:`hyperbolic_log_margin`) and the Euclidean margin (:func:`euclidean_log_margin`) for each
     β_c, then the cap 2λη².  With ``limit``, a last row ``"limit"`` holds η → 1/√c: the saturation
     limit (``inf`` at β_c = 0) for the hyperbolic columns, and the Euclidean values at η = 1/√c.
-    With the defaults (c = λ = 1) the values reproduce hrvlm.md §3 to 1e-3.
+    With the defaults (c = λ = 1) the values reproduce the reconstruction's table that
+    ``tests/test_theory.py`` holds to 1e-3.
     """
     etas = np.asarray(etas, dtype=np.float64)
     betas = np.deg2rad(np.asarray(betas_true_deg, dtype=np.float64))

@@ -57,12 +57,12 @@ from torch import nn
 
 from . import runs
 from .attacks.threat import Eps, check_eps_budget, read_eps
-from .checkpoints import discard_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoints import discard_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .data.jpeg import DECODE_CHOICES, EncodedImages, collate_encoded, decode_batch, image_files
 from .distributed import Dist, init_distributed
 from .precision import CHOICES as PRECISION_CHOICES, precision_policy
 from .storage import (atomic_write_bytes, atomic_write_json, canonical_json, check_writable_folder, config_hash,
-                      file_sha256)
+                      file_sha256, folder_lock, remove_temporaries)
 from .weights import RANDOM_INIT  # re-exported: TrainConfig.pretrained for no pretrained weights
 
 OPTIMIZERS = ("adamw", "sgd")
@@ -102,6 +102,9 @@ class TrainConfig:
     # torch threads on the CPU: fixed (and part of the run's hash), because the thread count changes
     # float summation order and so the weights; one thread is also the fastest for tiny models here
     threads: int = 1
+    # what the starting weights are (hrvlm.weights.weights_identity: the sha256 of their file, or an
+    # open_clip tag): filled in by identified(), so that new bytes under the same --pretrained are another run
+    start_weights: str | None = None
 
     def check(self) -> None:
         """A ``ValueError`` naming the first bad value (before any model or data is loaded)."""
@@ -168,12 +171,24 @@ class TrainConfig:
             self, model=self.model or prof.model, pretrained=self.pretrained or prof.pretrained,
             dataset=dataset, dataset_options=labelled_options(dataset, options))
 
+    def identified(self) -> "TrainConfig":
+        """:meth:`resolved`, with ``start_weights`` computed (hashing the starting weights' file, building
+        registered weights first if absent): the configuration a run folder is named and checked by."""
+        from .weights import weights_identity
+
+        config = self.resolved()
+        start = RANDOM_INIT if config.pretrained == RANDOM_INIT else weights_identity(config.pretrained, config.model)
+        return dataclasses.replace(config, start_weights=start)
+
     def identity(self) -> dict:
         """What determines the weights: every field but where the data is read from and by how many
         processes (``dataset_options.root``/``download``, ``num_workers``), so that a run resumes, and is
-        found again, after its data moved or on a machine with other cores."""
+        found again, after its data moved or on a machine with other cores; and, once the starting
+        weights' digest is known (:meth:`identified`), that digest instead of their path or tag."""
         fields = asdict(self)
         fields.pop("num_workers")
+        if str(self.start_weights).startswith("sha256:"):  # the weights' bytes, not where they lie
+            fields.pop("pretrained")
         options = fields["dataset_options"]
         if options is not None:
             fields["dataset_options"] = {k: v for k, v in options.items() if k not in ("root", "download")}
@@ -184,7 +199,8 @@ class TrainConfig:
         return f"{self.method}-{self.profile}-s{self.seed}-{config_hash(self.identity(), length=10)}"
 
 
-LOOP_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("method", "profile", "method_settings"))
+LOOP_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig)
+                    if f.name not in ("method", "profile", "method_settings", "start_weights"))
 
 
 def config_from_profile(method: str, profile: str = "mini", method_settings: dict | None = None,
@@ -312,86 +328,95 @@ class _Objective(nn.Module):
         return self.method.loss(batch, adv)
 
 
-# ----------------------------------------------------------------------------- RNG
-def _rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if state.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 # ----------------------------------------------------------------------------- run folders
 def _claim(out: Path, config: TrainConfig) -> None:
-    """Write the run's config, or check that an existing run folder holds one of the same identity."""
-    path = out / runs.CONFIG
-    if path.is_file():
-        held, wanted = TrainConfig(**json.loads(path.read_text())).identity(), config.identity()
-        if held != wanted:
-            diff = sorted(k for k in set(held) | set(wanted) if held.get(k) != wanted.get(k))
-            raise ValueError(f"run folder {out} holds another configuration (differs in {diff}); "
-                             f"choose another --out or delete the folder")
+    """Write the run's config, or check that the folder's run (finished: its verified ``run.json``;
+    unfinished: its ``config.json``) has the same identity, starting weights included."""
+    finished = (out / runs.RECORD).is_file()
+    path = out / (runs.RECORD if finished else runs.CONFIG)
+    if not path.is_file():
+        atomic_write_json(path, json.loads(canonical_json(asdict(config))))
         return
-    atomic_write_json(path, json.loads(canonical_json(asdict(config))))
+    held = runs.read_record(out, verify=False)["config"] if finished else None  # a bad record says so itself
+    try:
+        held = TrainConfig(**(held if finished else json.loads(path.read_text()))).identity()
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"run folder {out}: {path.name} is not a training configuration of this version "
+                         f"({str(err).splitlines()[0]}); choose another --out or delete the folder") from None
+    wanted = config.identity()
+    if held != wanted:
+        diff = sorted(k for k in set(held) | set(wanted) if held.get(k) != wanted.get(k))
+        raise ValueError(f"run folder {out} holds {'a finished run of ' if finished else ''}another configuration "
+                         f"(differs in {diff}); choose another --out or delete the folder")
 
 
 # ----------------------------------------------------------------------------- the loop
 def train(config: TrainConfig, out: str | os.PathLike | None = None, *, stop_after: int | None = None,
           progress: bool = True, device: str | torch.device | None = None) -> Path:
-    """Fine-tune with ``config`` into run folder ``out`` (default ``<cache>/runs/<config.name()>``);
-    returns the folder.  A finished run is returned as is; an interrupted one resumes.  ``stop_after``
+    """Fine-tune with ``config`` into run folder ``out`` (default ``<cache>/runs/<name>``, ``name`` =
+    ``config.identified().name()``: the configuration and the starting weights' digest); returns the
+    folder.  A finished run of the same identity is returned as is, and one of another identity refused
+    (a ``ValueError``); an interrupted one resumes.  ``stop_after``
     ends this call after that many total steps (a checkpoint is written there), as an interruption would.
     On the CPU the run uses ``config.threads`` torch threads (restored afterwards).
     """
+    from .data.real import REAL, require_files
+    from .data.registry import get_spec
+    from .evaluate import accepted_options
+
+    d = init_distributed()
+    device_type = d.device(device).type  # a machine without the device fails in one line, before any folder
+    config.check()
+    resolved = config.resolved()
+    if resolved.dataset in REAL:  # a missing ImageNet fails before the model loads, saying how to get it
+        require_files(resolved.dataset, resolved.split, resolved.dataset_options.get("root"))
+    if config.batch_size % d.world:
+        raise ValueError(f"batch_size {config.batch_size} is not divisible by the {d.world} processes")
+    if d.world > 1 and config.batchnorm == "batch" and device_type != "cuda":
+        # torch's SyncBatchNorm runs on GPUs only; per-rank statistics would change the results
+        raise ValueError("batchnorm='batch' with several CPU processes would normalise each rank's part of the "
+                         "batch separately; use batchnorm='frozen' (the default) or one process")
+    spec = get_spec(resolved.dataset)
+    # the training set's size before the model loads and before the run folder exists (a mini set is
+    # built lazily in milliseconds; a real one is listed twice, which is seconds against hours of training)
+    size = len(spec.factory(split=resolved.split, **accepted_options(
+        spec.factory, {**spec.options, **resolved.dataset_options})))
+    if config.batch_size > size:
+        raise ValueError(f"batch_size {config.batch_size} exceeds the {size} training images of {resolved.dataset}; "
+                         f"give --batch-size {size} or less")
+    config = config.identified()
+    out = Path(out) if out is not None else runs.runs_root() / config.name()
+    if not (out / runs.RECORD).is_file():
+        check_writable_folder(out, "run folder", "; choose another --out, or set HRVLM_CACHE to a writable folder")
     previous_threads = torch.get_num_threads()
-    # the device is checked first: a machine without it fails in one line, before any folder exists
-    if init_distributed().device(device).type == "cpu":
+    if device_type == "cpu":
         torch.set_num_threads(config.threads)
     try:
-        return _train(config, out, stop_after=stop_after, progress=progress, device=device)
+        # rank 0 alone writes the folder; its lock makes a concurrent trainer of the same run wait (then
+        # find it finished) and makes the leftovers of a killed one safe to remove
+        with folder_lock(out) if d.main else contextlib.nullcontext():
+            return _train(config, out, d, stop_after=stop_after, progress=progress, device=device)
     finally:
         torch.set_num_threads(previous_threads)
 
 
-def _train(config: TrainConfig, out, *, stop_after: int | None, progress: bool, device) -> Path:
-    from .data.real import REAL, require_files
+def _train(config: TrainConfig, out: Path, d: Dist, *, stop_after: int | None, progress: bool, device) -> Path:
     from .data.registry import get_spec
     from .evaluate import accepted_options
     from .methods import Batch, TrainContext, build_method
     from .models import load_clip
     from .profiles import get_profile
 
-    config.check()
-    config = config.resolved()
-    if config.dataset in REAL:  # a missing ImageNet fails before the model loads, saying how to get it
-        require_files(config.dataset, config.split, config.dataset_options.get("root"))
-    d = init_distributed()
-    if config.batch_size % d.world:
-        raise ValueError(f"batch_size {config.batch_size} is not divisible by the {d.world} processes")
-    if d.world > 1 and config.batchnorm == "batch" and d.device(device).type != "cuda":
-        # torch's SyncBatchNorm runs on GPUs only; per-rank statistics would change the results
-        raise ValueError("batchnorm='batch' with several CPU processes would normalise each rank's part of the "
-                         "batch separately; use batchnorm='frozen' (the default) or one process")
-    out = Path(out) if out is not None else runs.runs_root() / config.name()
+    out.mkdir(parents=True, exist_ok=True)
+    if d.main:
+        _claim(out, config)  # a finished run of another configuration or other starting weights is refused
+        remove_temporaries(out)  # a kill before an atomic write's rename
+        if (out / runs.RECORD).is_file():
+            discard_checkpoint(out)  # a kill between the record and the checkpoint's removal
     if (out / runs.RECORD).is_file():
         return out
     spec = get_spec(config.dataset)
     options = {**spec.options, **config.dataset_options}
-    # the training set's size before the model loads and before the run folder exists (a mini set is
-    # built lazily in milliseconds; a real one is listed twice, which is seconds against hours of training)
-    size = len(spec.factory(split=config.split, **accepted_options(spec.factory, options)))
-    if config.batch_size > size:
-        raise ValueError(f"batch_size {config.batch_size} exceeds the {size} training images of {config.dataset}; "
-                         f"give --batch-size {size} or less")
-    check_writable_folder(out, "run folder", "; choose another --out, or set HRVLM_CACHE to a writable folder")
-    out.mkdir(parents=True, exist_ok=True)
-    if d.main:
-        _claim(out, config)
     method = build_method(config.method, config.method_settings)
 
     device = d.device(device)
@@ -449,7 +474,7 @@ def _train(config: TrainConfig, out, *, stop_after: int | None, progress: bool, 
         start, timing, losses, logs = int(state["step"]), state["timing"], list(state["losses"]), list(state["logs"])
 
     def checkpoint(step: int, elapsed: float) -> None:
-        rng = d.gather(_rng_state())
+        rng = d.gather(rng_state())
         if d.main:
             save_checkpoint(out, {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                    "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
@@ -467,7 +492,7 @@ def _train(config: TrainConfig, out, *, stop_after: int | None, progress: bool, 
         collate_fn=collate_encoded if on_device else None)
     batches = iter(loader)  # draws a seed from torch's RNG: before the RNG state is restored
     if state is not None:
-        _set_rng_state(state["rng"][d.rank])
+        set_rng_state(state["rng"][d.rank])
     bar = _progress(progress and d.main, start, config)
     t0, last_save, base = time.perf_counter(), time.perf_counter(), timing["elapsed"]
     set_train_mode(model, config.batchnorm)
@@ -553,7 +578,7 @@ def _finish(out: Path, config: TrainConfig, model, method, extras, d: Dist, *, t
                             "device": device_name(device), "torch_threads": torch.get_num_threads()},
             "sha256": {name: file_sha256(out / name) for name in files},
         }
-        atomic_write_json(out / runs.RECORD, record)
+        runs.write_record(out, record)
         discard_checkpoint(out)
     d.barrier()
     return out

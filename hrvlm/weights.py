@@ -82,6 +82,17 @@ def resolve(pretrained: str | os.PathLike, model_name: str) -> LocalWeights | No
     return None if resolver is None else LocalWeights(Path(resolver(model_name)))
 
 
+def weights_identity(pretrained: str | os.PathLike, model_name: str) -> str:
+    """What a run starting from ``pretrained`` starts from, for its identity: ``sha256:<hex>`` of the
+    local file it names (a weights file, a run's ``model.safetensors``, a registered tag's built file,
+    built first if absent), so that other bytes under the same name make another run; an open_clip
+    tag is its own identity (open_clip checks what it downloads)."""
+    from .storage import file_sha256
+
+    local = resolve(pretrained, model_name)
+    return str(pretrained) if local is None else "sha256:" + file_sha256(local.path)
+
+
 def state_digest(module: torch.nn.Module) -> str:
     """``sha256:<hex>`` of a module's state dict (names, dtypes, shapes and values, in order).
 

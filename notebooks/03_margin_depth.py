@@ -65,7 +65,7 @@ pd.set_option("display.precision", 3)
 # ## What is reconstructed
 #
 # The paper's full text was not available when this companion was written
-# (see `shared/research/hrvlm.md`, §0 and §3). What follows is built from secondary sources:
+# (neither arXiv 2604.18867 nor the CVF open-access page could be read). What follows is built from secondary sources:
 #
 # * **From the sources.** A third-party paper note ([PN]) states that the feasible log-margin of the
 #   hyperbolic classifier goes to infinity as the norm $\eta \to 1/\sqrt{r}$, and that the Euclidean
@@ -172,7 +172,8 @@ plt.show()
 # $c = \lambda = 1$, rival $90°$ from the class, $\phi$ rotated by $\beta_c$ away from the rival (so
 # $\beta_k = 90° + \beta_c$). The last row is $\eta \to 1/\sqrt c$: the saturation limit for the hyperbolic
 # columns ($\infty$ at $\beta_c = 0$) and, for the Euclidean columns, their value at $\eta = 1$ (a unit-norm CLIP
-# embedding). The values match `shared/research/hrvlm.md` §3 to $10^{-3}$; the digest rounds the
+# embedding). The values match the reconstruction's table that the tests check (`tests/test_theory.py`) to $10^{-3}$; that
+# table rounds the
 # $\beta_c = 20°$ limit $2\log(\sin 55°/\sin 10°) = 3.1024$ up to 3.103.
 
 # %%

@@ -23,7 +23,7 @@
 # robustness further than class names.
 #
 # **What is known of its numbers: nothing.** No table of the paper could be retrieved
-# (`shared/research/qtaft.md` §4): the reported columns below are all unknown, never guessed. An orphan
+# (neither from the paper nor from its repository, github.com/futakw/QTAFT): the reported columns below are all unknown, never guessed. An orphan
 # results file once committed to the authors' repository (CIFAR-10/100, STL-10) is of unknown origin and is
 # not used. So this chapter reproduces the *protocol* and the *qualitative claims*, and says what our runs show.
 #

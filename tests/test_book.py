@@ -13,7 +13,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from hrvlm import book
+from hrvlm import book, cli
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -125,7 +125,12 @@ def test_failing_chapter_is_named_with_its_cell(tmp_path):
 def test_warm_rebuild_reuses_unchanged_chapters_and_reruns_changed_ones(tmp_path, capsys):
     toy_book(tmp_path, {"10_a": "print(size * 2)", "11_b": "print(size * 3)"})
     out = tmp_path / "_build"
+    (out / "partial").mkdir(parents=True)
+    (out / "partial" / "10_a.ipynb").write_text("{")  # what a build killed mid-chapter leaves
     book.build("smoke", root=tmp_path, output=out)
+    assert not list((out / "partial").glob("*.ipynb"))
+    page = (out / "html" / "notebooks" / "10_a.html").read_text()
+    assert "binder-examples" not in page and 'repo: "hrvlm/hrvlm"' in page  # thebe's Binder settings: ours
     executed = out / "source" / "notebooks"
     first = {p.name: p.stat().st_mtime_ns for p in executed.glob("*.ipynb")}
     (tmp_path / "notebooks" / "11_b.py").write_text((tmp_path / "notebooks" / "11_b.py").read_text() + "print(0)\n")
@@ -144,7 +149,8 @@ def test_warm_rebuild_reuses_unchanged_chapters_and_reruns_changed_ones(tmp_path
 def test_killed_build_never_publishes_a_half_executed_chapter(tmp_path):
     toy_book(tmp_path, {"10_a": "print('a')", "11_slow": "import time\n\n# %%\ntime.sleep(120)\n\n# %%\nprint('late')"})
     out = tmp_path / "_build"
-    command = [sys.executable, "-m", "hrvlm.cli", "book", "--profile", "smoke", "--output", str(out)]
+    command = [sys.executable, "-m", "hrvlm.cli", "book", "--profile", "smoke", "--book", str(tmp_path),
+               "--output", str(out)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                             text=True, start_new_session=True)
@@ -307,3 +313,19 @@ def test_every_profile_sizes_the_book_chapters_with_the_same_keys():
         assert entry["hierarchy_datasets"] == "all" or set(entry["hierarchy_datasets"]) <= set(REAL_DATASETS), name
         assert entry["coverage_example"] in REAL_DATASETS
         assert all(isinstance(entry[k], int) and entry[k] > 0 for k in ("margin_grid", "disk_tree_depth", "disk_tree_children"))
+
+
+def test_the_book_built_is_this_checkout_s_never_one_found_from_the_current_folder(tmp_path, monkeypatch, capsys):
+    """Building executes notebooks: a folder holding _toc.yml and notebooks/ above the current directory
+    is not a book to run (issue 24)."""
+    marker = tmp_path / "executed"
+    toy_book(tmp_path / "foreign", {"10_x": f"open({str(marker)!r}, 'w').close()"})
+    (tmp_path / "foreign" / "deep").mkdir()
+    monkeypatch.chdir(tmp_path / "foreign" / "deep")
+    assert book.repo_root() == ROOT
+    monkeypatch.setattr(book, "PACKAGE", tmp_path / "site-packages" / "hrvlm")  # installed without its book
+    with pytest.raises(book.BookUsageError, match="no book next to the hrvlm package .* --book DIR"):
+        book.build("smoke")
+    assert cli.main(["book", "--profile", "smoke", "--book", str(tmp_path)]) == 2
+    assert "is not a book: it needs _toc.yml and notebooks/" in capsys.readouterr().err
+    assert not marker.exists()

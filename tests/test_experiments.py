@@ -77,7 +77,7 @@ def test_a_finished_run_is_reused_not_retrained(tiny_run):
     variant, run = tiny_run
     stamp = (run / runs.RECORD).stat().st_mtime_ns
     assert ex.train_run(variant, "smoke") == run and (run / runs.RECORD).stat().st_mtime_ns == stamp
-    assert run.name == ex.train_config(variant, "smoke").resolved().name()
+    assert run.name == ex.train_config(variant, "smoke").identified().name()
     summary = ex.run_summary({variant: run})
     assert summary.loc["TeCoA", "steps"] == 2 and summary.loc["TeCoA", "run"] == run.name
 

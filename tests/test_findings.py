@@ -153,10 +153,16 @@ def test_readings_list_one_bullet_per_table_or_say_nothing_ran():
 
 
 def fake_run(folder, epoch_times, estimate=None, images_per_s=10.0):
+    from hrvlm import runs
+    from hrvlm.storage import file_sha256
+
     folder.mkdir()
-    (folder / "run.json").write_text(json.dumps({
+    (folder / runs.WEIGHTS).write_bytes(b"weights")  # a record is read only with its verified checksum and weights
+    runs.write_record(folder, {
+        "model": "m", "method": {"name": "tecoa"}, "head": {"kind": "cosine"},
+        "sha256": {runs.WEIGHTS: file_sha256(folder / runs.WEIGHTS)},
         "steps": 7, "config": {"batch_size": 4}, "epoch_times_s": epoch_times, "epoch_time_s_estimate": estimate,
-        "images_per_s": images_per_s, "environment": {"device": "cpu"}}))
+        "images_per_s": images_per_s, "environment": {"device": "cpu"}})
     return folder
 
 

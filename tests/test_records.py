@@ -1,4 +1,5 @@
 import json
+import re
 import threading
 
 import numpy as np
@@ -15,7 +16,7 @@ def make_record(eps=1 / 255, level=0, attack=True, **extra):
                   attack={"name": "pgd", "eps": eps, "steps": 3} if attack else None,
                   code={"hrvlm": "0", "git": None}, libraries={"torch": "x"}, device="cpu", wall_time_s=1.0,
                   created="now", clean_acc=0.5, robust_acc=0.3 if attack else None,
-                  clean_correct=encode_bits([1, 0] * 5), robust_correct=encode_bits([1, 0, 0] + [0] * 7) if attack else None)
+                  clean_correct=encode_bits([1, 0] * 5), robust_correct=encode_bits([1, 1, 1] + [0] * 7) if attack else None)
     record.update(extra)
     return record
 
@@ -150,9 +151,66 @@ def test_records_verify_reports_torn_lines_repeats_and_old_records(tmp_path, cap
     good = path.read_text()
     old = {**make_record(eps=3 / 255), "key": record_key(make_record(eps=3 / 255))}  # written before checksums
     path.write_text(good + json.dumps(old) + "\n" + good + '{"key": "half')
-    report = verify(path)
+    report = verify(path, allow_unsigned=True)
     assert report["records"] == 1 and report["unverified"] == 1
     assert [line for line, _ in report["problems"]] == [3, 4]
     assert "repeats line 1" in report["problems"][0][1] and "torn" in report["problems"][1][1]
+    report = verify(path)  # without --allow-unsigned a record without checksum is a problem, not a result
+    assert report["records"] == 1 and report["unverified"] == 0 and [line for line, _ in report["problems"]] == [2, 3, 4]
+    assert "has no checksum" in report["problems"][0][1] and "--allow-unsigned" in report["problems"][0][1]
+    assert main(["records", "verify", str(path)]) == 1 and "3 problems" in capsys.readouterr().out
+    assert main(["records", "verify", "--allow-unsigned", str(path)]) == 1
+    assert "1 records verified, 1 without checksum (accepted by --allow-unsigned), 2 problems" in capsys.readouterr().out
+    with pytest.warns(UserWarning, match="has no checksum"):
+        assert len(read_records(path)) == 1
+    assert len(read_records(path, allow_unsigned=True)) == 2
     assert main(["records", "verify", str(tmp_path / "nothing.jsonl")]) == 2
     assert "no records store at" in capsys.readouterr().err
+
+
+def _signed(record: dict) -> dict:
+    """``record`` as the store writes it (key and checksum recomputed): only the checks below can fail."""
+    record = {**record, "key": record_key(record)}
+    return {**record, "checksum": record_checksum(record)}
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda r: {"key": "x"}, "record x has no checksum"),
+    (lambda r: {"key": "x", "checksum": record_checksum({"key": "x"})}, "lacks provenance fields"),
+    (lambda r: {**r, "key": "0" * 20, "checksum": None}, "its key is not the hash of its provenance"),
+    (lambda r: {**r, "clean_acc": 0.9}, "checksum mismatch"),
+    (lambda r: {k: v for k, v in r.items() if k != "checksum"}, "has no checksum"),
+    (lambda r: _signed({**r, "clean_acc": 0.9}), r"clean_acc = 0.9 but its bitmap clean_correct gives 0.5"),
+    (lambda r: _signed({**r, "robust_correct": encode_bits([1] * 10)}), "robust_acc = 0.3 but its bitmap"),
+    (lambda r: _signed({**r, "robust_correct": None}), "robust_acc and robust_correct must both be given"),
+    (lambda r: _signed({**r, "clean_correct": encode_bits([1] * 30)}), "bitmap holds 32 bits, expected 10"),
+    (lambda r: _signed({**r, "n": 0}), "n must be a positive integer"),
+    (lambda r: _signed({**r, "transfer_success_rate": 0.5}), "transfer_success_rate = 0.5 disagrees"),
+])
+def test_a_forged_record_is_not_a_result(tmp_path, edit, message, capsys):
+    """A record is a result only when its key is its provenance's hash, its checksum matches and each
+    accuracy is the mean of its per-image bitmap: a forged line is a problem for ``records verify`` and
+    skipped (never returned, so evaluate recomputes it) by readers."""
+    path = tmp_path / "r.jsonl"
+    RecordStore(path).append(make_record())
+    good = json.loads(path.read_text())
+    forged = edit(good)
+    if forged.get("checksum", "") is None:  # a checksum recomputed after the key was changed by hand
+        forged["checksum"] = record_checksum(forged)
+    path.write_text(json.dumps(forged) + "\n")
+    assert main(["records", "verify", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert re.search(message, out) and "0 records verified" in out, out
+    with pytest.warns(UserWarning, match=message):
+        assert read_records(path) == []
+
+
+def test_allow_unsigned_still_checks_the_rest():
+    from hrvlm.records import check_record
+
+    record = {k: v for k, v in _signed(make_record()).items() if k != "checksum"}
+    check_record(record, allow_unsigned=True)
+    with pytest.raises(ValueError, match="lacks provenance fields"):
+        check_record({"key": "x"}, allow_unsigned=True)
+    with pytest.raises(ValueError, match="clean_acc = 0.9"):
+        check_record({**record, "clean_acc": 0.9, "key": record_key(record)}, allow_unsigned=True)

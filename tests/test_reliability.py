@@ -632,3 +632,227 @@ def test_a_dropped_head_without_its_data_says_how_to_skip_the_measurement(tmp_pa
               "path": str(tmp_path), "head": {"kind": "poincare"}}
     with pytest.raises(DatasetMissing, match=r"hrvlm data fetch tinyimagenet .* pass --agreement-n 0\.$"):
         head_agreement(record, 8, root=str(tmp_path))
+
+
+# ---------------------------------------------------------------- stale, mislabelled or forged results (issue 24)
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A finished run folder of method ``clip`` (nothing to train: seconds) that starts from a weights
+    file, and the ``hrvlm train`` arguments that made it."""
+    from safetensors.torch import save_file
+
+    root = tmp_path_factory.mktemp("finished")
+    torch.manual_seed(0)
+    model, _, _ = load_clip("hrvlm-tiny-cnn")
+    save_file({k: v.contiguous() for k, v in model.clip.state_dict().items()}, str(root / "start.safetensors"))
+    argv = ["train", "--method", "clip", "--profile", "smoke", "--pretrained", "W", "--out", "RUN", "--no-progress"]
+    assert main(_run_args(argv, root, root / "run")) == 0
+    return root, argv
+
+
+def _run_args(argv: list[str], root: Path, run: Path) -> list[str]:
+    return [a.replace("RUN", str(run)).replace("W", str(root / "start.safetensors")) if a in ("RUN", "W") else a
+            for a in argv]
+
+
+def _edit_record(edit, resign: bool = False):
+    def tamper(run: Path) -> None:
+        import json
+
+        from hrvlm.storage import content_checksum
+
+        record = edit(json.loads((run / "run.json").read_text()))
+        if resign:  # a sender who recomputes the checksum after the edit
+            record["checksum"] = content_checksum(record)
+        (run / "run.json").write_text(json.dumps(record))
+    return tamper
+
+
+def _truncate_weights(run: Path) -> None:
+    data = (run / "model.safetensors").read_bytes()
+    (run / "model.safetensors").write_bytes(data[: len(data) // 2])
+
+
+def _other_start_weights(run: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    path = run.parent / "start.safetensors"
+    state = load_file(str(path))
+    save_file({k: v + 1 if v.is_floating_point() else v for k, v in state.items()}, str(path))
+
+
+TRAIN = ["train", "--method", "clip", "--profile", "smoke", "--pretrained", "W", "--no-progress", "--out", "RUN"]
+EVAL = ["eval", "--pretrained", "RUN", "--datasets", "mini-heldout", "--profile", "smoke", "--attack", "none"]
+# (id, what is done to a copy of the finished run first, argv, message regex)
+RUNS = [
+    ("finished-run-other-method", None, ["train", "--method", "tecoa", *TRAIN[3:]],
+     r"holds a finished run of another configuration \(differs in \['method'"),
+    ("finished-run-other-lr", None, [*TRAIN, "--lr", "0.5"], r"another configuration \(differs in \['lr'\]\)"),
+    ("finished-run-other-start-weights", _other_start_weights, TRAIN, r"differs in \['start_weights'\]"),
+    ("eval-method-not-the-runs", None, [*EVAL, "--method", "hrvlm"], "was trained with 'clip'; omit --method"),
+    ("eval-method-unknown", None, [*EVAL, "--method", "nosuch"], "'nosuch' is not a registered method"),
+    ("run-json-edited", _edit_record(lambda r: {**r, "method": {"name": "hrvlm"}}), EVAL,
+     "run.json has no valid checksum .* delete the run folder"),
+    ("run-json-edited-train", _edit_record(lambda r: {**r, "steps": 9}), TRAIN, "run.json has no valid checksum"),
+    ("run-json-invalid", lambda run: (run / "run.json").write_text("{"), EVAL, "run.json is not valid JSON"),
+    ("run-json-binary", lambda run: (run / "run.json").write_bytes(bytes(range(256))), EVAL,
+     "run.json is not valid JSON"),
+    ("run-json-empty-object", lambda run: (run / "run.json").write_text("{}"), EVAL, "run.json has no valid checksum"),
+    ("run-json-resigned-empty", _edit_record(lambda r: {}, resign=True), EVAL, r"run.json lacks \['model', 'method'"),
+    ("run-json-no-sha256-truncated", lambda run: (_edit_record(lambda r: {k: v for k, v in r.items() if k != "sha256"})(run),
+                                                  _truncate_weights(run)), EVAL, "run.json has no valid checksum"),
+    ("run-json-resigned-no-sha256", _edit_record(lambda r: {k: v for k, v in r.items() if k != "sha256"}, resign=True),
+     EVAL, r"run.json lacks \['sha256'\]"),
+    ("run-weights-truncated", _truncate_weights, EVAL, "model.safetensors is missing or does not match its recorded sha256"),
+]
+
+
+@pytest.mark.parametrize("tamper, argv, message", [row[1:] for row in RUNS], ids=[row[0] for row in RUNS])
+def test_a_run_is_what_its_identity_and_verified_record_say(finished_run, tamper, argv, message, tmp_path, capsys,
+                                                            monkeypatch):
+    import shutil
+
+    import hrvlm.models
+
+    root, _ = finished_run
+    shutil.copy(root / "start.safetensors", tmp_path)
+    shutil.copytree(root / "run", tmp_path / "run")
+    if tamper is not None:
+        tamper(tmp_path / "run")
+    monkeypatch.setattr(hrvlm.models.PixelCLIP, "encode_image", lambda *a, **k: pytest.fail("work started"))
+    capsys.readouterr()
+    assert main(_run_args(argv, tmp_path, tmp_path / "run")) == 2
+    _one_error_line(capsys.readouterr().err, argv[0], message)
+
+
+def test_other_starting_weights_under_the_same_name_are_another_run(finished_run, tmp_path, tmp_cache):
+    """Overwriting the --pretrained file and re-running the command trains anew (the run is named by the
+    weights' digest, not their path)."""
+    import shutil
+
+    from hrvlm import train as tr
+
+    root, _ = finished_run
+    shutil.copy(root / "start.safetensors", tmp_path)
+    config = tr.config_from_profile("clip", "smoke", pretrained=str(tmp_path / "start.safetensors"))
+    first = tr.train(config, progress=False)
+    assert tr.train(config, progress=False) == first  # the same bytes: the finished run
+    _other_start_weights(tmp_path / "run")
+    second = tr.train(config, progress=False)
+    assert second != first and second.parent == first.parent
+    from hrvlm.runs import read_record
+
+    assert read_record(second)["config"]["start_weights"] != read_record(first)["config"]["start_weights"]
+
+
+def test_leftovers_of_a_kill_are_removed_at_the_next_start(finished_run, tmp_path, capsys):
+    """A temporary of an atomic write killed before its rename, and a finished run's checkpoint (a kill
+    between the record and its removal), are removed when the run is opened again."""
+    import shutil
+
+    root, argv = finished_run
+    shutil.copy(root / "start.safetensors", tmp_path)
+    run = tmp_path / "run"
+    shutil.copytree(root / "run", run)
+    for name in (".model.safetensors.k1ll3d.tmp", "checkpoint.pt", "checkpoint.json"):
+        (run / name).write_bytes(b"x" * 1000)
+    assert main(_run_args(argv, tmp_path, run)) == 0
+    assert sorted(p.name for p in run.iterdir()) == [".lock", "config.json", "model.safetensors", "run.json"]
+
+
+def test_files_written_honour_the_umask(finished_run, tmp_path):
+    from hrvlm.storage import atomic_write_bytes
+
+    root, _ = finished_run
+    assert all((root / "run" / name).stat().st_mode & 0o777 == 0o644 for name in ("run.json", "model.safetensors"))
+    old = os.umask(0o027)
+    try:
+        assert atomic_write_bytes(tmp_path / "x.bin", b"x").stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(old)
+
+
+def test_eval_never_prints_a_forged_record(finished_run, tmp_path, capsys):
+    """A stored record whose checksum was deleted and whose accuracy was edited is not a result: eval
+    warns, computes the chunk again and prints the true number."""
+    import json
+
+    root, _ = finished_run
+    store = tmp_path / "r.jsonl"
+    argv = ["eval", "--model", "hrvlm-tiny-cnn", "--pretrained", str(root / "start.safetensors"), "--datasets",
+            "mini-heldout", "--profile", "smoke", "--attack", "none", "--n", "8", "--store", str(store)]
+    assert main(argv) == 0
+    true = json.loads(store.read_text())["clean_acc"]
+    forged = {k: v for k, v in json.loads(store.read_text()).items() if k != "checksum"}
+    forged["clean_acc"] = 0.875 if true != 0.875 else 0.125
+    store.write_text(json.dumps(forged) + "\n")
+    capsys.readouterr()
+    with pytest.warns(UserWarning, match="has no checksum"):
+        assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert str(forged["clean_acc"]) not in out.split("records:")[0]  # the printed table holds the true number
+    assert [json.loads(line).get("clean_acc") for line in store.read_text().splitlines()] == [forged["clean_acc"], true]
+
+
+# ---------------------------------------------------------------- security: code from a received file (issue 24)
+class _Payload:
+    """Unpickling this creates the marker file: what a crafted checkpoint would run."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def _crafted_checkpoint(folder: Path, marker: Path) -> None:
+    import hashlib
+    import io
+    import json
+
+    buf = io.BytesIO()
+    torch.save({"step": 1, "payload": _Payload(marker)}, buf)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "checkpoint.pt").write_bytes(buf.getvalue())  # with a matching sha256: the sender writes it too
+    (folder / "checkpoint.json").write_text(json.dumps({"step": 1, "sha256": hashlib.sha256(buf.getvalue()).hexdigest()}))
+
+
+def test_a_crafted_checkpoint_runs_no_code(tmp_path):
+    from hrvlm.checkpoints import load_checkpoint
+
+    marker = tmp_path / "pwned"
+    _crafted_checkpoint(tmp_path / "pretraining", marker)
+    with pytest.warns(UserWarning, match="holds objects other than tensors and plain data"):
+        assert load_checkpoint(tmp_path / "pretraining") is None
+    assert not marker.exists()
+
+
+def test_resuming_a_shared_run_with_a_crafted_checkpoint_runs_no_code(tmp_path, capsys):
+    """An unfinished run folder received from someone: its checkpoint is refused, training starts over."""
+    import dataclasses
+    import json
+
+    from hrvlm import train as tr
+
+    marker = tmp_path / "pwned"
+    config = tr.config_from_profile("tecoa", "smoke", pretrained=tr.RANDOM_INIT, steps=1, batch_size=8)
+    run = tmp_path / "run"
+    _crafted_checkpoint(run, marker)
+    (run / "config.json").write_text(json.dumps(dataclasses.asdict(config.identified())))
+    with pytest.warns(UserWarning, match="holds objects other than tensors"):
+        tr.train(config, run, progress=False)
+    assert not marker.exists() and (run / "run.json").is_file()
+
+
+def test_the_provenance_table_lists_verified_runs_only(finished_run, tmp_cache):
+    import shutil
+
+    from hrvlm.provenance import profile_runs
+    from hrvlm.runs import runs_root
+
+    root, _ = finished_run
+    shutil.copytree(root / "run", runs_root() / "good")
+    shutil.copytree(root / "run", runs_root() / "edited")
+    _edit_record(lambda r: {**r, "steps": 100})(runs_root() / "edited")
+    with pytest.warns(UserWarning, match=r"runs/edited: run.json has no valid checksum.*; not listed"):
+        assert [Path(r["path"]).name for r in profile_runs("smoke")] == ["good"]

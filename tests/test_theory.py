@@ -1,4 +1,4 @@
-"""Theorem 1 quantities: closed forms vs brute force, monotonicity, saturation, the Euclidean cap, hrvlm.md §3's table."""
+"""Theorem 1 quantities: closed forms vs brute force, monotonicity, saturation, the Euclidean cap, the reconstruction's table."""
 import math
 
 import numpy as np
@@ -8,7 +8,7 @@ import torch
 from hrvlm import geometry as G
 from hrvlm import theory as T
 
-# hrvlm.md §3: r = λ = 1, rival 90° from the true prototype, φ rotated by β_c away from the rival.
+# our reconstruction of Theorem 1's table: r = λ = 1, rival 90° from the true prototype, φ rotated by β_c away from the rival.
 PUBLISHED = {
     0.5: (1.681, 1.622, 1.431, 0.250, 0.500),
     0.9: (5.201, 4.479, 2.947, 0.810, 1.620),
@@ -136,7 +136,7 @@ def test_euclidean_margin_never_exceeds_cap():
     assert T.euclidean_log_margin(2.0, 0.0, math.pi, 3.0) == pytest.approx(T.euclidean_margin_cap(2.0, 3.0))
 
 
-def test_margin_table_reproduces_hrvlm_md():
+def test_margin_table_reproduces_the_reconstruction():
     table = T.margin_table()
     cols = ["hyperbolic β_c=0°", "hyperbolic β_c=5°", "hyperbolic β_c=20°", "Euclidean β_c=0°", "Euclidean cap 2λη²"]
     assert list(table.index) == list(PUBLISHED)

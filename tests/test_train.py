@@ -120,7 +120,7 @@ def test_run_folder_loads_by_path_and_name_with_its_head_and_fresh_records(tmp_p
     (tmp_path / "runs").mkdir()
     monkeypatch.setattr(runs, "runs_root", lambda: tmp_path / "runs")
     run = tr.train(config(steps=2), progress=False)  # default folder: <cache>/runs/<name>
-    assert run.parent == runs.runs_root() and run.name == config(steps=2).resolved().name()
+    assert run.parent == runs.runs_root() and run.name == config(steps=2).identified().name()
     record = runs.read_record(run.name)
     assert record["method"]["name"] == _train_methods.NAME and record["profile"] == "smoke"
     assert record["head"]["kind"] == "cosine" and record["seed"] == 3 and record["steps"] == 2
@@ -153,7 +153,7 @@ def test_a_run_folder_keeps_its_configuration(tmp_path):
         tr.train(config(steps=2, lr=0.5), tmp_path / "run", progress=False)
     # where the data lies and how many processes read it are no part of the run: it resumes after a move
     moved = config(steps=2, num_workers=1, dataset_options={"profile": "smoke", "root": str(tmp_path / "moved")})
-    assert moved.resolved().name() == config(steps=2).resolved().name()
+    assert moved.identified().name() == config(steps=2).identified().name()
     assert runs.read_record(tr.train(moved, tmp_path / "run", progress=False))["steps"] == 2
     assert config(decode="device").name() != config().name()  # the decoder changes the pixels, so the run
 

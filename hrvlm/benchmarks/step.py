@@ -29,7 +29,8 @@ from hrvlm.precision import precision_policy
 from ._measure import (EPOCH_IMAGES, VIT_B32_GFLOP, add_arguments, ceilings, environment, print_environment,
                        rate_unit, reference_pgd, run, seconds, setup, train_forwards)
 
-# training-attack steps of each method (research/peers.md §15, research/hrvlm.md)
+# training-attack steps of each method (the papers and public code of TeCoA, PMG-AFT, FARE and QT-AFT;
+# HRVLM's 3 steps per the papernotes.org note on the paper)
 PAPER_ATTACK_STEPS = {"clip": 0, "tecoa": 2, "pmg-aft": 2, "hrvlm": 3, "fare": 10, "qtaft": 10}
 
 

@@ -10,7 +10,8 @@ for ImageNet and TinyImageNet), loaded at first use; templates from ``resources/
 Sets without an official test split (Caltech-101/256, SUN397, EuroSAT) use every image as ``test``,
 as CLIP_benchmark and TeCoA do; fixed subsets (``fixed_subset``) then pick the evaluated images.
 
-**Resolution policy** (``peers.md`` §15: the ε-ball depends on it).  ``"native-then-resize"`` keeps
+**Resolution policy** (the ε-ball depends on it: TeCoA's and FARE's
+public code resize low-resolution images after, respectively before, the attack).  ``"native-then-resize"`` keeps
 fixed-size low-resolution sets (CIFAR 32 px, STL-10 96, EuroSAT 64, PCAM 96, TinyImageNet 64) at their
 native size and resizes inside the differentiable forward (bicubic, :func:`apply_resolution`), so the
 attack's ε-ball lives in native pixels (TeCoA, PMG-AFT, TGA-ZSR, QT-AFT).  ``"resize-first"`` resizes

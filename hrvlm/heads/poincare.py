@@ -1,7 +1,7 @@
 """HRVLM's zero-shot head on the Poincaré ball: ``logits = −d_c(φ(x), ψ_k) / τ``.
 
-Image and text features are *not* L2-normalised (the norm must stay free to encode depth, hrvlm.md
-§2.1); each modality is multiplied by its own feature scale α, lifted by :func:`~hrvlm.geometry.expmap0`
+Image and text features are *not* L2-normalised (the norm must stay free to encode depth: the
+papernotes.org note on the paper, its Poincaré-ball section); each modality is multiplied by its own feature scale α, lifted by :func:`~hrvlm.geometry.expmap0`
 with curvature c and kept strictly inside the ball (radius ≤ (1 − eps)/√c).  A class prototype
 combines its per-template prompt features in one of two ways (``template_mean``, ours):
 

@@ -1,6 +1,7 @@
 """HRVLM (Dong et al., CVPR 2026): hierarchical adversarial image–text alignment on the Poincaré ball.
 
-Per training step (hrvlm.md §2, §2.10):
+Per training step (the method as the papernotes.org note on the paper gives it, Eqs. 8–14; the step's
+order is our reconstruction, the paper's code not being public):
 
 1. ``perturb``: one image perturbation δ (L∞ ε = step = the profile's ε, 3 steps) and one text
    perturbation δ_T (L∞ ε_T per coordinate of the normalised text embeddings, step ε_T), maximising

@@ -1,4 +1,5 @@
-"""HRVLM's loss terms as small pure functions on ball points (hrvlm.md §2.3–§2.7).
+"""HRVLM's loss terms as small pure functions on ball points (the paper's Eqs. 8–14, per
+the papernotes.org note on it).
 
 Shapes: ``B`` images, ``C_l`` classes at level ``l`` (0 = leaves), ``D`` dimensions; points lie in
 the Poincaré ball of curvature −c.  Distances and norms run in float32 (``hrvlm.geometry`` forces it).
