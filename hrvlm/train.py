@@ -43,7 +43,6 @@ import math
 import os
 import random
 import shlex
-import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass, field

@@ -325,7 +325,7 @@ def classname_rows(datasets) -> list[Row]:
       of our wnid at that label ≥ 99 % (this checks our wnid order; needs WordNet 3.0);
     * every other set: skipped, since torchvision reads its class list from the downloaded files.
     """
-    from .data import get_spec, load_classnames
+    from .data import get_spec
 
     rows = []
     for name in datasets:

@@ -1,6 +1,5 @@
 """The result chapters' computed sentences and tables (hrvlm.findings, the chapter tables of hrvlm.experiments
 and hrvlm.ablations), on small hand-built frames: who is named best, the gaps, the empty cases, the shapes."""
-import json
 import math
 
 import pandas as pd

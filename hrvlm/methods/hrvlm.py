@@ -418,7 +418,7 @@ class HRVLM(Method):
     def perturb(self, batch: Batch) -> torch.Tensor:
         """Adversarial images ``[B, 3, S, S]`` (``[L+1, B, 3, S, S]`` for ``perturbation="per-level"``);
         the text perturbation δ_T, maximised jointly with δ, is kept for the next :meth:`loss`."""
-        ctx, s = self._context(), self.settings
+        s = self.settings
         self.calibrate(batch.images)
         self.step += 1
         images, labels, depth = batch.images, batch.labels, s["depth"]
