@@ -124,6 +124,9 @@ def test_the_rehearsal_profile_fabricates_its_root_on_first_use(tmp_cache):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("HRVLM_REHEARSAL_BOOK") != "1",
+                    reason="hours on 2 CPU cores today (chapter 04 alone took 36 min), over CI's budget: "
+                           "`make rehearsal` runs it (HRVLM_REHEARSAL_BOOK=1)")
 def test_the_rehearsal_book_runs_every_chapter(tmp_path):
     """`hrvlm book --profile rehearsal`: every chapter's full code path executes end to end."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HRVLM_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1",
