@@ -184,6 +184,5 @@ Markdown(findings.main_table(table, setting))
 # %%
 from hrvlm import protocols  # noqa: E402
 
-with pd.option_context("display.max_colwidth", None):
-    display(protocols.protocol_table("full"))
-    display(protocols.loop_differences())
+display(protocols.protocol_table("full"))
+display(protocols.loop_differences())

@@ -55,7 +55,6 @@ if "google.colab" in sys.modules:
     # !hrvlm doctor --profile {profile}
 
 # %%
-import pandas as pd
 from IPython.display import Markdown, display
 
 from hrvlm import experiments as ex
@@ -65,7 +64,6 @@ from hrvlm.data.digits import border
 from hrvlm.profiles import get_profile
 
 prof = get_profile(profile)
-pd.set_option("display.max_colwidth", None)
 rows = validation.validation_rows(profile, n=n, seed=seed)
 table = validation.rows_frame(rows)
 counts = table["status"].value_counts()
