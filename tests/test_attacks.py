@@ -16,7 +16,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from hrvlm.attacks import (ATTACKS, APGD, APGDT, CW, FABT, PGD, AutoAttack, MomentumPGD, Square, ThreatModel,
                            attack_settings, build_attack, ce_loss, dlr_loss, level_weights, margin_loss, pgd_maximize,
-                           superclass_attack, text_perturbation, transfer_outcome, transfer_summary,
+                           superclass_attack, transfer_outcome, transfer_summary,
                            universal_hierarchical_perturbation)
 from hrvlm.attacks.apgd import checkpoints
 from hrvlm.attacks.base import attack_context
@@ -479,15 +479,6 @@ def test_universal_hierarchical_perturbation(task, hier):
     assert (separate - adv).abs().max() <= 1e-6
     with pytest.raises(ValueError, match="weights"):
         universal_hierarchical_perturbation(classifier, labels, x, threat, weights=[1.0, 0.5])
-
-
-def test_text_perturbation_is_the_l2_optimum_for_a_linear_objective():
-    g = torch.Generator().manual_seed(0)
-    emb, c = torch.randn(6, 16, generator=g), torch.randn(6, 16, generator=g)
-    delta = text_perturbation(lambda e: (e * c).sum(), emb, eps=2e-4, steps=1, random_start=False)
-    assert torch.allclose(delta, 2e-4 * F.normalize(c, dim=-1), atol=1e-9)
-    delta = text_perturbation(lambda e: (e * c).sum(1) ** 2, emb, eps=2e-4, steps=3)
-    assert (delta.norm(dim=1) <= 2e-4 * (1 + 1e-5)).all()
 
 
 @pytest.mark.slow

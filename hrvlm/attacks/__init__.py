@@ -13,7 +13,7 @@ import inspect
 from .apgd import APGD
 from .autoattack import APGDT, FABT, AutoAttack, Square
 from .base import Attack, ce_loss, dlr_loss, margin_loss
-from .hierarchical import (level_weights, superclass_attack, text_perturbation,
+from .hierarchical import (level_weights, superclass_attack,
                            transfer_outcome, transfer_summary, universal_hierarchical_perturbation)
 from .pgd import CW, PGD, MomentumPGD, pgd_maximize
 from .threat import ThreatModel
@@ -69,5 +69,5 @@ def build_attack(name: str, eps: float, norm: str = "linf", **settings) -> Attac
 
 __all__ = ["APGD", "APGDT", "ATTACKS", "Attack", "AutoAttack", "CW", "FABT",
            "MomentumPGD", "PGD", "Square", "ThreatModel", "attack_settings", "build_attack", "ce_loss", "dlr_loss",
-           "level_weights", "margin_loss", "pgd_maximize", "superclass_attack", "text_perturbation",
+           "level_weights", "margin_loss", "pgd_maximize", "superclass_attack",
            "transfer_outcome", "transfer_summary", "universal_hierarchical_perturbation"]

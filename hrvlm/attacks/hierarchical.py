@@ -9,7 +9,7 @@ below hit the classifier a method deploys.  On top of the ordinary attacks:
     (e.g. "mammal" instead of "kit fox"); at level 0 it *is* the leaf attack.
 (b) :func:`transfer_outcome` / :func:`transfer_summary` score those adversaries with the leaf classifier.
 (c) :func:`universal_hierarchical_perturbation`: one δ maximising ``Σ_l ω_l CE_l`` over all levels.
-(d) :func:`text_perturbation`: a δ_T in text-embedding space within an L2 radius ε_T.
+(HRVLM's text perturbation δ_T is maximised jointly with δ: ``hrvlm.methods.hrvlm.HRVLM.joint_perturbation``.)
 """
 from __future__ import annotations
 
@@ -114,22 +114,3 @@ def universal_hierarchical_perturbation(forward_levels, level_labels: Sequence[t
                            generator=make_generator(seed, images.device), autocast=autocast)
     return adv.detach()
 
-
-def text_perturbation(objective: Callable[[torch.Tensor], torch.Tensor], text_embeddings: torch.Tensor,
-                      eps: float = 2e-4, steps: int = 3, step_size: float | None = None,
-                      random_start: bool = True, seed: int | None = 0) -> torch.Tensor:
-    """δ_T maximising ``objective(text_embeddings + δ_T)`` with ``‖δ_T‖₂ ≤ eps`` per row; returns δ_T.
-
-    Normalised-gradient PGD steps (``step_size`` defaults to ``eps``) projected onto the L2 ball of
-    each embedding (row of the first dimension), unbounded otherwise.  HRVLM gives ε_T = 2·10⁻⁴ but
-    not the space δ_T lives in; perturbing the class text *embeddings* (the encoder outputs the
-    classifier uses) is hrvlm's choice.  ``objective`` may return a scalar or per-row losses.
-    """
-    threat = ThreatModel("l2", eps, box=None)
-    base = text_embeddings.detach()
-    # optimise δ itself (around 0), not base + δ: a 2e-4 offset on O(1) entries would lose float32 digits
-    with torch.enable_grad():
-        delta = pgd_maximize(lambda d: objective(base + d).sum(), torch.zeros_like(base, dtype=torch.float32),
-                             threat, steps, eps if step_size is None else step_size, random_start=random_start,
-                             keep_best=False, generator=make_generator(seed, base.device))
-    return delta.detach()
