@@ -18,15 +18,15 @@ from pathlib import Path
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "wordnet": ("hrvlm.wordnet", "WordNet 3.0 status, build from Debian's files, or explicit download"),
-    "hierarchy": ("hrvlm.hierarchy", "show class trees and forests, and WordNet coverage per dataset"),
+    "wordnet": ("hrvlm.hierarchy.wordnet", "WordNet 3.0 status, build from Debian's files, or explicit download"),
+    "hierarchy": ("hrvlm.hierarchy.cli", "show class trees and forests, and WordNet coverage per dataset"),
     "data": ("hrvlm.data.cli", "list datasets, or fetch a real one (the only command that downloads data)"),
-    "pretrain": ("hrvlm.pretrain", "pretrain the tiny CLIP of the mini world (cached, resumable)"),
-    "train": ("hrvlm.train", "fine-tune with a registered method (resumable; torchrun for several processes)"),
+    "pretrain": ("hrvlm.training.pretrain", "pretrain the tiny CLIP of the mini world (cached, resumable)"),
+    "train": ("hrvlm.training.train", "fine-tune with a registered method (resumable; torchrun for several processes)"),
     "export": ("hrvlm.export", "write a fine-tuned run as a checkpoint plain open_clip loads"),
-    "eval": ("hrvlm.evaluate", "clean and robust zero-shot accuracy at every level of a hierarchy"),
-    "records": ("hrvlm.records", "check the integrity of a records store (checksums, torn lines)"),
-    "book": ("hrvlm.book", "execute the notebooks with papermill and build the Jupyter Book"),
+    "eval": ("hrvlm.evaluation.evaluate", "clean and robust zero-shot accuracy at every level of a hierarchy"),
+    "records": ("hrvlm.evaluation.records", "check the integrity of a records store (checksums, torn lines)"),
+    "book": ("hrvlm.book.build", "execute the notebooks with papermill and build the Jupyter Book"),
     "bench": ("hrvlm.benchmarks", "print speed and quality figures (never timed tests)"),
     "doctor": ("hrvlm.doctor", "can this machine run a profile? a checklist (versions, GPU, weights, data, disk, WordNet)"),
 }

@@ -8,16 +8,16 @@ Each line is one check, ``ok`` or ``MISSING`` with the exact step that fixes it:
   home: read from the source checkout's file, else from the installed distribution's metadata), and
   whether torchvision and open_clip import beside the installed torch (a torchvision built for another
   torch fails at import with ``operator torchvision::nms does not exist``);
-* **accelerator**: the device and its precision policy (:func:`hrvlm.precision.precision_policy`); the
+* **accelerator**: the device and its precision policy (:func:`hrvlm.core.precision.precision_policy`); the
   ``full`` profile needs a CUDA GPU;
-* **weights**: the profile's pretrained weights in open_clip's cache (:func:`hrvlm.models.cached_weights`)
-  or the mini world's in the hrvlm cache (:func:`hrvlm.pretrain.load_record`), else the command that gets them;
+* **weights**: the profile's pretrained weights in open_clip's cache (:func:`hrvlm.models.clip.cached_weights`)
+  or the mini world's in the hrvlm cache (:func:`hrvlm.training.pretrain.load_record`), else the command that gets them;
 * **datasets**: each split the profile reads (the fine-tuning set's ``train`` split and every evaluation
-  set's :func:`~hrvlm.evaluate.default_split`) checked with the loader's own file list
+  set's :func:`~hrvlm.evaluation.evaluate.default_split`) checked with the loader's own file list
   (:meth:`hrvlm.data.real.RealDataset.missing`), else ``hrvlm data fetch NAME`` and its download size;
 * **disk and memory**: free space ≥ ``disk_factor`` × the missing downloads + the profile's working space,
   available RAM and GPU memory ≥ the profile's estimates (``resources/requirements.json``, each with its basis);
-* **WordNet**: where it comes from (:func:`hrvlm.wordnet.locate`) and whether the built corpus is intact.
+* **WordNet**: where it comes from (:func:`hrvlm.hierarchy.wordnet.locate`) and whether the built corpus is intact.
 
 Exit code 0 only when every check passes, 1 otherwise (2: a bad request).  Nothing here opens a socket:
 weights are looked up in the caches' files, never on the hub.
@@ -39,7 +39,9 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
-REQUIREMENTS_FILE = Path(__file__).resolve().parent / "resources" / "requirements.json"
+from hrvlm.core.resources import RESOURCES
+
+REQUIREMENTS_FILE = RESOURCES / "requirements.json"
 PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
 GB = 1e9
 # Distributions whose import is checked, not only their version: the ones built against torch.
@@ -119,8 +121,8 @@ def check_imports() -> list[Check]:
 def check_accelerator(profile) -> list[Check]:
     import torch
 
-    from .environment import default_device, device_name
-    from .precision import precision_policy
+    from hrvlm.core.environment import default_device, device_name
+    from hrvlm.core.precision import precision_policy
 
     device = default_device()
     policy = precision_policy(device).to_dict()
@@ -135,13 +137,13 @@ def check_accelerator(profile) -> list[Check]:
 
 def weights_status(profile) -> Check:
     """Whether the profile's pretrained weights are on this machine, without building or downloading them."""
-    from .train import RANDOM_INIT
+    from hrvlm.training.train import RANDOM_INIT
 
     label = f"{profile.model}/{profile.pretrained}"
     if profile.pretrained in (None, RANDOM_INIT):
         return Check("weights", label, True, "random initialisation: no weights needed")
     if profile.pretrain is not None:  # the mini world's tiny CLIP, pretrained by hrvlm pretrain
-        from .pretrain import PretrainConfig, load_record, run_dir
+        from hrvlm.training.pretrain import PretrainConfig, load_record, run_dir
 
         config = PretrainConfig.profile(profile.name)
         if load_record(config) is not None:
@@ -150,7 +152,7 @@ def weights_status(profile) -> Check:
                      f"hrvlm pretrain --profile {profile.name}")
     from huggingface_hub import constants
 
-    from .models import cached_weights
+    from hrvlm.models.clip import cached_weights
 
     path = cached_weights(profile.model, profile.pretrained)
     if path is not None:
@@ -159,14 +161,14 @@ def weights_status(profile) -> Check:
     return Check("weights", label, False,
                  f"not in open_clip's caches ({constants.HF_HUB_CACHE}, ~/.cache/clip)",
                  f"download them once ({f'{size:,} MB' if size else 'size unknown'}) with network access: "
-                 f"python -c \"from hrvlm.models import load_clip; load_clip('{profile.model}', '{profile.pretrained}')\"")
+                 f"python -c \"from hrvlm.models.clip import load_clip; load_clip('{profile.model}', '{profile.pretrained}')\"")
 
 
 def needed_splits(profile) -> dict[str, list[str]]:
     """Dataset -> the splits a profile's runs read: the fine-tuning split, then each evaluation split."""
-    from .data import get_spec
-    from .evaluate import default_split
-    from .train import TrainConfig
+    from hrvlm.data import get_spec
+    from hrvlm.evaluation.evaluate import default_split
+    from hrvlm.training.train import TrainConfig
 
     needed = {profile.train_dataset: [TrainConfig.split]}
     for name in profile.eval_datasets:
@@ -187,7 +189,7 @@ def download_mb(name: str, splits) -> float | None:
 
 def check_datasets(profile, root) -> tuple[list[Check], float]:
     """One check per dataset, and the MB that the missing ones download."""
-    from .data.real import REAL, data_root
+    from hrvlm.data.real import REAL, data_root
 
     root = data_root(root)
     checks, missing_mb = [], 0.0
@@ -225,8 +227,8 @@ def check_disk(profile, root, missing_mb: float) -> list[Check]:
     Need = ``disk_factor`` × the missing downloads (on the data root's disk) + the profile's
     ``work_disk_gb`` (runs, checkpoints and records, on the cache's disk); added up when both are on one disk.
     """
-    from .data.real import data_root
-    from .storage import cache_dir
+    from hrvlm.data.real import data_root
+    from hrvlm.core.storage import cache_dir
 
     table = requirements()
     factor, work = table["disk_factor"], float(table["profiles"][profile.name]["work_disk_gb"])
@@ -283,7 +285,7 @@ def check_memory(profile) -> list[Check]:
 
 
 def check_wordnet() -> list[Check]:
-    from . import wordnet
+    from hrvlm.hierarchy import wordnet
 
     kind, path = wordnet.locate()
     if kind == "missing":
@@ -301,7 +303,7 @@ def check_wordnet() -> list[Check]:
 
 def diagnose(profile: str = "full", root=None) -> list[Check]:
     """Every check of ``profile`` on this machine, in checklist order (raises on a bad request)."""
-    from .profiles import get_profile
+    from hrvlm.profiles import get_profile
 
     prof = get_profile(profile)
     if root is not None and Path(root).expanduser().exists() and not Path(root).expanduser().is_dir():

@@ -7,7 +7,7 @@ Writes the fine-tuned run's weights as a checkpoint that open_clip loads::
 **What plain open_clip can and cannot build.**  ``name`` is the run's model.  open_clip's own configs
 (``ViT-B-32-quickgelu``, ...) need nothing else.  hrvlm's mini-world configs (``hrvlm-tiny``,
 ``hrvlm-tiny-cnn``) are not open_clip's, and ``hrvlm-tiny-cnn``'s image tower is hrvlm code registered with
-timm, so these need ``import hrvlm.models; hrvlm.models.register_configs()`` first: no JSON file alone
+timm, so these need ``import hrvlm.models.clip; hrvlm.models.clip.register_configs()`` first: no JSON file alone
 makes open_clip build them.  The printed load line and the sidecar say which applies.
 
 **What the file holds.**  The inner open_clip model's state dict, nothing else (open_clip's loader
@@ -26,8 +26,8 @@ import argparse
 import os
 from pathlib import Path
 
-from . import runs
-from .storage import atomic_write_bytes, atomic_write_json, check_writable_folder, file_sha256
+from hrvlm.models import runs
+from hrvlm.core.storage import atomic_write_bytes, atomic_write_json, check_writable_folder, file_sha256
 
 FORMATS = (".safetensors", ".pt", ".bin")
 AGREEMENT_N = 256  # images on which a dropped head's top-1 agreement is measured by default
@@ -35,11 +35,11 @@ AGREEMENT_N = 256  # images on which a dropped head's top-1 agreement is measure
 
 def load_line(model: str, out: Path) -> str:
     """The Python that builds the exported model (hrvlm's own configs need registering first)."""
-    from .models import CONFIG_DIR
+    from hrvlm.models.clip import CONFIG_DIR
 
     create = f"open_clip.create_model_and_transforms({model!r}, pretrained={str(out)!r})"
     if (CONFIG_DIR / f"{model}.json").is_file():
-        return f"import hrvlm.models; hrvlm.models.register_configs(); {create}"
+        return f"import hrvlm.models.clip; hrvlm.models.clip.register_configs(); {create}"
     return create
 
 
@@ -53,13 +53,14 @@ def head_agreement(record: dict, n: int = AGREEMENT_N, root: str | None = None, 
     """
     import torch
 
-    from .data.real import DEFAULT_RESOLUTION, DatasetMissing, apply_resolution
-    from .data.registry import fixed_subset
-    from .environment import default_device
-    from .evaluate import accepted_options, check_request
-    from .heads import build_head
-    from .models import load_clip
-    from .zeroshot import load_templates
+    from hrvlm.data.real import DEFAULT_RESOLUTION, DatasetMissing, apply_resolution
+    from hrvlm.data.registry import fixed_subset
+    from hrvlm.core.environment import default_device
+    from hrvlm.data.registry import get_dataset
+    from hrvlm.evaluation.evaluate import check_request
+    from hrvlm.heads import build_head
+    from hrvlm.models.clip import load_clip
+    from hrvlm.data.templates import load_templates
 
     dataset = record["config"]["dataset"]
     options = {**(record["config"].get("dataset_options") or {}), **({"root": root} if root else {})}
@@ -68,8 +69,8 @@ def head_agreement(record: dict, n: int = AGREEMENT_N, root: str | None = None, 
     except DatasetMissing as err:  # the measurement, not the export, needs the data: say how to skip it
         raise DatasetMissing(f"{err} To export without measuring the agreement, pass --agreement-n 0.") from None
     model, _, tokenizer = load_clip(record["model"], record["path"], device=default_device(device))
-    data = spec.factory(split=split, **accepted_options(spec.factory, {
-        **spec.options, **options, "image_size": model.image_size, "resolution": DEFAULT_RESOLUTION}))
+    data = get_dataset(dataset, split, **{**options, "image_size": model.image_size,
+                                          "resolution": DEFAULT_RESOLUTION})
     ids = fixed_subset(dataset, len(data), n, split)
     prompts = load_templates(spec.templates, dataset=spec.name)
     first = data[int(ids[0])][0]
@@ -133,8 +134,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Write a finished run's weights as a checkpoint for open_clip.create_model_and_transforms(MODEL, "
         "pretrained=OUT). open_clip's own models (e.g. ViT-B-32-quickgelu) need nothing else; hrvlm's mini-world "
-        "models (hrvlm-tiny, hrvlm-tiny-cnn, whose CNN tower is hrvlm code) need `import hrvlm.models; "
-        "hrvlm.models.register_configs()` first. open_clip scores classes with cosine logits: a run with another "
+        "models (hrvlm-tiny, hrvlm-tiny-cnn, whose CNN tower is hrvlm code) need `import hrvlm.models.clip; "
+        "hrvlm.models.clip.register_configs()` first. open_clip scores classes with cosine logits: a run with another "
         "head (HRVLM's Poincaré head) is refused unless --drop-head, which measures and prints how often the two "
         "heads agree on top-1.")
     parser.add_argument("run", help="a finished run: its folder or name")

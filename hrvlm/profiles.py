@@ -7,7 +7,7 @@ that ``full``'s code path runs end to end on a CPU.  Chapters take a profile nam
 and read everything else from here, so the code path is the same in all three.  ``eps_unit`` is the
 analogue of 1/255: the paper's attacks at 1, 2 and 4/255 become 1×, 2× and 4× it.  The values are in
 ``hrvlm/resources/profiles.json``, the one home of profiles: the pretraining configuration
-(:mod:`hrvlm.pretrain`), the training loop's settings (:mod:`hrvlm.train`) and every method's settings
+(:mod:`hrvlm.training.pretrain`), the training loop's settings (:mod:`hrvlm.training.train`) and every method's settings
 per profile are read from there too.
 """
 from __future__ import annotations
@@ -16,23 +16,24 @@ import functools
 import json
 from dataclasses import dataclass
 from fractions import Fraction
-from pathlib import Path
 
-PROFILE_FILE = Path(__file__).resolve().parent / "resources" / "profiles.json"
+from hrvlm.core.resources import RESOURCES
+
+PROFILE_FILE = RESOURCES / "profiles.json"
 
 
 @dataclass(frozen=True)
 class Profile:
     name: str
     model: str                        # open_clip / hrvlm model config
-    pretrained: str                   # pretrained tag for hrvlm.models.load_clip
+    pretrained: str                   # pretrained tag for hrvlm.models.clip.load_clip
     train_dataset: str                # the fine-tuning set (ImageNet or its analogue)
     eval_datasets: tuple[str, ...]    # the fine-tuning set first, then the zero-shot sets
     eps_unit: float                   # L∞ ε in [0, 1] pixel units playing the role of 1/255
     eval_n: int | None                # images per evaluation set (fixed subsets)
     base_options: dict                # profiles.json's dataset_options (e.g. mini sizes)
     pretrain: dict | None = None      # PretrainConfig overrides (None: the weights are an open_clip tag)
-    train: dict | None = None         # hrvlm.train.TrainConfig settings
+    train: dict | None = None         # hrvlm.training.train.TrainConfig settings
     methods: dict | None = None       # method name -> its settings (+ optional "loop": train overrides)
     book: dict | None = None          # sizes of the book's theory and hierarchy chapters (see "book_keys")
     # images per evaluation batch (a record key field); full: 256, what `hrvlm bench attacks` measures at:
@@ -48,8 +49,8 @@ class Profile:
         profile with a ``fabricated_root`` that root as ``root`` (fabricated first if absent)."""
         options = dict(self.base_options)
         if self.fabricated_root:
-            from .data.fabricate import ensure
-            from .storage import cache_dir
+            from hrvlm.data.fabricate import ensure
+            from hrvlm.core.storage import cache_dir
 
             options["root"] = str(ensure(cache_dir("fabricated") / self.fabricated_root))
         return options

@@ -44,15 +44,17 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from hrvlm import doctor, environment
+from hrvlm import doctor
+from hrvlm.book import provenance
 from hrvlm.data import get_spec
-from hrvlm.models import load_clip
+from hrvlm.data.templates import load_templates
+from hrvlm.heads.zeroshot import ZeroShotClassifier
+from hrvlm.models.clip import load_clip
 from hrvlm.profiles import get_profile
-from hrvlm.zeroshot import ZeroShotClassifier, load_templates
 
 torch.manual_seed(seed)
 prof = get_profile(profile)
-pd.Series(environment.report(), name="value").to_frame()
+pd.Series(provenance.environment_report(), name="value").to_frame()
 
 # %% [markdown]
 # ## Can this machine run the profile?

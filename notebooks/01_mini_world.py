@@ -48,13 +48,14 @@ from IPython.display import Markdown, display
 
 from hrvlm.benchmarks.mini import (EPS_GRID, MIN_CLASSES, TARGET_ABOVE_MAJORITY, TARGET_ROBUST, calibration,
                                    choose_eps, leaf_table, level_table)
-from hrvlm.experiments import records_store
-from hrvlm.hierarchy import depth_rules, draw_tree, forest_for_dataset
+from hrvlm.evaluation.records import default_store
+from hrvlm.hierarchy.draw import draw_tree
+from hrvlm.hierarchy.trees import depth_rules, forest_for_dataset
 from hrvlm.miniworld.captions import QUALITIES, gloss, superclasses
 from hrvlm.miniworld.datasets import MiniWorldDataset, definition, split_size
 from hrvlm.miniworld.render import world
-from hrvlm.models import load_clip
-from hrvlm.pretrain import PretrainConfig, ensure_pretrained, load_record
+from hrvlm.models.clip import load_clip
+from hrvlm.training.pretrain import PretrainConfig, ensure_pretrained, load_record
 from hrvlm.profiles import get_profile
 
 # The mini world exists in the smoke and mini profiles; the full profile's data are the real datasets,
@@ -155,7 +156,7 @@ pd.DataFrame({q: [corpus.caption(i, q) for i in range(3)] for q in QUALITIES})
 # every class is five steps below the root, through a typographic or geometric family (round consonant,
 # looped even digit, quadrilateral, …), a kind (consonant, even digit, punctuation mark, polygon, …) and a
 # category (letter, digit, mark, plane figure). Every mini dataset gets this tree restricted to its classes,
-# first in its forest; the WordNet trees (derived by `hrvlm.hierarchy`, in one order in every process) follow.
+# first in its forest; the WordNet trees (derived by `hrvlm.hierarchy.trees`, in one order in every process) follow.
 #
 # WordNet gives the mini world only two distinct trees, and HRVLM sums its loss over up to five (the paper's
 # extra trees were written by an LLM). Two **further curated trees** over the same classes, each a different
@@ -237,7 +238,7 @@ record = load_record(config)
 
 # %%
 model, _, tokenizer = load_clip(prof.model, pretrained=prof.pretrained)
-store = records_store()  # the book's records: a rebuild reuses these evaluations
+store = default_store()  # the book's records: a rebuild reuses these evaluations
 leaves = pd.DataFrame(leaf_table(model, tokenizer, prof.eval_datasets, n_eval, world_profile, store=store))
 leaves = leaves.set_index("dataset")
 leaves[["majority", "clean", "se"]] = leaves[["majority", "clean", "se"]].mul(100).round(1)

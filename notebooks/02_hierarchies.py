@@ -18,7 +18,7 @@
 #
 # The paper aligns images with text at **every level of a class tree** — WordNet truncated to depth
 # $L = 5$ for ImageNet, LLM-made trees for the 14 zero-shot sets — and over up to **5 trees** that share
-# the same leaves. This chapter builds those trees with `hrvlm.hierarchy` for the mini world and the 15
+# the same leaves. This chapter builds those trees with `hrvlm.hierarchy.trees` for the mini world and the 15
 # datasets of the protocol (plus TinyImageNet, the `full` profile's training set). Class lists are data
 # shipped with the library, so everything here runs offline, without a single image.
 #
@@ -52,7 +52,7 @@ if "google.colab" in sys.modules:
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from hrvlm import hierarchy as H
+from hrvlm.hierarchy import draw, trees as H
 from hrvlm.profiles import get_profile
 
 pd.set_option("display.width", 200)
@@ -74,12 +74,12 @@ datasets = MINI + (list(H.REAL_DATASETS) if real == "all" else list(real))
 # %%
 shapes = H.forest_for_dataset("mini-pretrain")
 print(shapes)
-H.draw_forest(shapes)
+draw.draw_forest(shapes)
 plt.show()
 
 # %%
 colours = H.forest_for_dataset("mini-colours")
-H.draw_tree(colours[0])
+draw.draw_tree(colours[0])
 plt.show()
 
 # %% [markdown]
@@ -120,7 +120,7 @@ pd.DataFrame(rows)
 # %%
 for name in datasets[2:]:
     forest = H.forest_for_dataset(name)
-    H.draw_tree(forest[0], leaves=range(min(24, len(forest.leaves))))
+    draw.draw_tree(forest[0], leaves=range(min(24, len(forest.leaves))))
     plt.show()
 
 # %% [markdown]

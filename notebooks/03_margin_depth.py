@@ -22,8 +22,8 @@
 # whereas in Euclidean space it is capped at $2\lambda\eta^2$. That is the paper's argument for
 # running adversarial alignment at every level of the tree: each level gets a margin of its own size.
 #
-# This chapter writes the theorem down, evaluates its closed forms with `hrvlm.theory`, checks them
-# against distances computed point by point with `hrvlm.geometry`, and draws a small WordNet tree
+# This chapter writes the theorem down, evaluates its closed forms with `hrvlm.geometry.theory`, checks them
+# against distances computed point by point with `hrvlm.geometry.poincare`, and draws a small WordNet tree
 # embedded with norm = depth.
 
 # %% tags=["parameters"]
@@ -52,7 +52,8 @@ import pandas as pd
 import torch
 from IPython.display import display
 
-from hrvlm import plots, theory
+from hrvlm.book import plots
+from hrvlm.geometry import theory
 from hrvlm.profiles import get_profile
 
 sizes = get_profile(profile).book
@@ -197,7 +198,7 @@ display(table.rename(index=lambda eta: f"{eta:g}" if isinstance(eta, float) else
 # smallest norm and the smallest margins; leaves near the boundary are where large margins are possible.
 
 # %%
-from hrvlm.wordnet import WordNetMissing, get_wordnet  # noqa: E402
+from hrvlm.hierarchy.wordnet import WordNetMissing, get_wordnet  # noqa: E402
 
 try:
     with warnings.catch_warnings():
@@ -241,11 +242,11 @@ except WordNetMissing as err:
 # %%
 from IPython.display import Markdown  # noqa: E402
 
-from hrvlm import experiments, trained_geometry  # noqa: E402
+from hrvlm.book import experiments, trained_geometry  # noqa: E402
 from hrvlm.attacks import build_attack  # noqa: E402
 from hrvlm.data import get_spec  # noqa: E402
-from hrvlm.hierarchy import forest_for_dataset  # noqa: E402
-from hrvlm.models import load_clip  # noqa: E402
+from hrvlm.hierarchy.trees import forest_for_dataset  # noqa: E402
+from hrvlm.models.clip import load_clip  # noqa: E402
 
 prof = get_profile(profile)
 unavailable = experiments.unavailable(prof.name)

@@ -57,10 +57,10 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown, display
 
-from hrvlm import experiments as ex
-from hrvlm import findings
+from hrvlm.book import experiments as ex
+from hrvlm.book import findings
 from hrvlm.profiles import get_profile
-from hrvlm.tables import paper_table, replica
+from hrvlm.results.tables import paper_table, replica
 
 prof = get_profile(profile)
 setting = ex.chapter_setting(profile, trees=trees, methods=methods, n=n)
@@ -136,12 +136,12 @@ table.round(1) if not table.empty else Markdown(setting.absent("Nothing was eval
 # ## The averages with their uncertainty
 #
 # The average over the evaluation sets of each row, with a 95 % interval that accounts for the seeds and the
-# images (a seed × image bootstrap on the records' per-image outcomes, `hrvlm/evidence.py`). With one seed it
+# images (a seed × image bootstrap on the records' per-image outcomes, `hrvlm/results/evidence.py`). With one seed it
 # covers image sampling only. Whether the differences between rows are more than noise is tested, paired by
 # image, in the closing chapter's verdicts.
 
 # %%
-from hrvlm import claims
+from hrvlm.book import claims
 
 claims.average_intervals(results, setting.datasets) if table.size else Markdown(setting.absent("Nothing was evaluated"))
 
@@ -173,16 +173,16 @@ Markdown(findings.main_table(table, setting))
 # %% [markdown]
 # ## Training protocols: the authors' recipes beside ours
 #
-# Every row of the table above is trained by one loop (`hrvlm.train`) with each method's own objective
+# Every row of the table above is trained by one loop (`hrvlm.training.train`) with each method's own objective
 # and training attack. Below, for each method, the authors' recipe (from their code and README; HRVLM's
 # from the paper, whose code is not public) beside ours under the `full` profile, and the reason of every
-# difference (`hrvlm.protocols`, data in `hrvlm/resources/protocols.json`; the loop's values are read
+# difference (`hrvlm.book.protocols`, data in `hrvlm/resources/protocols.json`; the loop's values are read
 # from the profile, so the table shows what runs). The second table lists the loop's own choices that no
 # author, or not every author, made. In every profile PMG-AFT trains the authors' objective: plain cosine
 # logits for the loss and the training attack, both KL terms summed over the batch.
 
 # %%
-from hrvlm import protocols  # noqa: E402
+from hrvlm.book import protocols  # noqa: E402
 
 display(protocols.protocol_table("full"))
 display(protocols.loop_differences())

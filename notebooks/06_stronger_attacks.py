@@ -56,8 +56,8 @@ if "google.colab" in sys.modules:
 import matplotlib.pyplot as plt
 from IPython.display import Markdown
 
-from hrvlm import experiments as ex
-from hrvlm import findings
+from hrvlm.book import experiments as ex
+from hrvlm.book import findings
 
 setting = ex.chapter_setting(profile, trees=trees, methods=methods, datasets=datasets, n=n, focus=True)
 autoattack_steps = autoattack_steps or ex.book_settings(profile)["autoattack_steps"]

@@ -19,9 +19,9 @@
 # The paper ablates its method four ways, each on the average over its 15 datasets at $\epsilon = 1/255$:
 # the loss components (Table 10), how the adversarial perturbation is made and what that costs per epoch
 # (Table 12), which neighbouring levels give HNSA its negatives, and how many trees the forest has. This
-# chapter trains every variant with `hrvlm.experiments` (each variant is one HRVLM setting; see
+# chapter trains every variant with `hrvlm.book.experiments` (each variant is one HRVLM setting; see
 # `hrvlm/methods/hrvlm.py`) and evaluates it on every evaluation set of the profile, then puts the
-# paper's numbers beside ours with `hrvlm.tables` (*reported | ours | difference*).
+# paper's numbers beside ours with `hrvlm.results.tables` (*reported | ours | difference*).
 #
 # **One reference run.** The full model with the universal perturbation, both HNSA directions and one tree
 # is the same configuration in all four ablations, so it is one cached run with one set of records. Every
@@ -58,7 +58,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown, display
 
-from hrvlm import ablations, experiments, findings
+from hrvlm.book import ablations, experiments, findings
 from hrvlm.profiles import get_profile
 
 prof = get_profile(profile)

@@ -59,8 +59,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown, display
 
-from hrvlm import ablations, experiments, findings
-from hrvlm.experiments import Variant
+from hrvlm.book import ablations, experiments, findings
+from hrvlm.book.experiments import Variant
 
 book = ablations.sizes(profile)
 n = n or book["eval_n"]
@@ -97,7 +97,7 @@ plt.show()
 # ## Caption quality
 #
 # The abstract's claim is about the text QT-AFT aligns to: class names, captions, captions with object
-# properties. Through QT-AFT's `captions` setting (`hrvlm/captions.py`) we train one run per caption quality:
+# properties. Through QT-AFT's `captions` setting (`hrvlm/text/captions.py`) we train one run per caption quality:
 #
 # * `name`: the class name alone; `template`: "a photo of a {name}."; `gloss`: the name with its WordNet
 #   definition (the `full` profile's offline default, the only quality built for real data without a

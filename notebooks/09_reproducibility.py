@@ -16,15 +16,15 @@
 # %% [markdown]
 # # Reproducibility: where every number comes from
 #
-# Every accuracy in this book is a record of the records store (`hrvlm/records.py`), written by
-# `hrvlm.evaluate` with the configuration that produced it; every fine-tuned model is a run folder
-# (`hrvlm/runs.py`) whose `run.json` holds its training configuration. This appendix reads both and lists
+# Every accuracy in this book is a record of the records store (`hrvlm/evaluation/records.py`), written by
+# `hrvlm.evaluation.evaluate` with the configuration that produced it; every fine-tuned model is a run folder
+# (`hrvlm/models/runs.py`) whose `run.json` holds its training configuration. This appendix reads both and lists
 # them: nothing below is typed in by hand. It ends with how to reproduce the `full` profile on Colab, on a
 # cluster with ImageNet and on several GPUs.
 
 # %% tags=["parameters"]
 profile = "mini"  # "smoke", "mini" (default), "full": whose runs and records are listed
-store = None  # a records store; None: the book's (hrvlm.experiments.records_store(), `hrvlm eval`'s default)
+store = None  # a records store; None: `hrvlm eval`'s default, the book's (hrvlm.evaluation.records.default_store())
 max_rows = 60  # records listed in full (the summary counts all of them)
 
 # %% tags=["colab"]
@@ -43,14 +43,14 @@ if "google.colab" in sys.modules:
 import pandas as pd
 from IPython.display import Markdown, display
 
-from hrvlm import environment, experiments, provenance
+from hrvlm.book import provenance
 from hrvlm.profiles import get_profile
-from hrvlm.records import load_table, verify
+from hrvlm.evaluation.records import default_store, load_table, verify
 
 prof = get_profile(profile)
-store = store or experiments.records_store()
+store = store or default_store()
 pd.set_option("display.max_columns", None)  # provenance tables are shown whole
-pd.Series(environment.report(), name="value").to_frame()
+pd.Series(provenance.environment_report(), name="value").to_frame()
 
 # %% [markdown]
 # ## The environment
@@ -66,7 +66,7 @@ pd.Series(environment.report(), name="value").to_frame()
 #
 # Every finished run of the profile: its folder name is `<method>-<profile>-s<seed>-<hash of the training
 # configuration>`, so equal configurations share one run (how chapters 03–08 reuse each other's training).
-# *Start weights* names the pretrained weights and the digest of their values (`hrvlm.weights.state_digest`);
+# *Start weights* names the pretrained weights and the digest of their values (`hrvlm.models.weights.state_digest`);
 # *weights digest* is the digest of the fine-tuned values, which every record of those weights carries as
 # its `checkpoint`; *head* is the classifier the weights are evaluated with (cosine, or HRVLM's Poincaré head
 # with its learned scales, in `run.json`).

@@ -33,7 +33,7 @@
 # * **Theorem 1**'s quantities against their closed forms and limits.
 # * **Class lists** against the metadata torchvision ships in its package.
 #
-# The logic is `hrvlm/validation.py`; this chapter only calls and shows it.
+# The logic is `hrvlm/book/validation.py`; this chapter only calls and shows it.
 
 # %% tags=["parameters"]
 profile = "mini"  # "smoke" (CI), "mini" (default), "full" (GPU, real data)
@@ -57,8 +57,8 @@ if "google.colab" in sys.modules:
 # %%
 from IPython.display import Markdown, display
 
-from hrvlm import experiments as ex
-from hrvlm import validation
+from hrvlm.book import experiments as ex
+from hrvlm.book import validation
 from hrvlm.data import get_dataset, get_spec
 from hrvlm.data.digits import border
 from hrvlm.profiles import get_profile
@@ -131,7 +131,7 @@ for digit, ax in enumerate(axes):
 plt.show()
 
 # %% [markdown]
-# Each method's run is the book's cached run (the main table's, `hrvlm/experiments.py`): nothing is
+# Each method's run is the book's cached run (the main table's, `hrvlm/book/experiments.py`): nothing is
 # trained anew if the earlier chapters ran. Clean accuracy and PGD accuracy (the main table's
 # attack) on the same fixed subset of digits, with 95 % Wilson intervals, beside the majority
 # baseline of the evaluated labels and chance.

@@ -25,7 +25,7 @@
 # average, equal weight) and the direction the paper states. The runs and records are the chapters' own:
 # the same configuration is the same cached run and the same record, so nothing is retrained here.
 #
-# **How a verdict is computed** (`hrvlm/evidence.py`). Both variants are evaluated on the same fixed images
+# **How a verdict is computed** (`hrvlm/results/evidence.py`). Both variants are evaluated on the same fixed images
 # with the same seeds, so the comparison is paired: per image and seed, A's outcome against B's. The
 # difference A − B (points) gets a 95 % interval from a bootstrap that draws seeds and images (the same
 # draws for A and B), with the seed × image residual counted once. The verdict is *agrees* when the whole
@@ -60,7 +60,7 @@ if "google.colab" in sys.modules:
 import pandas as pd
 from IPython.display import HTML, Markdown, display
 
-from hrvlm import claims, experiments
+from hrvlm.book import claims, experiments
 
 results = claims.evaluate_claims(profile, seeds, replicates=replicates)
 display(Markdown(experiments.mini_world_note(profile) + " " + claims.verdict_counts(results)))

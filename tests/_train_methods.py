@@ -9,7 +9,7 @@ from torch import nn
 from hrvlm.attacks import PGD, ThreatModel
 from hrvlm.heads import build_head
 from hrvlm.methods import METHODS, Method, register_method
-from hrvlm.zeroshot import load_templates
+from hrvlm.data.templates import load_templates
 
 NAME = "test-ce"
 

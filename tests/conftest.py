@@ -82,7 +82,7 @@ def clip():
     """A random-init tiny CLIP (seeded) and its tokenizer."""
     import torch
 
-    from hrvlm.models import load_clip
+    from hrvlm.models.clip import load_clip
 
     torch.manual_seed(0)
     model, _, tokenizer = load_clip("hrvlm-tiny")

@@ -4,8 +4,8 @@ import pandas as pd
 import pytest
 import torch
 
-from hrvlm import ablations, experiments, provenance, trained_geometry
-from hrvlm.hierarchy import tree_from_chains
+from hrvlm.book import ablations, experiments, provenance, trained_geometry
+from hrvlm.hierarchy.trees import tree_from_chains
 from hrvlm.methods import build_method
 from hrvlm.profiles import get_profile, profile_names
 

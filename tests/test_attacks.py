@@ -21,9 +21,10 @@ from hrvlm.attacks import (ATTACKS, APGD, APGDT, CW, FABT, PGD, AutoAttack, Mome
 from hrvlm.attacks.apgd import checkpoints
 from hrvlm.attacks.base import attack_context
 from hrvlm.heads import build_head
-from hrvlm.hierarchy import Tree
-from hrvlm.models import load_clip
-from hrvlm.zeroshot import ZeroShotClassifier, load_templates
+from hrvlm.hierarchy.trees import Tree
+from hrvlm.models.clip import load_clip
+from hrvlm.heads.zeroshot import ZeroShotClassifier
+from hrvlm.data.templates import load_templates
 
 aten = torch.ops.aten
 K, N = 5, 16
@@ -138,10 +139,10 @@ def test_more_steps_and_restarts_never_raise_robust_accuracy(task):
 
 
 def test_pgd_agrees_with_torchattacks(task):
-    """Same model, inputs, no random start and the same random start (hrvlm.validation.attack_rows, the
+    """Same model, inputs, no random start and the same random start (hrvlm.book.validation.attack_rows, the
     validation chapter's rows): adversarial images agree to 1e-6 and robust accuracies match.  Our PGD
     keeps the per-sample worst iterate, so every image torchattacks fools, ours fools too."""
-    from hrvlm.validation import attack_rows, require_pass
+    from hrvlm.book.validation import attack_rows, require_pass
 
     clf, x, y = task
     rows = attack_rows(clf, x, y, eps=1 / 255, steps=6, apgd_steps=5)

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from hrvlm.benchmarks import mini
-from hrvlm.metrics import binomial_se, majority_baseline
-from hrvlm.models import load_clip
+from hrvlm.results.metrics import binomial_se, majority_baseline
+from hrvlm.models.clip import load_clip
 
 N = 24
 

@@ -10,8 +10,8 @@ from hrvlm.attacks import ThreatModel, pgd_maximize
 from hrvlm.attacks.base import attack_context, ce_loss
 from hrvlm.benchmarks import attacks, perf, step
 from hrvlm.benchmarks._measure import Ceilings, device_of, pgd_eval_forwards, reference_pgd, train_forwards
-from hrvlm.precision import precision_policy
-from hrvlm.zeroshot import ZeroShotClassifier
+from hrvlm.core.precision import precision_policy
+from hrvlm.heads.zeroshot import ZeroShotClassifier
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

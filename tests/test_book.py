@@ -13,7 +13,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from hrvlm import book, cli
+from hrvlm.book import build as book
+from hrvlm import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -304,7 +305,7 @@ def test_readme_has_a_colab_badge_per_chapter_and_the_pages_url_pattern():
 
 
 def test_every_profile_sizes_the_book_chapters_with_the_same_keys():
-    from hrvlm.hierarchy import REAL_DATASETS
+    from hrvlm.hierarchy.trees import REAL_DATASETS
     from hrvlm.profiles import get_profile, profile_names
 
     entries = {name: get_profile(name).book for name in profile_names()}

@@ -1,12 +1,13 @@
-"""hrvlm.claims: the claims file, per-image outcomes from records, and the summary of verdicts."""
+"""hrvlm.book.claims: the claims file, per-image outcomes from records, and the summary of verdicts."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from hrvlm import claims, evidence
-from hrvlm.experiments import Variant
-from hrvlm.records import encode_bits
+from hrvlm.book import claims
+from hrvlm.results import evidence
+from hrvlm.book.experiments import Variant
+from hrvlm.evaluation.records import encode_bits
 
 
 def test_the_shipped_claims_cover_the_papers_replayed_claims_and_resolve_under_smoke_and_mini():
@@ -54,7 +55,7 @@ def test_outcomes_pair_by_image_pool_superclass_levels_and_give_transfer_as_a_ra
     parts, ids = claims.outcomes(runs, "robust", 0, "average", ["d1", "d2"])
     assert [p.numerator.shape for p in parts] == [(1, 2, 50)] * 2 and ids == (("d1", "s1"), ("d2", "s1"))
     leaf = [r for r in runs[1][1] if r["dataset"] == "d2" and r["level"] == 0][0]
-    from hrvlm.records import decode_bits
+    from hrvlm.evaluation.records import decode_bits
     assert np.array_equal(parts[1].numerator[0, 1], decode_bits(leaf["robust_correct"], 50))
     # superclass: levels 1 and 2 averaged per image, the chapter's mean over levels
     pooled, _ = claims.outcomes(runs, "robust", "superclass", "d1", ["d1", "d2"])

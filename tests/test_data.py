@@ -10,8 +10,8 @@ from hrvlm.cli import main
 from hrvlm.data import cli as data_cli
 from hrvlm.data.real import (DEFAULT_RESOLUTION, REAL, DatasetMissing, InGraphResize, apply_resolution,
                              image_transform)
-from hrvlm.storage import config_hash
-from hrvlm.zeroshot import load_templates
+from hrvlm.core.storage import config_hash
+from hrvlm.data.templates import load_templates
 
 CLASS_COUNTS = {"cifar10": 10, "cifar100": 100, "stl10": 10, "caltech101": 101, "caltech256": 257,
                 "oxford_pets": 37, "flowers102": 102, "fgvc_aircraft": 100, "stanford_cars": 196, "sun397": 397,
@@ -207,10 +207,10 @@ def test_every_fabricated_dataset_and_split_loads_through_the_registry_with_its_
 
 
 def test_a_fabricated_root_is_labelled_and_checked(fabricated, tmp_path):
-    from hrvlm.data import fabricate
+    from hrvlm.data import fabricate, marker
     from hrvlm.data.real import labelled_options
 
-    entry = fabricate.marker(fabricated)
+    entry = marker.read_marker(fabricated)
     assert entry["datasets"] == sorted(REAL) and "not results on the real datasets" in entry["what"]
     assert labelled_options("cifar10", {"root": str(fabricated)}) == {"root": str(fabricated), "fabricated": True}
     assert labelled_options("cifar10", {"root": str(tmp_path)}) == {"root": str(tmp_path)}
@@ -227,13 +227,13 @@ def test_a_fabricated_root_is_labelled_and_checked(fabricated, tmp_path):
 
 
 def test_fabricating_is_deterministic_and_never_writes_beside_real_data(tmp_path, capsys):
-    from hrvlm.data import fabricate
+    from hrvlm.data import fabricate, marker
 
     a, b = (fabricate.fabricate(tmp_path / k, per_class=1, names=["dtd", "stl10"]) for k in "ab")
-    assert fabricate.checksums(a) == fabricate.checksums(b) and len(fabricate.checksums(a)) > 100
+    assert marker.checksums(a) == marker.checksums(b) and len(marker.checksums(a)) > 100
     real = tmp_path / "real"
     (real / "cifar-10-batches-py").mkdir(parents=True)
-    with pytest.raises(fabricate.FabricatedRootError, match="never written beside real data"):
+    with pytest.raises(marker.FabricatedRootError, match="never written beside real data"):
         fabricate.fabricate(real)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "real"]  # no staging folder left
     assert main(["data", "fabricate", "--root", str(tmp_path / "c"), "--dataset", "pcam", "--per-class", "1"]) == 0

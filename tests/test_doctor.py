@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from hrvlm import book, doctor, wordnet
+from hrvlm.book import build as book
+from hrvlm import doctor
+from hrvlm.hierarchy import wordnet
 from hrvlm.cli import main
 from hrvlm.data.real import REAL
 from hrvlm.profiles import get_profile, profile_names
@@ -107,9 +109,9 @@ def test_the_disk_need_adds_the_missing_downloads(machine, monkeypatch):
 def test_mini_is_ready_once_its_weights_exist(machine, capsys):
     from safetensors.torch import save
 
-    from hrvlm.models import load_clip
-    from hrvlm.pretrain import PretrainConfig, load_record, run_dir
-    from hrvlm.storage import atomic_write_bytes, atomic_write_json, file_sha256
+    from hrvlm.models.clip import load_clip
+    from hrvlm.training.pretrain import PretrainConfig, load_record, run_dir
+    from hrvlm.core.storage import atomic_write_bytes, atomic_write_json, file_sha256
 
     checks = doctor.diagnose("mini", machine)
     assert [(c.area, c.fix) for c in checks if not c.ok] == [("weights", "hrvlm pretrain --profile mini")]

@@ -4,12 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from hrvlm import evaluate as ev
+from hrvlm.evaluation import evaluate as ev
 from hrvlm.attacks import build_attack
 from hrvlm.data import DatasetSpec, fixed_subset, register
-from hrvlm.hierarchy import Tree, forest_for_dataset
-from hrvlm.records import RecordStore, decode_bits
-from hrvlm.zeroshot import ZeroShotClassifier, load_templates
+from hrvlm.hierarchy.trees import Tree, forest_for_dataset
+from hrvlm.evaluation.records import RecordStore, decode_bits
+from hrvlm.heads.zeroshot import ZeroShotClassifier
+from hrvlm.data.templates import load_templates
 
 CLASSES = ("circle", "square", "triangle", "star")
 N = 12
@@ -241,7 +242,7 @@ def test_mini_world_dataset_with_its_wordnet_forest(clip):
 def test_changed_weights_never_get_the_stored_record(synthetic, tmp_path):
     """The stale-result trap: a model fine-tuned in memory keeps its ``pretrained`` tag, but its
     records are keyed by its weights, so the pretrained model's stored result never comes back."""
-    from hrvlm.models import load_clip
+    from hrvlm.models.clip import load_clip
 
     torch.manual_seed(0)
     model, _, tokenizer = load_clip("hrvlm-tiny")

@@ -1,4 +1,4 @@
-"""hrvlm.evidence: the seed × image bootstrap and the paired verdict, on synthetic data with known effects.
+"""hrvlm.results.evidence: the seed × image bootstrap and the paired verdict, on synthetic data with known effects.
 
 Each scenario draws 160 synthetic experiments (3 seeds × 1,000 images, the book's target sizes) from a
 population whose true difference is known, and counts verdicts and interval coverage.
@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hrvlm import evidence as ev
+from hrvlm.results import evidence as ev
 
 SEEDS, IMAGES, REPEATS, REPLICATES = 3, 1000, 160, 400
 BASE = 0.4  # the weaker variant's mean accuracy
@@ -85,7 +85,7 @@ def test_seed_variation_widens_the_interval():
 
 
 def test_one_seed_is_the_image_bootstrap_near_the_binomial_interval():
-    from hrvlm.metrics import binomial_se
+    from hrvlm.results.metrics import binomial_se
 
     correct = np.random.default_rng(4).random((1, IMAGES)) < 0.3
     est = ev.estimate(ev.Part.of(correct), replicates=2000)
@@ -139,7 +139,7 @@ def test_the_same_outcomes_give_the_same_interval_in_another_process():
     import sys
     from pathlib import Path
 
-    code = ("import numpy as np; from hrvlm import evidence as ev; rng = np.random.default_rng(7); "
+    code = ("import numpy as np; from hrvlm.results import evidence as ev; rng = np.random.default_rng(7); "
             "a, b = rng.random((2, 3, 200)) < 0.5; e = ev.paired(ev.Part.of(a), ev.Part.of(b), 'greater', "
             "replicates=300).effect; print(repr((e.value, e.low, e.high)))")
     root = Path(__file__).resolve().parent.parent

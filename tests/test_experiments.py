@@ -4,11 +4,11 @@ import json
 import pytest
 import torch
 
-from hrvlm import experiments as ex
-from hrvlm import runs
-from hrvlm.hierarchy import forest_for_dataset
+from hrvlm.book import experiments as ex
+from hrvlm.models import runs
+from hrvlm.hierarchy.trees import forest_for_dataset
 from hrvlm.profiles import get_profile
-from hrvlm.train import RANDOM_INIT
+from hrvlm.training.train import RANDOM_INIT
 
 TINY = {"pretrained": RANDOM_INIT, "steps": 2, "batch_size": 8}  # a run in seconds, no pretrained weights
 

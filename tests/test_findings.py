@@ -1,12 +1,12 @@
-"""The result chapters' computed sentences and tables (hrvlm.findings, the chapter tables of hrvlm.experiments
-and hrvlm.ablations), on small hand-built frames: who is named best, the gaps, the empty cases, the shapes."""
+"""The result chapters' computed sentences and tables (hrvlm.book.findings, the chapter tables of hrvlm.book.experiments
+and hrvlm.book.ablations), on small hand-built frames: who is named best, the gaps, the empty cases, the shapes."""
 import math
 
 import pandas as pd
 import pytest
 
-from hrvlm import ablations, findings
-from hrvlm import experiments as ex
+from hrvlm.book import ablations, findings
+from hrvlm.book import experiments as ex
 
 SETTING = ex.Setting("mini", (), ("a", "b"), 100, None)  # 2 sets of 100 images: 5.0 / 3.5 points of noise
 OFF = ex.Setting("full", (), ("a",), 100, "no data here.")
@@ -152,8 +152,8 @@ def test_readings_list_one_bullet_per_table_or_say_nothing_ran():
 
 
 def fake_run(folder, epoch_times, estimate=None, images_per_s=10.0):
-    from hrvlm import runs
-    from hrvlm.storage import file_sha256
+    from hrvlm.models import runs
+    from hrvlm.core.storage import file_sha256
 
     folder.mkdir()
     (folder / runs.WEIGHTS).write_bytes(b"weights")  # a record is read only with its verified checksum and weights

@@ -1,10 +1,10 @@
-"""Identities, numerics and geoopt agreement for hrvlm.geometry (float32 and float64, several curvatures)."""
+"""Identities, numerics and geoopt agreement for hrvlm.geometry.poincare (float32 and float64, several curvatures)."""
 import math
 
 import pytest
 import torch
 
-from hrvlm import geometry as G
+from hrvlm.geometry import poincare as G
 
 DTYPES = [torch.float32, torch.float64]
 CURVATURES = [0.5, 1.0, 2.0]
@@ -275,10 +275,10 @@ def test_norm_depth_mapping(dtype, c):
 # --------------------------------------------------------------- agreement with geoopt (test-only dependency)
 @pytest.mark.parametrize("c", CURVATURES)
 def test_agrees_with_geoopt(c):
-    """The validation chapter's rows (hrvlm.validation.geometry_rows): every function in float32 and
+    """The validation chapter's rows (hrvlm.book.validation.geometry_rows): every function in float32 and
     float64 against geoopt in float64, the projection against geoopt in its dtype, the boundary."""
     pytest.importorskip("geoopt.manifolds.stereographic.math")
-    from hrvlm.validation import geometry_rows, require_pass
+    from hrvlm.book.validation import geometry_rows, require_pass
 
     rows = geometry_rows(c=c, n=64, dim=5)
     require_pass(rows)

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from hrvlm.heads import HEADS, CosineHead, build_head
-from hrvlm.zeroshot import ZeroShotClassifier, class_embeddings
+from hrvlm.heads.zeroshot import ZeroShotClassifier
+from hrvlm.heads.zeroshot import class_embeddings
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -1,11 +1,12 @@
-"""hrvlm.hierarchy against the real WordNet 3.0: trees, forests, tree files, HNSA negatives, JSON."""
+"""hrvlm.hierarchy.trees against the real WordNet 3.0: trees, forests, tree files, HNSA negatives, JSON."""
 import json
 
 import numpy as np
 import pytest
 
-from hrvlm import hierarchy as H
-from hrvlm.wordnet import get_wordnet
+from hrvlm.data.registry import classname_file
+from hrvlm.hierarchy import draw, trees as H
+from hrvlm.hierarchy.wordnet import get_wordnet
 
 SHAPES = ["circle.n.01", "ellipse.n.01", "semicircle.n.01", "crescent.n.01", "triangle.n.01", "square.n.01",
           "rectangle.n.01", "rhombus.n.01", "trapezoid.n.01", "parallelogram.n.01", "pentagon.n.03", "hexagon.n.01",
@@ -73,7 +74,7 @@ def test_all_real_datasets_build_with_counts(wn):
 
 
 def test_tinyimagenet_wnids_are_imagenet_classes():
-    tiny, full = H.classname_file("tinyimagenet"), H.classname_file("imagenet")
+    tiny, full = classname_file("tinyimagenet"), H.classname_file("imagenet")
     assert len(set(tiny["wnids"])) == 200 and set(tiny["wnids"]) <= set(full["wnids"])
     assert tiny["wnids"] == sorted(tiny["wnids"])
 
@@ -185,9 +186,9 @@ def test_synset_tables_cover_every_class_and_resolve(wn):
     for name in H.REAL_DATASETS:
         table = H.synset_table(name)
         if table is None:
-            assert "wnids" in H.classname_file(name)
+            assert "wnids" in classname_file(name)
             continue
-        classes = H.classname_file(name)["classnames"]
+        classes = classname_file(name)["classnames"]
         assert set(table["synsets"]) == set(classes), name
         for c, s in table["synsets"].items():
             if s is None:
@@ -206,7 +207,7 @@ def test_draw_forest_small(wn):
     import matplotlib
 
     matplotlib.use("Agg")
-    fig = H.draw_forest(H.build_forest(SHAPES))
+    fig = draw.draw_forest(H.build_forest(SHAPES))
     assert len(fig.axes) == 2
     texts = {t.get_text() for t in fig.axes[0].texts}
     assert {"circle", "polygon"} <= texts
@@ -218,7 +219,7 @@ def test_forests_are_identical_under_every_hash_seed():
     import subprocess
     import sys
 
-    code = ("from hrvlm.hierarchy import forest_for_dataset as f; from hrvlm.storage import config_hash;"
+    code = ("from hrvlm.hierarchy.trees import forest_for_dataset as f; from hrvlm.core.storage import config_hash;"
             "print(*(config_hash(f(d).to_json()) for d in ('mini-finetune', 'cifar100', 'imagenet')))")
     outputs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                               env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout for seed in (0, 1, 6, 42)}

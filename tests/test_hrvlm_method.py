@@ -6,15 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from hrvlm import geometry as G
+from hrvlm.geometry import poincare as G
 from hrvlm.attacks.hierarchical import level_weights
 from hrvlm.data.registry import DatasetSpec
 from hrvlm.heads import PoincareHead, build_head
-from hrvlm.hierarchy import Forest, tree_from_chains
+from hrvlm.hierarchy.trees import Forest, tree_from_chains
 from hrvlm.methods import Batch, TrainContext, build_method
 from hrvlm.methods import hrvlm as hrvlm_module
 from hrvlm.methods.hrvlm_losses import hita_loss, hnsa_logits, hypavg_levels, norm_order_loss, vicinity_loss
-from hrvlm.zeroshot import encode_prompts, load_templates
+from hrvlm.text.prompts import encode_prompts
+from hrvlm.data.templates import load_templates
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -475,7 +476,7 @@ def test_resume_from_state_repeats_the_next_step_exactly(forest, model_copy):
 
 def test_hnsa_never_takes_the_class_own_prompt_as_a_negative(forest, clip):
     """Two nodes of adjacent levels with one readable name share a prompt: neither is the other's negative."""
-    from hrvlm.hierarchy import hnsa_negatives
+    from hrvlm.hierarchy.trees import hnsa_negatives
 
     names = {"canid": "thing", "vehicle": "thing"}
     tree = tree_from_chains("toy-names", LEAVES, LEAVES, CHAINS_A, lambda x: names.get(x, x), DEPTH)
@@ -531,7 +532,7 @@ def test_depth_order_counts_the_edges_in_order(forest, model_copy):
 
 
 def test_geometry_parameters_train_in_their_own_group_at_their_own_lr(forest, model_copy):
-    from hrvlm.train import TrainConfig, build_optimizer
+    from hrvlm.training.train import TrainConfig, build_optimizer
 
     model, tokenizer = model_copy
     method = make_method(model, tokenizer, geometry_lr=0.02, learn_temperature=True)
@@ -556,7 +557,7 @@ def test_a_short_run_with_the_gap_terms_orders_more_text_edges_than_before_and_t
     parent–child text edges in depth order than the untrained model and than the same run without the gap
     terms (measured: 3 of 11 edges before and without L_gap, 4 with it; 7 at λ₂ = 10).  The smoke profile's
     own loop (6 steps at lr 1e-4) moves no edge: its order is chapter 03's, measured, not asserted."""
-    from hrvlm.train import TrainConfig, build_optimizer
+    from hrvlm.training.train import TrainConfig, build_optimizer
 
     def run(**settings):
         model = copy.deepcopy(clip[0])

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from hrvlm.attacks import ThreatModel
-from hrvlm.captions import caption_source, class_caption, load_captions_file, parse_source
+from hrvlm.text.captions import caption_source, class_caption, load_captions_file, parse_source
 from hrvlm.data.registry import get_spec
 from hrvlm.methods import METHODS, Batch, TrainContext, build_method
 from hrvlm.methods.pmg_aft import kl_to
@@ -117,7 +117,7 @@ def test_tecoa_loss_is_the_cross_entropy_of_the_cosine_head(clip, train_set, bat
 
     method, model = prepare("tecoa", clip, train_set)
     spec = get_spec("mini-finetune")
-    from hrvlm.zeroshot import load_templates
+    from hrvlm.data.templates import load_templates
 
     head = build_head(None, model, clip[1], [list(spec.classnames)], load_templates(spec.templates))
     loss, logs = method.loss(batch, batch.images)
@@ -361,7 +361,7 @@ def test_mini_world_caption_qualities(train_set, batch):
 
 
 def test_wordnet_gloss_captions_for_real_classes():
-    from hrvlm.wordnet import synset
+    from hrvlm.hierarchy.wordnet import synset
 
     spec = get_spec("cifar10")
     labels = torch.tensor([0, 3])
@@ -439,7 +439,7 @@ def test_pmg_aft_under_the_full_profile_is_the_authors_loss(clip, train_set, bat
 
 def test_protocol_table_states_every_method_and_reads_the_loop_from_the_profile():
     from hrvlm.profiles import get_profile
-    from hrvlm.protocols import ITEMS, protocol_table
+    from hrvlm.book.protocols import ITEMS, protocol_table
 
     table = protocol_table("full")
     full = get_profile("full")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from hrvlm.metrics import binomial_se, majority_baseline, wilson_interval
+from hrvlm.results.metrics import binomial_se, majority_baseline, wilson_interval
 
 
 def test_majority_baseline():

@@ -12,7 +12,7 @@ from hrvlm.miniworld.datasets import (MiniWorldDataset, dataset_names, definitio
                                       zeroshot_names)
 from hrvlm.miniworld.render import (Factors, Style, colour_names, item_factors, render_item, shape_mask,
                                     shape_names, world)
-from hrvlm.wordnet import synset
+from hrvlm.hierarchy.wordnet import synset
 
 CLASSNAMES = __import__("hrvlm.data.registry", fromlist=["CLASSNAME_DIR"]).CLASSNAME_DIR
 
@@ -90,14 +90,18 @@ def test_classname_files_match_the_world(name):
     assert len(set(meta["classnames"])) == len(meta["classnames"]) >= 2
 
 
-def test_glyphs_use_matplotlibs_font_and_render_identically_in_other_processes():
+def test_glyphs_use_the_shipped_font_and_render_identically_in_other_processes():
     import hashlib
     import subprocess
     import sys
 
-    from hrvlm.miniworld.render import font_path
+    from hrvlm.core.resources import RESOURCES
+    from hrvlm.miniworld.render import font_path, font_sha256
 
-    assert font_path().is_file() and "matplotlib" in str(font_path())
+    # the package's own copy (matplotlib 3.11's DejaVu Sans Bold, licence beside it): no plotting library or
+    # system font decides the world's pixels
+    assert font_path().parent == RESOURCES / "fonts" and (font_path().parent / "LICENSE_DEJAVU").is_file()
+    assert font_sha256() == "b184b89e3c1075f22f6b71575b6fc20d4972b3cfd3b23322ca6fd596dcaef167"
     items = [("mini-finetune", "test", 0), ("mini-finetune", "train", 123), ("mini-heldout", "test", 7),
              ("mini-outline", "test", 30), ("mini-clutter", "test", 40), ("mini-lowres", "test", 9),
              ("mini-colours", "test", 3), ("mini-pretrain", "train", 777)]
@@ -198,7 +202,7 @@ def test_splits_differ_and_test_items_are_fixed():
 
 
 def test_world_tree_passes_the_depth_rules():
-    from hrvlm.hierarchy import depth_rules, forest_for_dataset
+    from hrvlm.hierarchy.trees import depth_rules, forest_for_dataset
 
     forest = forest_for_dataset("mini-finetune")
     first = forest[0]
@@ -213,7 +217,7 @@ def test_world_tree_passes_the_depth_rules():
 def test_finetune_forest_has_five_distinct_trees_two_of_them_further_curated_views():
     """Issue 11 trains HRVLM on 5 trees; WordNet gives the mini world 2, so two further curated views
     (how the shape is drawn, what the symbol is for) complete the forest after the WordNet trees."""
-    from hrvlm.hierarchy import (TREE_DIR, dataset_tree_files, depth_rules, forest_for_dataset,
+    from hrvlm.hierarchy.trees import (TREE_DIR, dataset_tree_files, depth_rules, forest_for_dataset,
                                  read_tree_file)
 
     forest = forest_for_dataset("mini-finetune")

@@ -4,8 +4,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from hrvlm import models
-from hrvlm.models import PretrainedUnavailable, load_clip
+from hrvlm.models import clip as models
+from hrvlm.models.clip import PretrainedUnavailable, load_clip
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +158,7 @@ def test_the_mini_worlds_conv_tower_is_registered_and_trains():
 
 
 def test_the_conv_tower_runs_channels_last_and_the_vit_does_not(tiny):
-    from hrvlm.weights import state_digest
+    from hrvlm.models.weights import state_digest
 
     torch.manual_seed(0)
     model, _, _ = load_clip("hrvlm-tiny-cnn")

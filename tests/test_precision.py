@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from hrvlm.attacks import PGD, ThreatModel
 from hrvlm.benchmarks.gradients import input_gradients
-from hrvlm.precision import precision_policy
+from hrvlm.core.precision import precision_policy
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

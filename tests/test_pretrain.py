@@ -7,9 +7,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hrvlm import pretrain as pt
-from hrvlm.evaluate import evaluate
-from hrvlm.models import load_clip
+from hrvlm.training import pretrain as pt
+from hrvlm.evaluation.evaluate import evaluate
+from hrvlm.models.clip import load_clip
 from hrvlm.profiles import get_profile
 
 # A run small enough for tests (~30 s on 2 cores) and long enough to learn something: on web captions
@@ -210,15 +210,15 @@ def test_checkpoints_by_time_as_well_as_steps(seconds, expected, tmp_path, monke
 
 def test_cli_prints_todays_zero_shot_accuracies_and_reads_them_back(tmp_path, monkeypatch, capsys):
     from hrvlm.cli import main
-    from hrvlm.experiments import records_store
+    from hrvlm.evaluation.records import default_store
 
     monkeypatch.setenv("HRVLM_CACHE", str(tmp_path))
     assert main(["pretrain", "--profile", "smoke", "--steps", "6"]) == 0
     out = capsys.readouterr().out
     printed = json.loads(out[out.index("{"):])
     assert set(printed["zeroshot_top1"]) == set(get_profile("smoke").eval_datasets) | {"zero-shot average"}
-    stored = records_store().read_text().count("\n")
+    stored = default_store().read_text().count("\n")
     assert stored >= len(get_profile("smoke").eval_datasets)
     assert main(["pretrain", "--profile", "smoke", "--steps", "6"]) == 0
     out = capsys.readouterr().out
-    assert "reusing the cached run" in out and records_store().read_text().count("\n") == stored
+    assert "reusing the cached run" in out and default_store().read_text().count("\n") == stored

@@ -1,4 +1,4 @@
-"""hrvlm.progress: bars on a terminal only; a log gets plain lines (no carriage returns) or nothing."""
+"""hrvlm.core.progress: bars on a terminal only; a log gets plain lines (no carriage returns) or nothing."""
 from __future__ import annotations
 
 import io
@@ -6,7 +6,8 @@ import io
 import nbformat
 import pytest
 
-from hrvlm import book, progress
+from hrvlm.book import build as book
+from hrvlm.core import progress
 
 
 class Terminal(io.StringIO):
@@ -66,7 +67,7 @@ def test_none_or_disabled_is_silent_even_on_a_terminal(mode, enabled, monkeypatc
 
 
 def test_evaluation_in_a_log_writes_no_carriage_return(clip, monkeypatch, capsys):
-    from hrvlm.evaluate import evaluate
+    from hrvlm.evaluation.evaluate import evaluate
 
     monkeypatch.delenv(progress.MODE_ENV, raising=False)
     monkeypatch.setattr(progress, "LINE_SECONDS", 0.0)

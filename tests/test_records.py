@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from hrvlm.cli import main
-from hrvlm.records import (ENVIRONMENT_FIELDS, KEY_FIELDS, CorruptRecord, RecordStore, decode_bits, encode_bits,
+from hrvlm.evaluation.records import (ENVIRONMENT_FIELDS, KEY_FIELDS, CorruptRecord, RecordStore, decode_bits, encode_bits,
                            load_table, read_records, record_checksum, record_key, records_to_frame, verify)
 
 
@@ -206,7 +206,7 @@ def test_a_forged_record_is_not_a_result(tmp_path, edit, message, capsys):
 
 
 def test_allow_unsigned_still_checks_the_rest():
-    from hrvlm.records import check_record
+    from hrvlm.evaluation.records import check_record
 
     record = {k: v for k, v in _signed(make_record()).items() if k != "checksum"}
     check_record(record, allow_unsigned=True)

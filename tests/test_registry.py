@@ -1,11 +1,11 @@
-"""Heads and methods are filed by name through one decorator (`hrvlm.registry.registrar`)."""
+"""Heads and methods are filed by name through one decorator (`hrvlm.core.registry.registrar`)."""
 from __future__ import annotations
 
 import pytest
 
 from hrvlm.heads import HEADS, CosineHead, register_head
 from hrvlm.methods import METHODS, Method, register_method
-from hrvlm.registry import registrar
+from hrvlm.core.registry import registrar
 
 
 def test_a_registrar_files_the_class_and_names_it():

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from hrvlm.data import fabricate
+from hrvlm.data import fabricate, marker
 from hrvlm.profiles import get_profile
-from hrvlm.weights import RANDOM_INIT
+from hrvlm.models.weights import RANDOM_INIT
 
 ROOT = Path(__file__).resolve().parent.parent
 # what a rehearsal may change: sizes, and where the weights and the data come from
@@ -43,8 +43,8 @@ def test_rehearsal_is_the_full_profile_with_random_init_weights_and_tiny_sizes()
 
 
 def test_random_init_is_one_set_of_weights_and_leaves_the_rng_alone():
-    from hrvlm.models import load_clip
-    from hrvlm.weights import state_digest
+    from hrvlm.models.clip import load_clip
+    from hrvlm.models.weights import state_digest
 
     torch.manual_seed(1)
     state = torch.get_rng_state()
@@ -61,7 +61,8 @@ _PROFILE_NAME_TEST = re.compile(r"""(?<![.\w])profile\s*(==|!=|\bin\b|\bnot in\b
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "notebooks").glob("*.py")) + [
-    ROOT / "hrvlm" / f for f in ("tables.py", "experiments.py", "provenance.py", "ablations.py", "findings.py")],
+    ROOT / "hrvlm" / f for f in ("results/tables.py", "book/experiments.py", "book/provenance.py", "book/ablations.py",
+                                 "book/findings.py")],
     ids=lambda p: p.name)
 def test_no_chapter_or_table_branches_on_a_profile_name(path):
     """Chapters and the modules that label their numbers branch on profile data (its datasets, its
@@ -78,10 +79,10 @@ def fabricated_root(tmp_path_factory):
 
 
 def test_fabricated_numbers_are_never_shown_as_real_ones(fabricated_root, tmp_path, clip):
-    from hrvlm import experiments, provenance
-    from hrvlm.evaluate import evaluate
-    from hrvlm.records import load_table, record_key
-    from hrvlm.tables import compare
+    from hrvlm.book import experiments, provenance
+    from hrvlm.evaluation.evaluate import evaluate
+    from hrvlm.evaluation.records import load_table, record_key
+    from hrvlm.results.tables import compare
 
     model, tokenizer = clip
     store = tmp_path / "records.jsonl"
@@ -103,8 +104,8 @@ def test_fabricated_numbers_are_never_shown_as_real_ones(fabricated_root, tmp_pa
 def test_a_run_on_a_fabricated_root_is_labelled_and_named_apart(fabricated_root, tmp_path, tmp_cache):
     """Rehearsal training settings (decode on the device, tiny sizes) on fabricated ImageNet, with the
     tiny CLIP: the run carries the label, and its identity is not a real-data run's."""
-    from hrvlm import runs
-    from hrvlm.train import config_from_profile, train
+    from hrvlm.models import runs
+    from hrvlm.training.train import config_from_profile, train
 
     config = config_from_profile("tecoa", "rehearsal", model="hrvlm-tiny",
                                  dataset_options={"root": str(fabricated_root)})
@@ -119,8 +120,8 @@ def test_a_run_on_a_fabricated_root_is_labelled_and_named_apart(fabricated_root,
 def test_the_rehearsal_profile_fabricates_its_root_on_first_use(tmp_cache):
     options = get_profile("rehearsal").dataset_options
     root = Path(options["root"])
-    assert root.is_relative_to(tmp_cache) and fabricate.is_fabricated(root)
-    assert set(fabricate.marker(root)["datasets"]) == set(get_profile("rehearsal").eval_datasets) | {"tinyimagenet"}
+    assert root.is_relative_to(tmp_cache) and marker.is_fabricated(root)
+    assert set(marker.read_marker(root)["datasets"]) == set(get_profile("rehearsal").eval_datasets) | {"tinyimagenet"}
 
 
 @pytest.mark.slow

@@ -17,18 +17,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from hrvlm import claims, hierarchy
+from hrvlm.book import claims
+from hrvlm.hierarchy import trees as hierarchy
 from hrvlm.attacks import build_attack
 from hrvlm.attacks.threat import check_eps_budget, eps_argument, read_eps
 from hrvlm.cli import COMMANDS, main
-from hrvlm.data import fabricate as fab
+from hrvlm.data import marker as fab
 from hrvlm.data import get_dataset
 from hrvlm.data.real import DatasetMissing, build, fetch
-from hrvlm.environment import check_device
-from hrvlm.evaluate import build_attacks, check_attacks, check_request
-from hrvlm.models import load_clip
-from hrvlm.records import RecordStore
-from hrvlm.zeroshot import check_templates, load_templates
+from hrvlm.core.environment import check_device
+from hrvlm.evaluation.evaluate import build_attacks, check_attacks, check_request
+from hrvlm.models.clip import load_clip
+from hrvlm.evaluation.records import RecordStore
+from hrvlm.data.templates import check_templates, load_templates
 
 ROOT = Path(__file__).resolve().parent.parent
 TREE = '{"format": "hrvlm-tree/1", "name": "t", "leaves": LEAVES, "parents": {"a": "x", "b": "x"}NAMES}'
@@ -117,7 +118,7 @@ API = [
     ("tree-binary", lambda c: hierarchy.read_tree_file(_tree_file(c.tmp, raw=bytes(range(256)))),
      hierarchy.HierarchyError, "not a UTF-8 text file"),
     ("tree-missing", lambda c: hierarchy.read_tree_file(c.tmp / "none.json"), FileNotFoundError, "does not exist"),
-    # claims files (hrvlm.claims)
+    # claims files (hrvlm.book.claims)
     ("claims-unknown-table", lambda c: claims.load_claims(_claims_file(c.tmp, table="nosuch")), ValueError,
      "claim 'main-hrvlm-1tree-vs-tecoa': unknown paper table 'nosuch'"),
     ("claims-unknown-metric", lambda c: claims.load_claims(_claims_file(c.tmp, metric="accuracy")), ValueError,
@@ -153,7 +154,7 @@ API = [
     ("template-file-field", lambda c: load_templates(str(_template_file(c.tmp, b'["{x} {c}"]'))), ValueError,
      r"template file .*: template '\{x\} \{c\}' must have exactly one"),
     # fabricated data roots (hrvlm data fabricate)
-    ("fabricated-marker-corrupt", lambda c: (c.tmp / fab.MARKER).write_text("{") and fab.marker(c.tmp),
+    ("fabricated-marker-corrupt", lambda c: (c.tmp / fab.MARKER).write_text("{") and fab.read_marker(c.tmp),
      fab.FabricatedRootError, "not a readable fabrication marker"),
     ("fetch-into-fabricated", lambda c: _fabricated_marker(c.tmp) and fetch("cifar10", c.tmp), ValueError,
      "is a fabricated root .* fetch real datasets into another data root"),
@@ -293,9 +294,9 @@ def test_every_verb_exits_2_at_once_with_one_line(argv, message, tmp_path):
 
 @pytest.mark.parametrize("argv, message", CLI, ids=[" ".join(a)[:50] for a, _ in CLI])
 def test_cli_bad_request_fails_before_work_with_one_line(argv, message, tmp_path, capsys, monkeypatch):
-    import hrvlm.models
+    import hrvlm.models.clip
 
-    monkeypatch.setattr(hrvlm.models.PixelCLIP, "encode_image", lambda *a, **k: pytest.fail("work started"))
+    monkeypatch.setattr(hrvlm.models.clip.PixelCLIP, "encode_image", lambda *a, **k: pytest.fail("work started"))
     assert main(_fill(argv, tmp_path)) == 2
     _one_error_line(capsys.readouterr().err, argv[0], message)
 
@@ -309,7 +310,7 @@ def test_debug_shows_the_traceback(argv):
 
 def test_a_bug_keeps_its_traceback(monkeypatch):
     """A built-in error raised inside a library hrvlm calls is not the user's: it propagates."""
-    import hrvlm.wordnet as wordnet
+    import hrvlm.hierarchy.wordnet as wordnet
 
     monkeypatch.setattr(wordnet, "locate", lambda: {}["boom"])  # KeyError raised here, in the test's code
     with pytest.raises(KeyError, match="boom"):
@@ -344,9 +345,9 @@ def read_only(monkeypatch):
 @pytest.mark.parametrize("device", ["cuda", "cuda:7", "mps", "nosuch", "meta"])
 @pytest.mark.parametrize("verb", ["train", "eval"])
 def test_an_absent_device_is_one_line_before_any_folder(verb, device, cpu_only, tmp_path, capsys, monkeypatch):
-    import hrvlm.models
+    import hrvlm.models.clip
 
-    monkeypatch.setattr(hrvlm.models, "load_clip", lambda *a, **k: pytest.fail("the model loaded"))
+    monkeypatch.setattr(hrvlm.models.clip, "load_clip", lambda *a, **k: pytest.fail("the model loaded"))
     out = tmp_path / "run"
     argv = (["train", "--method", "tecoa", "--profile", "smoke", "--out", str(out)] if verb == "train" else
             ["eval", "--datasets", "mini-heldout", "--store", str(out / "r.jsonl")]) + ["--device", device]
@@ -368,7 +369,7 @@ def test_train_eps_advice_is_accepted_by_train(capsys):
     import re
 
     from hrvlm.profiles import get_profile
-    from hrvlm.train import config_from_profile
+    from hrvlm.training.train import config_from_profile
 
     assert main(["train", "--method", "tecoa", "--profile", "smoke", "--eps", "1e9"]) == 2
     advised = re.findall(r"--eps (\S+)", capsys.readouterr().err)[1:]
@@ -382,7 +383,7 @@ def test_train_eps_advice_is_accepted_by_train(capsys):
 def test_eps_means_one_thing_in_every_verb():
     """A bare number counts ε units (the profile's, else 1/255); a fraction is explicit; `eval --eps 1` is
     never 255/255."""
-    from hrvlm.evaluate import eps_unit_for
+    from hrvlm.evaluation.evaluate import eps_unit_for
 
     assert eps_unit_for(None, {}) == (1 / 255, "the paper's unit, with no --profile")
     assert eps_unit_for(None, {"profile": "smoke"})[0] == eps_unit_for("smoke", {})[0] == 3 / 255
@@ -450,9 +451,9 @@ def test_cache_variable_empty_or_a_file_is_one_line(tmp_path, capsys, monkeypatc
 
 
 def test_read_only_places_fail_before_work_with_a_hint(tmp_path, read_only, capsys, monkeypatch):
-    import hrvlm.models
+    import hrvlm.models.clip
 
-    monkeypatch.setattr(hrvlm.models.PixelCLIP, "encode_image", lambda *a, **k: pytest.fail("work started"))
+    monkeypatch.setattr(hrvlm.models.clip.PixelCLIP, "encode_image", lambda *a, **k: pytest.fail("work started"))
     # a read-only default records store: the hint names --store
     cache = tmp_path / "cache"
     monkeypatch.setenv("HRVLM_CACHE", str(cache))
@@ -589,7 +590,7 @@ def test_a_plain_archive_extracts_and_downloads_are_checked(tmp_path):
 def test_export_load_line_is_what_a_fresh_process_needs(tmp_path):
     """Plain open_clip cannot build hrvlm-tiny-cnn (its tower is hrvlm code); the printed line can."""
     from hrvlm.export import export
-    from hrvlm.train import config_from_profile, train
+    from hrvlm.training.train import config_from_profile, train
 
     run = train(config_from_profile("clip", "smoke", pretrained="random-init"), tmp_path / "run", progress=False)
     out = export(run, tmp_path / "robust.safetensors")  # a cosine head: nothing to drop, nothing measured
@@ -599,7 +600,7 @@ def test_export_load_line_is_what_a_fresh_process_needs(tmp_path):
     plain = subprocess.run([sys.executable, "-c", "import open_clip; open_clip.create_model_and_transforms("
                             "'hrvlm-tiny-cnn')"], capture_output=True, text=True, env=env)
     assert plain.returncode != 0 and "hrvlm-tiny-cnn" in plain.stderr
-    assert sidecar["load"].startswith("import hrvlm.models; hrvlm.models.register_configs(); ")
+    assert sidecar["load"].startswith("import hrvlm.models.clip; hrvlm.models.clip.register_configs(); ")
     loaded = subprocess.run([sys.executable, "-c", f"import open_clip; {sidecar['load']}"], capture_output=True,
                             text=True, env=env)
     assert loaded.returncode == 0, loaded.stderr
@@ -607,7 +608,7 @@ def test_export_load_line_is_what_a_fresh_process_needs(tmp_path):
 
 def test_exporting_a_poincare_head_needs_drop_head_and_measures_agreement(tmp_path, capsys):
     from hrvlm.export import export
-    from hrvlm.train import config_from_profile, train
+    from hrvlm.training.train import config_from_profile, train
 
     run = train(config_from_profile("hrvlm", "smoke", pretrained="random-init", steps=1, batch_size=8),
                 tmp_path / "run", progress=False)
@@ -659,7 +660,7 @@ def _edit_record(edit, resign: bool = False):
     def tamper(run: Path) -> None:
         import json
 
-        from hrvlm.storage import content_checksum
+        from hrvlm.core.storage import content_checksum
 
         record = edit(json.loads((run / "run.json").read_text()))
         if resign:  # a sender who recomputes the checksum after the edit
@@ -712,14 +713,14 @@ def test_a_run_is_what_its_identity_and_verified_record_say(finished_run, tamper
                                                             monkeypatch):
     import shutil
 
-    import hrvlm.models
+    import hrvlm.models.clip
 
     root, _ = finished_run
     shutil.copy(root / "start.safetensors", tmp_path)
     shutil.copytree(root / "run", tmp_path / "run")
     if tamper is not None:
         tamper(tmp_path / "run")
-    monkeypatch.setattr(hrvlm.models.PixelCLIP, "encode_image", lambda *a, **k: pytest.fail("work started"))
+    monkeypatch.setattr(hrvlm.models.clip.PixelCLIP, "encode_image", lambda *a, **k: pytest.fail("work started"))
     capsys.readouterr()
     assert main(_run_args(argv, tmp_path, tmp_path / "run")) == 2
     _one_error_line(capsys.readouterr().err, argv[0], message)
@@ -730,7 +731,7 @@ def test_other_starting_weights_under_the_same_name_are_another_run(finished_run
     weights' digest, not their path)."""
     import shutil
 
-    from hrvlm import train as tr
+    from hrvlm.training import train as tr
 
     root, _ = finished_run
     shutil.copy(root / "start.safetensors", tmp_path)
@@ -740,7 +741,7 @@ def test_other_starting_weights_under_the_same_name_are_another_run(finished_run
     _other_start_weights(tmp_path / "run")
     second = tr.train(config, progress=False)
     assert second != first and second.parent == first.parent
-    from hrvlm.runs import read_record
+    from hrvlm.models.runs import read_record
 
     assert read_record(second)["config"]["start_weights"] != read_record(first)["config"]["start_weights"]
 
@@ -761,7 +762,7 @@ def test_leftovers_of_a_kill_are_removed_at_the_next_start(finished_run, tmp_pat
 
 
 def test_files_written_honour_the_umask(finished_run, tmp_path):
-    from hrvlm.storage import atomic_write_bytes
+    from hrvlm.core.storage import atomic_write_bytes
 
     root, _ = finished_run
     assert all((root / "run" / name).stat().st_mode & 0o777 == 0o644 for name in ("run.json", "model.safetensors"))
@@ -818,7 +819,7 @@ def _crafted_checkpoint(folder: Path, marker: Path) -> None:
 
 
 def test_a_crafted_checkpoint_runs_no_code(tmp_path):
-    from hrvlm.checkpoints import load_checkpoint
+    from hrvlm.training.checkpoints import load_checkpoint
 
     marker = tmp_path / "pwned"
     _crafted_checkpoint(tmp_path / "pretraining", marker)
@@ -832,7 +833,7 @@ def test_resuming_a_shared_run_with_a_crafted_checkpoint_runs_no_code(tmp_path, 
     import dataclasses
     import json
 
-    from hrvlm import train as tr
+    from hrvlm.training import train as tr
 
     marker = tmp_path / "pwned"
     config = tr.config_from_profile("tecoa", "smoke", pretrained=tr.RANDOM_INIT, steps=1, batch_size=8)
@@ -847,8 +848,8 @@ def test_resuming_a_shared_run_with_a_crafted_checkpoint_runs_no_code(tmp_path, 
 def test_the_provenance_table_lists_verified_runs_only(finished_run, tmp_cache):
     import shutil
 
-    from hrvlm.provenance import profile_runs
-    from hrvlm.runs import runs_root
+    from hrvlm.book.provenance import profile_runs
+    from hrvlm.models.runs import runs_root
 
     root, _ = finished_run
     shutil.copytree(root / "run", runs_root() / "good")

@@ -5,9 +5,9 @@ import math
 import pandas as pd
 import pytest
 
-from hrvlm import tables
+from hrvlm.results import tables
 from hrvlm.profiles import get_profile
-from hrvlm.records import records_to_frame
+from hrvlm.evaluation.records import records_to_frame
 
 
 def record(method, dataset, clean, robust=None, eps_multiple=1, steps=20, profile="full", templates="tecoa"):

@@ -5,7 +5,7 @@ import pytest
 
 from hrvlm.data import get_spec
 from hrvlm.profiles import get_profile
-from hrvlm.zeroshot import TEMPLATE_DIR, load_templates
+from hrvlm.data.templates import TEMPLATE_DIR, load_templates
 
 # Template counts per dataset in CLIP_benchmark's en_zeroshot_classification_templates.json.
 CLIP_BENCHMARK_COUNTS = {"imagenet": 80, "cifar10": 18, "cifar100": 18, "caltech101": 34, "stanford_cars": 8, "dtd": 8,

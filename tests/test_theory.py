@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from hrvlm import geometry as G
-from hrvlm import theory as T
+from hrvlm.geometry import poincare as G
+from hrvlm.geometry import theory as T
 
 # our reconstruction of Theorem 1's table: r = λ = 1, rival 90° from the true prototype, φ rotated by β_c away from the rival.
 PUBLISHED = {

@@ -15,8 +15,9 @@ import torch
 from safetensors.torch import load_file
 
 import _train_methods
-from hrvlm import cli, runs
-from hrvlm import train as tr
+from hrvlm import cli
+from hrvlm.models import runs
+from hrvlm.training import train as tr
 from hrvlm.methods import build_method
 from hrvlm.profiles import get_profile
 
@@ -73,7 +74,7 @@ def test_fp16_with_loss_scaling_resumes_exactly_on_cpu(tmp_path):
     a, b = weights(whole), weights(tmp_path / "part")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert runs.read_record(whole)["precision"]["precision"] == "fp16"
-    assert runs.read_record(whole)["precision"]["attacks"] == "fp32"  # hrvlm.precision says why
+    assert runs.read_record(whole)["precision"]["attacks"] == "fp32"  # hrvlm.core.precision says why
 
 
 def test_attacks_see_eval_mode_and_training_mode_is_restored(tmp_path, monkeypatch):
@@ -100,7 +101,7 @@ def test_attacks_see_eval_mode_and_training_mode_is_restored(tmp_path, monkeypat
 
 
 def test_set_train_mode_and_attack_mode():
-    from hrvlm.models import ConvTower
+    from hrvlm.models.clip import ConvTower
 
     tower = ConvTower(4)
     tower.features[0].eval()  # a caller's own flag survives the attack block
@@ -114,8 +115,8 @@ def test_set_train_mode_and_attack_mode():
 
 
 def test_run_folder_loads_by_path_and_name_with_its_head_and_fresh_records(tmp_path, monkeypatch):
-    from hrvlm.evaluate import checkpoint_id, evaluate
-    from hrvlm.models import load_clip
+    from hrvlm.evaluation.evaluate import checkpoint_id, evaluate
+    from hrvlm.models.clip import load_clip
 
     (tmp_path / "runs").mkdir()
     monkeypatch.setattr(runs, "runs_root", lambda: tmp_path / "runs")
@@ -159,12 +160,12 @@ def test_a_run_folder_keeps_its_configuration(tmp_path):
 
 
 def test_train_cli_takes_a_dataset_and_its_root_and_checks_the_files_before_the_model(tmp_path, capsys, monkeypatch):
-    import hrvlm.models
+    import hrvlm.models.clip
 
     def no_model(*args, **kwargs):
         raise AssertionError("the model loaded before the data were checked")
 
-    monkeypatch.setattr(hrvlm.models, "load_clip", no_model)
+    monkeypatch.setattr(hrvlm.models.clip, "load_clip", no_model)
     args = ["train", "--method", "tecoa", "--profile", "full", "--pretrained", tr.RANDOM_INIT]
     assert cli.main(args + ["--dataset", "tinyimagenet", "--root", str(tmp_path)]) == 2
     err = capsys.readouterr().err
@@ -187,14 +188,14 @@ def test_bad_configs_fail_before_any_model_loads(change, message, monkeypatch, t
     def no_model(*a, **k):
         raise AssertionError("a model was loaded for a bad config")
 
-    monkeypatch.setattr("hrvlm.models.load_clip", no_model)
+    monkeypatch.setattr("hrvlm.models.clip.load_clip", no_model)
     with pytest.raises(ValueError, match=message):
         tr.train(config(**change), tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
 
 
 def test_cli_bad_configs_are_one_line_errors(monkeypatch, capsys):
-    monkeypatch.setattr("hrvlm.models.load_clip", lambda *a, **k: pytest.fail("model loaded"))
+    monkeypatch.setattr("hrvlm.models.clip.load_clip", lambda *a, **k: pytest.fail("model loaded"))
     assert cli.main(["train", "--method", "nope", "--profile", "smoke"]) == 2
     assert "unknown method 'nope'" in capsys.readouterr().err
     # the smoke profile has no settings for the test-local method
@@ -289,7 +290,7 @@ def test_export_round_trip_loads_in_plain_open_clip(tmp_path):
     import open_clip
 
     from hrvlm.export import export
-    from hrvlm.models import load_clip, register_configs
+    from hrvlm.models.clip import load_clip, register_configs
 
     run = tr.train(config(steps=2), tmp_path / "run", progress=False)
     register_configs()  # hrvlm's tiny configs; open_clip's own models need nothing
@@ -316,7 +317,7 @@ torch.set_num_threads(1)
 sys.path.insert(0, {tests!r})
 import _train_methods
 _train_methods.register()
-from hrvlm.train import TrainConfig, train
+from hrvlm.training.train import TrainConfig, train
 train(TrainConfig(**json.loads(sys.argv[1])), sys.argv[2], progress=False)
 """
 
@@ -349,7 +350,7 @@ def test_torchrun_on_gpus_gives_cpu_tensors_a_backend(monkeypatch):
     CPU tensor of ``Dist.mean`` (the per-step loss).  NCCL cannot start here, so the call is recorded."""
     import torch.distributed as dist
 
-    from hrvlm.distributed import init_distributed
+    from hrvlm.core.distributed import init_distributed
 
     calls = {}
     monkeypatch.setenv("WORLD_SIZE", "2")
@@ -370,8 +371,8 @@ def test_torchrun_on_gpus_gives_cpu_tensors_a_backend(monkeypatch):
 def test_eval_ranks_wait_for_the_slowest_rank(monkeypatch):
     """``hrvlm eval`` under torchrun waits at a barrier for the slowest rank's datasets, which can take hours
     (gloo's default timeout is 30 minutes), so it joins the process group with a timeout of a day."""
-    from hrvlm import distributed
-    from hrvlm.evaluate import RANKS_WAIT
+    from hrvlm.core import distributed
+    from hrvlm.evaluation.evaluate import RANKS_WAIT
 
     asked = []
 
@@ -410,7 +411,7 @@ def test_hrvlm_eval_consumes_a_run(tmp_path, capsys):
     store = tmp_path / "records.jsonl"
     assert cli.main(["eval", "--pretrained", str(run), "--datasets", "mini-finetune", "--profile", "smoke",
                      "--n", "8", "--attack", "none", "--store", str(store)]) == 0
-    from hrvlm.records import RecordStore
+    from hrvlm.evaluation.records import RecordStore
 
     record, = RecordStore(store).records()
     assert record["model"] == "hrvlm-tiny-cnn" and record["method"] == _train_methods.NAME
@@ -422,7 +423,7 @@ def test_hrvlm_eval_consumes_a_run(tmp_path, capsys):
 def test_eval_splits_datasets_across_torchrun_ranks(tmp_path):
     """``hrvlm eval`` under torchrun: each rank evaluates its share of the datasets into the shared store;
     rank 0 prints the whole table.  The records equal a single process's, bit for bit."""
-    from hrvlm.records import RecordStore
+    from hrvlm.evaluation.records import RecordStore
 
     run = tr.train(config(steps=2), tmp_path / "run", progress=False)
     args = ["eval", "--pretrained", str(run), "--datasets", "mini-heldout,mini-outline,mini-colours", "--profile",

@@ -1,17 +1,17 @@
-"""The validation chapter's rows (hrvlm.validation) and the bundled real digits (uci-digits)."""
+"""The validation chapter's rows (hrvlm.book.validation) and the bundled real digits (uci-digits)."""
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from hrvlm import geometry as G
-from hrvlm import validation as V
+from hrvlm.geometry import poincare as G
+from hrvlm.book import validation as V
 from hrvlm.attacks import ThreatModel, ce_loss, pgd_maximize
 from hrvlm.cli import main
 from hrvlm.data import fixed_subset, get_dataset, get_spec, list_datasets
 from hrvlm.heads import build_head
-from hrvlm.zeroshot import load_templates
+from hrvlm.data.templates import load_templates
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

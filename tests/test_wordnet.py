@@ -1,7 +1,7 @@
 import nltk
 import pytest
 
-from hrvlm import wordnet
+from hrvlm.hierarchy import wordnet
 from hrvlm.cli import main
 
 
@@ -146,7 +146,7 @@ def test_relation_order_is_the_same_under_every_hash_seed():
     import subprocess
     import sys
 
-    code = ("from hrvlm.wordnet import hypernyms, synset as s;"
+    code = ("from hrvlm.hierarchy.wordnet import hypernyms, synset as s;"
             "print([h.name() for h in hypernyms(s('square.n.01'))])")
     outputs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                               env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout for seed in (0, 6, 11)}

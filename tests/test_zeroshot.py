@@ -1,8 +1,10 @@
 import pytest
 import torch
 
-from hrvlm.models import load_clip
-from hrvlm.zeroshot import ZeroShotClassifier, class_embeddings, load_templates
+from hrvlm.models.clip import load_clip
+from hrvlm.heads.zeroshot import ZeroShotClassifier
+from hrvlm.heads.zeroshot import class_embeddings
+from hrvlm.data.templates import load_templates
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +67,8 @@ def test_prompt_features_are_shared_by_equal_text_towers_and_recomputed_when_the
 
     import torch
 
-    from hrvlm.models import load_clip
-    from hrvlm.zeroshot import encode_prompts
+    from hrvlm.models.clip import load_clip
+    from hrvlm.text.prompts import encode_prompts
 
     model, _, tokenizer = load_clip("hrvlm-tiny", "random-init")
     calls = []

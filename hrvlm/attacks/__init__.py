@@ -10,13 +10,13 @@ from __future__ import annotations
 import functools
 import inspect
 
-from .apgd import APGD
-from .autoattack import APGDT, FABT, AutoAttack, Square
-from .base import Attack, ce_loss, dlr_loss, margin_loss
-from .hierarchical import (level_weights, superclass_attack,
+from hrvlm.attacks.apgd import APGD
+from hrvlm.attacks.autoattack import APGDT, FABT, AutoAttack, Square
+from hrvlm.attacks.base import Attack, ce_loss, dlr_loss, margin_loss
+from hrvlm.attacks.hierarchical import (level_weights, superclass_attack,
                            transfer_outcome, transfer_summary, universal_hierarchical_perturbation)
-from .pgd import CW, PGD, MomentumPGD, pgd_maximize
-from .threat import ThreatModel
+from hrvlm.attacks.pgd import CW, PGD, MomentumPGD, pgd_maximize
+from hrvlm.attacks.threat import ThreatModel
 
 
 # name -> factory(threat, **settings); a name is the ``config()["name"]`` of the attack it builds

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from .base import Attack, Forward, ce_loss, dlr_loss, make_generator, misclassified
-from .threat import ThreatModel
+from hrvlm.attacks.base import Attack, Forward, ce_loss, dlr_loss, make_generator, misclassified
+from hrvlm.attacks.threat import ThreatModel
 
 LOSSES = {"ce": ce_loss, "dlr": dlr_loss}
 

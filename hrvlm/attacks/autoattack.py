@@ -30,9 +30,9 @@ import torch
 import torchattacks
 from torch import nn
 
-from .apgd import APGD
-from .base import Attack, Forward, misclassified
-from .threat import ThreatModel
+from hrvlm.attacks.apgd import APGD
+from hrvlm.attacks.base import Attack, Forward, misclassified
+from hrvlm.attacks.threat import ThreatModel
 
 TORCHATTACKS_NORMS = {"linf": "Linf", "l2": "L2"}
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .threat import ThreatModel
+from hrvlm.attacks.threat import ThreatModel
 
 # Bump when an attack's semantics change (defaults, selection rules), so records stay comparable.
 ALGORITHM_VERSION = 1

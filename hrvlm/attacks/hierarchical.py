@@ -1,6 +1,6 @@
 """Hierarchical threat settings (HRVLM, Fig. 1) and HRVLM's training perturbations.
 
-A class tree (:class:`hrvlm.hierarchy.Tree`: ``names[level]`` readable names, ``level_labels(y, level)``;
+A class tree (:class:`hrvlm.hierarchy.trees.Tree`: ``names[level]`` readable names, ``level_labels(y, level)``;
 level 0 = leaves) gives one classifier per level: a :class:`hrvlm.heads.Head` built over ``tree.names``
 (``build_head(spec, model, tokenizer, tree.names, templates)``), whatever its kind, so the attacks
 below hit the classifier a method deploys.  On top of the ordinary attacks:
@@ -21,9 +21,9 @@ from torch import nn
 
 from hrvlm.heads import Head
 
-from .base import Attack, attack_context, ce_loss, make_generator
-from .pgd import pgd_maximize
-from .threat import ThreatModel
+from hrvlm.attacks.base import Attack, attack_context, ce_loss, make_generator
+from hrvlm.attacks.pgd import pgd_maximize
+from hrvlm.attacks.threat import ThreatModel
 
 
 def level_weights(depth: int) -> list[float]:

@@ -9,8 +9,8 @@ from typing import Callable
 
 import torch
 
-from .base import Attack, Forward, autocast_context, ce_loss, make_generator, margin_loss, misclassified
-from .threat import ThreatModel
+from hrvlm.attacks.base import Attack, Forward, autocast_context, ce_loss, make_generator, margin_loss, misclassified
+from hrvlm.attacks.threat import ThreatModel
 
 # objective(perturbed inputs) -> per-sample loss [B], or (loss [B], success [B] bool)
 Objective = Callable[[torch.Tensor], "torch.Tensor | tuple[torch.Tensor, torch.Tensor]"]

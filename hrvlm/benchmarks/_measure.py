@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from hrvlm.environment import check_device, default_device
-from hrvlm.precision import CHOICES
-from hrvlm.storage import atomic_write_json
+from hrvlm.core.environment import check_device, default_device
+from hrvlm.core.precision import CHOICES
+from hrvlm.core.storage import atomic_write_json
 
 VIT_B32_GFLOP = 8.8      # forward, per 224-px image
 INPUT_GRAD_FORWARDS = 2  # forward + activation backward
@@ -158,8 +158,8 @@ class Workload:
 
     def classifier(self, seed: int = 0):
         """A zero-shot classifier over random class embeddings on a random-init model."""
-        from hrvlm.models import load_clip
-        from hrvlm.zeroshot import ZeroShotClassifier
+        from hrvlm.models.clip import load_clip
+        from hrvlm.heads.zeroshot import ZeroShotClassifier
 
         torch.manual_seed(seed)
         model, _, _ = load_clip(self.model_name, device=self.device)
@@ -199,7 +199,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed calls; the median is reported")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls first")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--precision", default="auto", choices=CHOICES, help="see hrvlm.precision (default: auto)")
+    parser.add_argument("--precision", default="auto", choices=CHOICES, help="see hrvlm.core.precision (default: auto)")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
 
 
@@ -216,8 +216,8 @@ def setup(args: argparse.Namespace) -> Workload:
 
 
 def check_model(name: str | None) -> None:
-    """Exit with :func:`hrvlm.models.check_model_name`'s one-line message if there is no model ``name``."""
-    from hrvlm.models import check_model_name
+    """Exit with :func:`hrvlm.models.clip.check_model_name`'s one-line message if there is no model ``name``."""
+    from hrvlm.models.clip import check_model_name
 
     if name is not None:
         try:

@@ -2,7 +2,7 @@
 
 One run, one batch, the same steps and step size for every row:
 
-* **hrvlm PGD** in the attack precision of :func:`hrvlm.precision.precision_policy` (bf16 autocast on an
+* **hrvlm PGD** in the attack precision of :func:`hrvlm.core.precision.precision_policy` (bf16 autocast on an
   Ampere-or-newer GPU, float32 on older GPUs and the CPU), weights frozen, no host synchronisation, best
   iterate kept;
 * the same in float32, and the same with weights left trainable (what freezing buys);
@@ -27,9 +27,9 @@ import torch
 
 from hrvlm.attacks import PGD, ThreatModel
 from hrvlm.attacks.threat import eps_argument
-from hrvlm.precision import dtype_name, precision_policy
+from hrvlm.core.precision import dtype_name, precision_policy
 
-from ._measure import (EVAL_IMAGES, VIT_B32_GFLOP, add_arguments, ceilings, environment, pgd_eval_forwards,
+from hrvlm.benchmarks._measure import (EVAL_IMAGES, VIT_B32_GFLOP, add_arguments, ceilings, environment, pgd_eval_forwards,
                        print_environment, rate_unit, reference_pgd, run, seconds, setup)
 
 
@@ -40,7 +40,7 @@ def rows(clf, x, y, steps: int, eps: float, prec, channels_last: bool = False, c
     step_size = eps / 4
     threat = ThreatModel("linf", eps)
     ours = PGD(threat, steps=steps, step_size=step_size, autocast=prec.attack_dtype)
-    name = dtype_name(prec.attack_dtype)  # attacks never run in fp16 (hrvlm.precision says why)
+    name = dtype_name(prec.attack_dtype)  # attacks never run in fp16 (hrvlm.core.precision says why)
     ours32 = PGD(threat, steps=steps, step_size=step_size)
     generator = torch.Generator(device=x.device)
 

@@ -9,7 +9,7 @@ times the batch's mean feature removed, so larger spreads give more confident im
 image the input gradient under each dtype is compared with float32's: the fraction of entries that
 come out exactly zero, and the fraction whose sign agrees (what an L∞ step uses).
 
-The figures behind :mod:`hrvlm.precision`'s rule that attacks never run in float16
+The figures behind :mod:`hrvlm.core.precision`'s rule that attacks never run in float16
 (``benchmarks/NOTES.md``, v3 item 5).  On a GPU it measures its fp16 kernels; on the CPU, CPU autocast's.
 """
 from __future__ import annotations
@@ -20,9 +20,9 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from ..attacks.base import attack_context
-from ..precision import DTYPES
-from ._measure import check_model, device_of, environment, print_environment, run
+from hrvlm.attacks.base import attack_context
+from hrvlm.core.precision import DTYPES
+from hrvlm.benchmarks._measure import check_model, device_of, environment, print_environment, run
 
 HALF = ("fp16", "bf16")
 
@@ -47,8 +47,8 @@ def measure(args: argparse.Namespace) -> dict:
     device = device_of(args.device)
     name = args.model or "ViT-B-32"
     check_model(name)
-    from ..models import load_clip
-    from ..zeroshot import ZeroShotClassifier
+    from hrvlm.models.clip import load_clip
+    from hrvlm.heads.zeroshot import ZeroShotClassifier
 
     torch.manual_seed(0)
     model, _, _ = load_clip(name, device=device)

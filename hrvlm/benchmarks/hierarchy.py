@@ -7,8 +7,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from .. import hierarchy
-from ..wordnet import get_wordnet
+from hrvlm.hierarchy import trees as hierarchy
+from hrvlm.hierarchy.wordnet import get_wordnet
 
 MINI = ("mini-pretrain", "mini-colours")
 

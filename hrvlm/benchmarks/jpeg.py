@@ -22,8 +22,8 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from ..data.jpeg import decode_batch, quiet_codecs
-from ._measure import device_of, environment, print_environment, rate_unit, run, seconds
+from hrvlm.data.jpeg import decode_batch, quiet_codecs
+from hrvlm.benchmarks._measure import device_of, environment, print_environment, rate_unit, run, seconds
 
 # (height, width) of frequent ImageNet train images
 IMAGENET_SIZES = ((375, 500), (500, 375), (333, 500), (500, 500), (500, 333), (400, 500), (281, 500))
@@ -50,7 +50,7 @@ def pil_workers_path(data: list[torch.Tensor], size: int = SIZE) -> torch.Tensor
     """What ``decode="workers"`` does per image (PIL decode, resize, crop, to tensor), for a whole batch."""
     from PIL import Image
 
-    from ..data.real import image_transform
+    from hrvlm.data.real import image_transform
 
     transform = image_transform(size, None, "resize-first")
     return torch.stack([transform(Image.open(io.BytesIO(d.numpy().tobytes()))) for d in data])

@@ -1,5 +1,5 @@
 """``hrvlm bench mini``: the mini world's targets, printed (issue 9), each accuracy beside its majority
-baseline and binomial standard error (:mod:`hrvlm.metrics`) on the profile's fixed test images.
+baseline and binomial standard error (:mod:`hrvlm.results.metrics`) on the profile's fixed test images.
 
 * pretraining cost of the tiny CLIP (from its record: wall time, CPU time, steps/s; a fresh run if the
   cache has none) against the 6-minute target;
@@ -9,7 +9,7 @@ baseline and binomial standard error (:mod:`hrvlm.metrics`) on the profile's fix
   the majority baseline), robust top-1 under PGD-10 at the profile's ε, and the rate at which those
   superclass adversaries flip the leaf classifier's correct decisions (:func:`hrvlm.attacks.transfer_summary`);
 * the ε calibration: robust leaf top-1 under PGD-10 (:mod:`hrvlm.attacks`, through
-  :func:`hrvlm.evaluate.evaluate`) for ε ∈ {1, 2, 3, 4, 6, 8}/255, and the smallest ε that takes the
+  :func:`hrvlm.evaluation.evaluate.evaluate`) for ε ∈ {1, 2, 3, 4, 6, 8}/255, and the smallest ε that takes the
   average to ≤ 20 % (the mini world's analogue of 1/255, recorded as ``eps_unit`` in
   ``resources/profiles.json``).
 """
@@ -33,8 +33,8 @@ def calibration(model, tokenizer, datasets, eps_grid=EPS_GRID, n: int | None = N
     """``{k: {dataset: robust top-1 under PGD-steps at k/255, ..., "average": ...}}``.
 
     ``store`` (here and below): a records file whose stored evaluations are reused (None: none)."""
-    from ..attacks import build_attack
-    from ..evaluate import evaluate
+    from hrvlm.attacks import build_attack
+    from hrvlm.evaluation.evaluate import evaluate
 
     table = {}
     for k in eps_grid:
@@ -53,8 +53,8 @@ def choose_eps(table: dict[int, dict[str, float]], target: float = TARGET_ROBUST
 
 def eval_labels(dataset: str, n: int | None, profile: str, tree=None, level: int = 0) -> np.ndarray:
     """Labels (of ``level`` of ``tree``) of the fixed test images a mini-world evaluation uses."""
-    from ..data.registry import fixed_subset
-    from ..miniworld.datasets import MiniWorldDataset
+    from hrvlm.data.registry import fixed_subset
+    from hrvlm.miniworld.datasets import MiniWorldDataset
 
     ds = MiniWorldDataset(dataset, "test", profile=profile)
     labels = np.array([ds.label(int(i)) for i in fixed_subset(dataset, len(ds), n, "test")])
@@ -64,8 +64,8 @@ def eval_labels(dataset: str, n: int | None, profile: str, tree=None, level: int
 def leaf_table(model, tokenizer, datasets, n: int | None, profile: str, progress: bool = False,
                store=None) -> list[dict]:
     """Clean leaf top-1 per dataset with classes, majority baseline and binomial SE."""
-    from ..evaluate import evaluate
-    from ..metrics import binomial_se, majority_baseline
+    from hrvlm.evaluation.evaluate import evaluate
+    from hrvlm.results.metrics import binomial_se, majority_baseline
 
     rows = []
     for name in datasets:
@@ -83,10 +83,10 @@ def level_table(model, tokenizer, dataset: str, eps: float, n: int | None, profi
     """Per level (with ≥ 2 classes) of the dataset's tree ``tree_index``: classes, majority baseline, clean top-1 ± SE,
     robust top-1 ± SE under PGD-``steps`` at ``eps`` (superclass attacks above level 0) and the leaf
     transfer rate of those superclass adversaries."""
-    from ..attacks import build_attack
-    from ..evaluate import evaluate
-    from ..hierarchy import forest_for_dataset
-    from ..metrics import binomial_se, majority_baseline
+    from hrvlm.attacks import build_attack
+    from hrvlm.evaluation.evaluate import evaluate
+    from hrvlm.hierarchy.trees import forest_for_dataset
+    from hrvlm.results.metrics import binomial_se, majority_baseline
 
     tree = forest_for_dataset(dataset).trees[tree_index]
     levels = [level for level in range(tree.depth + 1) if tree.num_classes(level) >= 2]  # a root is no task
@@ -111,10 +111,10 @@ def _met(ok: bool) -> str:
 
 
 def main(argv=None) -> int:
-    from ..experiments import records_store
-    from ..models import load_clip
-    from ..pretrain import PretrainConfig, ensure_pretrained, load_record
-    from ..profiles import get_profile
+    from hrvlm.evaluation.records import default_store
+    from hrvlm.models.clip import load_clip
+    from hrvlm.training.pretrain import PretrainConfig, ensure_pretrained, load_record
+    from hrvlm.profiles import get_profile
 
     parser = argparse.ArgumentParser(prog="hrvlm bench mini", description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="mini", choices=["smoke", "mini"])
@@ -143,7 +143,7 @@ def main(argv=None) -> int:
 
     model, _, tokenizer = load_clip(prof.model, pretrained=prof.pretrained)
     n = args.n if args.n is not None else prof.eval_n
-    store = records_store()  # hrvlm eval's: evaluations stored there are reused, new ones kept
+    store = default_store()  # hrvlm eval's: evaluations stored there are reused, new ones kept
     leaves = leaf_table(model, tokenizer, prof.eval_datasets, n, world, store=store)
     print(f"clean zero-shot leaf top-1 ({n} fixed test images per set; ± binomial SE)")
     print(f"  {'dataset':<16} {'classes':>7} {'majority':>9} {'top-1':>8} {'± SE':>6}")
@@ -182,7 +182,7 @@ def main(argv=None) -> int:
           f"{'none in the grid' if chosen is None else f'{chosen}/255'}; "
           f"profile {prof.name!r} uses eps_unit = {round(prof.eps_unit * 255, 3)}/255")
     if args.json:
-        from ..storage import atomic_write_json
+        from hrvlm.core.storage import atomic_write_json
 
         atomic_write_json(args.json, {"record": record, "leaves": leaves, "levels": levels, "calibration": table,
                                       "chosen_eps_255": chosen, "n": n, "profile": prof.name})

@@ -16,8 +16,8 @@ from __future__ import annotations
 import argparse
 import shlex
 
-from . import attacks, jpeg, step
-from ._measure import ceilings, check_model, device_of, environment, print_environment, write_json
+from hrvlm.benchmarks import attacks, jpeg, step
+from hrvlm.benchmarks._measure import ceilings, check_model, device_of, environment, print_environment, write_json
 
 SECTIONS = {"attacks": attacks, "step": step, "jpeg": jpeg}
 

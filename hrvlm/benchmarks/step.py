@@ -24,9 +24,9 @@ import torch.nn.functional as F
 from hrvlm.attacks import ThreatModel, pgd_maximize
 from hrvlm.attacks.base import attack_context, ce_loss
 from hrvlm.attacks.threat import eps_argument
-from hrvlm.precision import precision_policy
+from hrvlm.core.precision import precision_policy
 
-from ._measure import (EPOCH_IMAGES, VIT_B32_GFLOP, add_arguments, ceilings, environment, print_environment,
+from hrvlm.benchmarks._measure import (EPOCH_IMAGES, VIT_B32_GFLOP, add_arguments, ceilings, environment, print_environment,
                        rate_unit, reference_pgd, run, seconds, setup, train_forwards)
 
 # training-attack steps of each method (the papers and public code of TeCoA, PMG-AFT, FARE and QT-AFT;

@@ -25,8 +25,8 @@ REFERENCE = "pretrained"
 
 def tree_levels(dataset: str, depth: int = 5) -> list[int]:
     """Levels of the dataset's first tree that have at least two classes (the root cannot be attacked)."""
-    from ..data.registry import get_spec
-    from ..hierarchy import forest_for_dataset
+    from hrvlm.data.registry import get_spec
+    from hrvlm.hierarchy.trees import forest_for_dataset
 
     spec = get_spec(dataset)
     if spec.hierarchy is None:
@@ -37,7 +37,7 @@ def tree_levels(dataset: str, depth: int = 5) -> list[int]:
 
 def scores(model, tokenizer, profile, attack, n: int | None, store: Path, method: str) -> dict:
     """Clean/robust accuracy per level on the fine-tuning set, and per zero-shot set at level 0."""
-    from ..evaluate import evaluate
+    from hrvlm.evaluation.evaluate import evaluate
 
     out = {"levels": {}, "zeroshot": {}}
     options = profile.dataset_options
@@ -54,13 +54,13 @@ def scores(model, tokenizer, profile, attack, n: int | None, store: Path, method
 
 
 def main(argv=None) -> int:
-    from ..attacks import build_attack
-    from ..methods import METHODS
-    from ..models import load_clip
-    from ..profiles import get_profile, profile_names
-    from ..runs import read_record
-    from ..storage import cache_dir
-    from ..train import config_from_profile, train
+    from hrvlm.attacks import build_attack
+    from hrvlm.methods import METHODS
+    from hrvlm.models.clip import load_clip
+    from hrvlm.profiles import get_profile, profile_names
+    from hrvlm.models.runs import read_record
+    from hrvlm.core.storage import cache_dir
+    from hrvlm.training.train import config_from_profile, train
 
     parser = argparse.ArgumentParser(prog="hrvlm bench train", description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="mini", choices=profile_names())

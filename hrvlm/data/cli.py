@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import argparse
 
-from . import fabricate
-from .real import REAL, data_root, fetch
-from .registry import get_spec, list_datasets
+from hrvlm.data import fabricate, marker
+from hrvlm.data.real import REAL, data_root, fetch
+from hrvlm.data.registry import get_spec, list_datasets
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -39,7 +39,7 @@ def status(name: str, root=None) -> str:
     missing = [s for s in info.splits if info.missing(root, s)]
     if missing:
         return f"missing {','.join(missing)}"
-    return "present (fabricated)" if fabricate.is_fabricated(root) else "present"
+    return "present (fabricated)" if marker.is_fabricated(root) else "present"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.action == "fabricate":
         root = fabricate.fabricate(args.root, per_class=args.per_class, names=args.dataset)
-        print(f"fabricated test data (not the real datasets) under {root}: {', '.join(fabricate.marker(root)['datasets'])}")
+        print(f"fabricated test data (not the real datasets) under {root}: {', '.join(marker.read_marker(root)['datasets'])}")
         return 0
     if args.name not in REAL:
         bundled = args.name in list_datasets() and get_spec(args.name).bundled

@@ -17,12 +17,11 @@ the ``test`` split (scikit-learn's copy is the UCI test set); fixed subsets pick
 from __future__ import annotations
 
 import functools
-import json
 
 import torch
 from torch.nn import functional as F
 
-from .registry import CLASSNAME_DIR, DatasetSpec, load_classnames, register
+from hrvlm.data.registry import DatasetSpec, classname_file, load_classnames, register
 
 NAME = "uci-digits"
 LEVELS = 16  # the UCI grey levels are 0..16
@@ -74,7 +73,7 @@ def build(split: str = "test", image_size: int = 32) -> UCIDigits:
 
 def licence() -> str:
     """The dataset's licence, as its class-name file states it."""
-    return json.loads((CLASSNAME_DIR / f"{NAME}.json").read_text())["licence"]
+    return classname_file(NAME)["licence"]
 
 
 register(DatasetSpec(

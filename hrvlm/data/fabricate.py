@@ -8,13 +8,13 @@ TinyImageNet as its zip extracts.  Each class gets ``per_class`` images per spli
 real set has JPEGs), drawn from a seed of ``(dataset, split, class, index)`` alone, so a root is the
 same on every machine.  It takes seconds and needs no network: the rehearsal of the ``full`` code path.
 
-**Labelled as test data.**  The root gets :data:`MARKER` (JSON: format, what it is, the md5 of every
-file written).  :func:`is_fabricated` reads it; evaluation records of a fabricated root carry
+**Labelled as test data.**  The root gets :data:`hrvlm.data.marker.MARKER` (JSON: format, what it is, the md5 of every
+file written).  :func:`hrvlm.data.marker.is_fabricated` reads it; evaluation records of a fabricated root carry
 ``"fabricated": true`` (also in their key, through ``dataset_options``), so do training runs, and the
 tables put such numbers under "(fabricated)" columns, never beside the paper's.  torchvision checks
 CIFAR, STL-10 and Flowers-102 files against the md5s of the published archives, which fabricated
 files cannot match; for a fabricated root the loader checks them against the marker's md5s instead
-(:func:`checksums`), with torchvision's own check.
+(:func:`hrvlm.data.marker.checksums`), with torchvision's own check.
 """
 from __future__ import annotations
 
@@ -28,45 +28,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..storage import atomic_folder
-from .registry import load_classnames
+from hrvlm.core.storage import atomic_folder
+from hrvlm.data.marker import FORMAT, MARKER, FabricatedRootError, read_marker
+from hrvlm.data.registry import load_classnames
 
-MARKER = "HRVLM-FABRICATED.json"
-FORMAT = "hrvlm-fabricated/1"
 DEFAULT_PER_CLASS = 2
 # Variable-size sets get small images of a few sizes (the loader resizes and centre-crops them).
 _SIZES = ((48, 40), (40, 56), (64, 48))
-
-
-class FabricatedRootError(ValueError):
-    """A fabricated root's marker is unreadable, or a root already holds real data."""
-
-
-def marker(root: str | Path) -> dict | None:
-    """The parsed marker of ``root``, or ``None`` if it is not a fabricated root."""
-    path = Path(root) / MARKER
-    if not path.is_file():
-        return None
-    try:
-        entry = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise FabricatedRootError(f"{path} is not a readable fabrication marker ({err}); delete the folder and run "
-                                  f"`hrvlm data fabricate --root {root}` again") from None
-    if not isinstance(entry, dict) or entry.get("format") != FORMAT:
-        raise FabricatedRootError(f"{path} is not a {FORMAT} marker; delete the folder and run "
-                                  f"`hrvlm data fabricate --root {root}` again")
-    return entry
-
-
-def is_fabricated(root: str | Path) -> bool:
-    """Whether ``root`` was written by :func:`fabricate` (its datasets are test data, not real ones)."""
-    return marker(root) is not None
-
-
-def checksums(root: str | Path) -> dict[str, str]:
-    """``relative path -> md5`` of the files :func:`fabricate` wrote under ``root`` ({} if not fabricated)."""
-    entry = marker(root)
-    return dict(entry["md5"]) if entry else {}
 
 
 # ----------------------------------------------------------------------------- images
@@ -114,7 +82,7 @@ def _slugs(names: Sequence[str], sep: str = "_") -> list[str]:
 
 
 class _Writer:
-    """Writes files under a staging folder (:func:`hrvlm.storage.atomic_folder`: the root appears whole
+    """Writes files under a staging folder (:func:`hrvlm.core.storage.atomic_folder`: the root appears whole
     or not at all) and remembers their md5s (for the marker)."""
 
     def __init__(self, root: Path, per_class: int):
@@ -245,9 +213,9 @@ def _cars(w: _Writer, name: str) -> None:
 
 
 def _sun397(w: _Writer, name: str) -> None:
-    from .registry import CLASSNAME_DIR
+    from hrvlm.data.registry import classname_file
 
-    paths = json.loads((CLASSNAME_DIR / f"{name}.json").read_text())["paths"]  # "/a/abbey", ...
+    paths = classname_file(name)["paths"]  # "/a/abbey", ...
     w.text("SUN397/ClassName.txt", "\n".join(paths) + "\n")
     for c, i in w.items(len(paths)):
         w.jpeg(f"SUN397{paths[c]}/sun_{_seed(name, c, i) % 10**12:012d}.jpg", name, "test", c, i)
@@ -296,18 +264,18 @@ def _pcam(w: _Writer, name: str) -> None:
 
 
 def _imagenet(w: _Writer, name: str) -> None:
-    from .registry import CLASSNAME_DIR
+    from hrvlm.data.registry import classname_file
 
-    wnids = json.loads((CLASSNAME_DIR / f"{name}.json").read_text())["wnids"]
+    wnids = classname_file(name)["wnids"]
     for split in ("train", "val"):
         for c, i in w.items(len(wnids)):
             w.jpeg(f"imagenet/{split}/{wnids[c]}/{wnids[c]}_{split}_{i}.JPEG", name, split, c, i)
 
 
 def _tinyimagenet(w: _Writer, name: str) -> None:
-    from .registry import CLASSNAME_DIR
+    from hrvlm.data.registry import classname_file
 
-    wnids = json.loads((CLASSNAME_DIR / f"{name}.json").read_text())["wnids"]
+    wnids = classname_file(name)["wnids"]
     base = "tiny-imagenet-200"
     w.text(f"{base}/wnids.txt", "\n".join(wnids) + "\n")
     rows = []
@@ -337,7 +305,7 @@ def fabricate(root: str | Path, per_class: int = DEFAULT_PER_CLASS, names: Seque
     Refuses a root that holds files but no marker (it may hold real data, which this must never mix
     with); a fabricated root is replaced whole (the same bytes for the same ``per_class``).
     """
-    from .real import REAL
+    from hrvlm.data.real import REAL
 
     root = Path(root).expanduser()
     if not (isinstance(per_class, int) and per_class >= 1):
@@ -350,7 +318,7 @@ def fabricate(root: str | Path, per_class: int = DEFAULT_PER_CLASS, names: Seque
     assert not missing_writer, f"no fabricator for {missing_writer}"  # a registered set without one is a bug
     if root.exists() and not root.is_dir():
         raise NotADirectoryError(f"--root {root} is a file; give a folder for the fabricated datasets")
-    held = marker(root)
+    held = read_marker(root)
     if held is None and root.is_dir() and any(root.iterdir()):
         raise FabricatedRootError(f"{root} already holds files and is not a fabricated root: fabricated test data "
                                   f"is never written beside real data; give an empty or new folder")
@@ -374,9 +342,9 @@ def fabricate(root: str | Path, per_class: int = DEFAULT_PER_CLASS, names: Seque
 
 def ensure(root: str | Path, per_class: int = DEFAULT_PER_CLASS) -> Path:
     """``root`` fabricated with every real dataset, writing it first if it is new or lacks one."""
-    from .real import REAL
+    from hrvlm.data.real import REAL
 
-    held = marker(root)
+    held = read_marker(root)
     if held is None or set(REAL) - set(held["datasets"]):  # new, or fabricated by an older hrvlm
         fabricate(root, per_class=held["per_class"] if held else per_class)
     return Path(root)

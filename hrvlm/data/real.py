@@ -32,9 +32,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..storage import cache_dir, check_writable_folder
-from .archives import safe_extract, safe_extractors
-from .registry import DatasetSpec, load_classnames, register
+from hrvlm.core.storage import cache_dir, check_writable_folder
+from hrvlm.data.archives import safe_extract, safe_extractors
+from hrvlm.data.registry import DatasetSpec, load_classnames, register
 
 DATA_ENV = "HRVLM_DATA"
 RESOLUTION_POLICIES = ("native-then-resize", "resize-first")
@@ -74,7 +74,7 @@ def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
 
 
 class InGraphResize(nn.Module):
-    """A :class:`~hrvlm.models.PixelCLIP` whose image encoder first resizes its input to the model's
+    """A :class:`~hrvlm.models.clip.PixelCLIP` whose image encoder first resizes its input to the model's
     resolution (bicubic, differentiable): classifiers built on it take native-resolution images, so an
     attack's ε-ball lives in native pixels.  Text encoding, logit scale and ``unchecked`` pass through.
     """
@@ -292,9 +292,9 @@ MD5_CHECKED = {"CIFAR10": "cifar-10-batches-py", "CIFAR100": "cifar-100-python",
 
 
 def _checked_against(cls, root: Path):
-    """``cls``, or for a fabricated root (:mod:`hrvlm.data.fabricate`) a subclass whose md5 tables are the
+    """``cls``, or for a fabricated root (:mod:`hrvlm.data.marker`) a subclass whose md5 tables are the
     marker's md5s of the fabricated files: torchvision's own integrity check then verifies them."""
-    from .fabricate import checksums
+    from hrvlm.data.marker import checksums
 
     sums, folder = checksums(root), MD5_CHECKED.get(cls.__name__)
     if not sums or folder is None:
@@ -328,9 +328,9 @@ def _construct(info: RealDataset, root: Path, split: str, transform, download: b
 
 def labelled_options(name: str, options: dict) -> dict:
     """``options`` with ``"fabricated": True`` added when ``name`` is a real dataset read from a fabricated
-    root (:mod:`hrvlm.data.fabricate`): records and runs keyed by these options are told apart from real
+    root (:mod:`hrvlm.data.marker`): records and runs keyed by these options are told apart from real
     ones, and carry the label.  Unchanged for real roots and generated datasets."""
-    from .fabricate import is_fabricated
+    from hrvlm.data.marker import is_fabricated
 
     if name not in REAL or not is_fabricated(data_root(options.get("root"))):
         return dict(options)
@@ -346,7 +346,7 @@ def build(name: str, split: str = "test", root: str | os.PathLike | None = None,
     ``fabricated`` (set by :func:`labelled_options`), if given, must say what the root is: a record or run
     made for a fabricated root is never computed on a real one, nor the other way round.
     """
-    from .fabricate import is_fabricated
+    from hrvlm.data.marker import is_fabricated
 
     info = REAL[name]
     if split not in info.splits:
@@ -372,7 +372,7 @@ def fetch(name: str, root: str | os.PathLike | None = None, splits: Sequence[str
     """
     if name not in REAL:
         raise KeyError(f"unknown real dataset {name!r}; known: {sorted(REAL)}")
-    from .fabricate import is_fabricated
+    from hrvlm.data.marker import is_fabricated
 
     info, root = REAL[name], data_root(root)
     if is_fabricated(root):

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import inspect
 import json
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-CLASSNAME_DIR = Path(__file__).resolve().parent.parent / "resources" / "classnames"
+from hrvlm.core.resources import RESOURCES
+
+CLASSNAME_DIR = RESOURCES / "classnames"
 
 _REGISTRY: dict[str, "DatasetSpec"] = {}
 
@@ -31,7 +33,7 @@ class DatasetSpec:
     classnames: tuple[str, ...]       # readable names, as they go into prompts
     templates: str                    # a template set of hrvlm/resources/templates
     factory: Callable[..., object]    # factory(split=..., **options) -> Dataset of (image [3,S,S] in [0,1], label)
-    hierarchy: str | None = None      # key of its class forest in hrvlm.hierarchy (None: flat)
+    hierarchy: str | None = None      # key of its class forest in hrvlm.hierarchy.trees (None: flat)
     splits: tuple[str, ...] = ("test",)
     description: str = ""
     options: dict = field(default_factory=dict)  # default keyword arguments of the factory
@@ -79,12 +81,22 @@ def list_datasets(profile: str | None = None) -> list[str]:
     return sorted(n for n, s in _REGISTRY.items() if profile is None or s.profile == profile)
 
 
+def accepted_options(factory, options: dict) -> dict:
+    """The ``options`` that ``factory`` accepts (mini-world factories take no ``resolution``)."""
+    params = inspect.signature(factory).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return options
+    return {k: v for k, v in options.items() if k in params}
+
+
 def get_dataset(name: str, split: str = "test", **options):
-    """Build the dataset ``name`` (its factory's defaults updated by ``options``)."""
+    """Build the dataset ``name``: the one way every layer does.  Its registered options updated by
+    ``options``, of which those its factory does not take are dropped (a mini-world set has no
+    ``resolution``: evaluation passes the same options to every set)."""
     spec = get_spec(name)
     if split not in spec.splits:
         raise ValueError(f"dataset {name!r} has no split {split!r}; its splits are {list(spec.splits)}")
-    return spec.factory(split=split, **{**spec.options, **options})
+    return spec.factory(split=split, **accepted_options(spec.factory, {**spec.options, **options}))
 
 
 def default_num_workers(device) -> int:
@@ -97,13 +109,19 @@ def default_num_workers(device) -> int:
     return max(0, min(8, cores - 1))
 
 
-def load_classnames(name: str) -> list[str]:
-    """Class names shipped as data in ``resources/classnames/<name>.json`` (``{"classnames": [...]}``)."""
-    path = CLASSNAME_DIR / f"{name}.json"
+def classname_file(dataset: str) -> dict:
+    """The class-name file of a dataset, ``resources/classnames/<dataset>.json``: ``{"classnames": [...],
+    "source": ...}``, with ``"wnids"`` or ``"synsets"`` where the dataset has them."""
+    path = CLASSNAME_DIR / f"{dataset}.json"
     if not path.is_file():
         known = sorted(p.stem for p in CLASSNAME_DIR.glob("*.json"))
-        raise KeyError(f"no class-name file for {name!r}; known: {known}")
-    return list(json.loads(path.read_text())["classnames"])
+        raise KeyError(f"no class-name file for {dataset!r} in {CLASSNAME_DIR}; known: {known}")
+    return json.loads(path.read_text())
+
+
+def load_classnames(name: str) -> list[str]:
+    """Class names shipped as data in ``resources/classnames/<name>.json`` (``{"classnames": [...]}``)."""
+    return list(classname_file(name)["classnames"])
 
 
 def fixed_subset(name: str, size: int, n: int | None, split: str = "test") -> np.ndarray:

@@ -21,7 +21,7 @@ from typing import ClassVar, Sequence
 import torch
 from torch import nn
 
-from ..registry import registrar
+from hrvlm.core.registry import registrar
 
 HEADS: dict[str, type["Head"]] = {}
 
@@ -122,7 +122,7 @@ def build_head(spec: dict | None, model: nn.Module, tokenizer, names: Sequence[S
                templates: Sequence[str]) -> Head:
     """The head ``spec`` (default ``{"kind": "cosine"}``) over per-level class ``names`` (level 0 =
     leaves), its prototypes from ``templates`` filled with each name."""
-    from hrvlm.zeroshot import encode_prompts
+    from hrvlm.text.prompts import encode_prompts
 
     spec = dict(spec or {"kind": "cosine"})
     kind = spec.pop("kind", None)

@@ -10,7 +10,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .base import Head, register_head
+from hrvlm.heads.base import Head, register_head
 
 
 def cosine_prototypes(text_features: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """HRVLM's zero-shot head on the Poincaré ball: ``logits = −d_c(φ(x), ψ_k) / τ``.
 
 Image and text features are *not* L2-normalised (the norm must stay free to encode depth: the
-papernotes.org note on the paper, its Poincaré-ball section); each modality is multiplied by its own feature scale α, lifted by :func:`~hrvlm.geometry.expmap0`
+papernotes.org note on the paper, its Poincaré-ball section); each modality is multiplied by its own feature scale α, lifted by :func:`~hrvlm.geometry.poincare.expmap0`
 with curvature c and kept strictly inside the ball (radius ≤ (1 − eps)/√c).  A class prototype
 combines its per-template prompt features in one of two ways (``template_mean``, ours):
 
@@ -21,9 +21,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from hrvlm import geometry
+from hrvlm.geometry import poincare as geometry
 
-from .base import Head, register_head
+from hrvlm.heads.base import Head, register_head
 
 TEMPLATE_MEANS = ("tangent", "einstein")
 

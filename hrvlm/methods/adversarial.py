@@ -30,7 +30,7 @@ from torch import nn
 from hrvlm.attacks import ThreatModel, pgd_maximize
 from hrvlm.attacks.base import autocast_context
 
-from .base import Method, TrainContext
+from hrvlm.methods.base import Method, TrainContext
 
 
 def frozen_copy(model: nn.Module) -> nn.Module:

@@ -1,6 +1,6 @@
 """What every training method shares: the :class:`Method` interface, the batch, the registry.
 
-A method is a small object the training loop (:mod:`hrvlm.train`) drives without knowing what it is:
+A method is a small object the training loop (:mod:`hrvlm.training.train`) drives without knowing what it is:
 
 * ``perturb(batch)`` — its attack objective: adversarial images, or ``None`` (clean training);
 * ``loss(batch, adv)`` — its training loss (a scalar) and the figures to log;
@@ -16,7 +16,7 @@ live in ``hrvlm/resources/profiles.json`` as ``profiles.<profile>.methods.<name>
 ``ValueError`` at construction, before any model is loaded.  Methods register by name
 (:func:`register_method`).
 
-What the loop guarantees (:mod:`hrvlm.train`):
+What the loop guarantees (:mod:`hrvlm.training.train`):
 
 * ``setup`` runs once, on the *pretrained* weights (also when a run resumes), before
   ``trainable_parameters`` is asked; a frozen copy made there (``copy.deepcopy(ctx.model)``) is the
@@ -40,7 +40,7 @@ from typing import Any, ClassVar, Iterator
 import torch
 from torch import nn
 
-from ..registry import registrar
+from hrvlm.core.registry import registrar
 
 METHODS: dict[str, type["Method"]] = {}
 
@@ -80,7 +80,7 @@ class TrainContext:
     eps: float                           # the profile's training ε in [0, 1] pixel units
     device: torch.device
     autocast: torch.dtype | None         # forward dtype (bf16 / fp16) or None for float32
-    attack_autocast: torch.dtype | None  # the training attack's: never fp16 (hrvlm.precision says why)
+    attack_autocast: torch.dtype | None  # the training attack's: never fp16 (hrvlm.core.precision says why)
     seed: int
     train_set: Any = None                # the training split ``Batch.index`` indexes (per-item data: captions)
 

@@ -5,7 +5,7 @@ from typing import Iterator
 
 from torch import nn
 
-from .base import Batch, Method, register_method
+from hrvlm.methods.base import Batch, Method, register_method
 
 
 @register_method("clip")

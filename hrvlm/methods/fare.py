@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import torch
 
-from .adversarial import AdversarialMethod, frozen_copy
-from .base import Batch, TrainContext, register_method
+from hrvlm.methods.adversarial import AdversarialMethod, frozen_copy
+from hrvlm.methods.base import Batch, TrainContext, register_method
 
 
 def embedding_distance(features: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:

@@ -87,13 +87,14 @@ from torch import nn
 from hrvlm.attacks.base import attack_context, autocast_context, make_generator
 from hrvlm.attacks.hierarchical import level_weights
 from hrvlm.attacks.threat import ThreatModel
-from hrvlm import geometry
+from hrvlm.geometry import poincare as geometry
 from hrvlm.heads.poincare import TEMPLATE_MEANS, distance_logits, lift, text_prototypes
-from hrvlm.hierarchy import forest_for_dataset, hnsa_negatives
-from hrvlm.zeroshot import encode_prompts, load_templates
+from hrvlm.hierarchy.trees import forest_for_dataset, hnsa_negatives
+from hrvlm.text.prompts import encode_prompts
+from hrvlm.data.templates import load_templates
 
-from .base import Batch, Method, TrainContext, register_method
-from .hrvlm_losses import hita_loss, hnsa_logits, hypavg_edges, hypavg_levels, norm_order_loss, vicinity_loss
+from hrvlm.methods.base import Batch, Method, TrainContext, register_method
+from hrvlm.methods.hrvlm_losses import hita_loss, hnsa_logits, hypavg_edges, hypavg_levels, norm_order_loss, vicinity_loss
 
 CHOICES = {
     "components": ("hita", "hita+vic", "hita+gap", "full"),

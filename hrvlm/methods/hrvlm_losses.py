@@ -2,7 +2,7 @@
 the papernotes.org note on it).
 
 Shapes: ``B`` images, ``C_l`` classes at level ``l`` (0 = leaves), ``D`` dimensions; points lie in
-the Poincaré ball of curvature −c.  Distances and norms run in float32 (``hrvlm.geometry`` forces it).
+the Poincaré ball of curvature −c.  Distances and norms run in float32 (``hrvlm.geometry.poincare`` forces it).
 
 * :func:`hypavg_levels` — HypAvg (Eq. 8): the batch's image points grouped by their level-``l``
   ancestor and averaged by the Einstein midpoint, level by level;
@@ -23,7 +23,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from hrvlm import geometry
+from hrvlm.geometry import poincare as geometry
 
 
 @dataclass
@@ -82,7 +82,7 @@ def hnsa_logits(logits: torch.Tensor, labels: torch.Tensor,
 
     ``negatives``: pairs ``(other_logits [N, C_k], mask [C_l, C_k])`` for the levels ``k = l ± 1``
     (``mask[c, j]``: class ``j`` of level ``k`` shares no edge with class ``c``,
-    :func:`hrvlm.hierarchy.hnsa_negatives`).  Returns ``[N, C_l + Σ C_k]``: the level's own logits,
+    :func:`hrvlm.hierarchy.trees.hnsa_negatives`).  Returns ``[N, C_l + Σ C_k]``: the level's own logits,
     then each other level's, −∞ where ``mask[labels]`` is False, so only true negatives enter the
     softmax denominator; the targets stay ``labels``.
     """

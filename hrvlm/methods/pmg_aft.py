@@ -24,9 +24,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .adversarial import frozen_copy
-from .base import Batch, TrainContext, register_method
-from .tecoa import TeCoA
+from hrvlm.methods.adversarial import frozen_copy
+from hrvlm.methods.base import Batch, TrainContext, register_method
+from hrvlm.methods.tecoa import TeCoA
 
 KL_REDUCTIONS = ("batchmean", "sum")
 

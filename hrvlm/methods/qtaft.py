@@ -12,7 +12,7 @@ learns (an extra parameter, unless ``learn_logit_scale`` is false) and is clampe
 the authors clamp after every optimiser step; clamping before every use gives every use the same value
 and needs no hook in the loop.
 
-Captions come from ``captions`` (see :mod:`hrvlm.captions`): ``"detailed"`` by default (in the mini
+Captions come from ``captions`` (see :mod:`hrvlm.text.captions`): ``"detailed"`` by default (in the mini
 world, each image's object and properties: the analogue of the authors' detailed VLM captions).  When the
 source is a fixed list of at most ``cache_captions`` distinct captions, their features are computed once
 at setup; otherwise each batch's captions are encoded (without gradients) once per step.  Identical
@@ -28,11 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hrvlm.captions import caption_source, parse_source
+from hrvlm.text.captions import caption_source, parse_source
 
-from .adversarial import is_number
-from .base import Batch, TrainContext, register_method
-from .fare import FARE
+from hrvlm.methods.adversarial import is_number
+from hrvlm.methods.base import Batch, TrainContext, register_method
+from hrvlm.methods.fare import FARE
 
 TEXT_BATCH = 256  # captions per text-encoder call
 

@@ -15,10 +15,11 @@ from torch import nn
 
 from hrvlm.attacks import ce_loss
 from hrvlm.heads import HEADS
-from hrvlm.zeroshot import encode_prompts, load_templates
+from hrvlm.text.prompts import encode_prompts
+from hrvlm.data.templates import load_templates
 
-from .adversarial import AdversarialMethod, is_number
-from .base import Batch, TrainContext, register_method
+from hrvlm.methods.adversarial import AdversarialMethod, is_number
+from hrvlm.methods.base import Batch, TrainContext, register_method
 
 
 @register_method("tecoa")

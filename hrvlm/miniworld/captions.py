@@ -12,7 +12,7 @@ import functools
 
 import numpy as np
 
-from .render import Factors, world
+from hrvlm.miniworld.render import Factors, world
 
 QUALITIES = ("name", "template", "detailed", "gloss")
 
@@ -20,7 +20,7 @@ QUALITIES = ("name", "template", "detailed", "gloss")
 @functools.lru_cache(maxsize=None)
 def gloss(synset_name: str) -> str:
     """The WordNet 3.0 definition of ``synset_name`` (read once)."""
-    from ..wordnet import synset
+    from hrvlm.hierarchy.wordnet import synset
 
     return synset(synset_name).definition()
 
@@ -28,7 +28,7 @@ def gloss(synset_name: str) -> str:
 @functools.lru_cache(maxsize=1)
 def world_tree() -> dict:
     """The mini world's curated tree (``hrvlm-tree/1``, named by ``world()["tree"]``), checked."""
-    from ..hierarchy import TREE_DIR, read_tree_file
+    from hrvlm.hierarchy.trees import TREE_DIR, read_tree_file
 
     return read_tree_file(TREE_DIR / world()["tree"])
 
@@ -91,7 +91,7 @@ def pretraining_caption(f: Factors, rng: np.random.Generator, templates: list[st
     or a detailed caption with a random subset of the
     properties (so text and image align on each property separately).  ``web`` is the corpus'
     mixture; ``shapes-first`` names mostly the shape (the first phase of the pretraining curriculum,
-    see :class:`hrvlm.pretrain.PretrainConfig`).
+    see :class:`hrvlm.training.pretrain.PretrainConfig`).
     """
     mixtures = world()["pretraining_captions"]
     if mixture not in mixtures:

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..data.registry import DatasetSpec, load_classnames, register
-from ..storage import atomic_write_bytes, cache_dir, config_hash
-from . import captions as _captions
-from .render import Style, font_sha256, item_factors, render_item, world
+from hrvlm.data.registry import DatasetSpec, load_classnames, register
+from hrvlm.core.storage import atomic_write_bytes, cache_dir, config_hash
+from hrvlm.miniworld import captions as _captions
+from hrvlm.miniworld.render import Style, font_sha256, item_factors, render_item, world
 
 RENDER_VERSION = 1  # bump when the renderer's pixels change, so cached arrays are rebuilt
 
@@ -40,8 +40,8 @@ def rendering_inputs(name: str) -> dict:
     the dataset's definition (its prose description aside), its classnames and templates files, the
     renderer version and the glyph font.  Other datasets' definitions are not part of it, so changing one
     dataset re-renders (and re-pretrains, for the corpus) nothing else."""
-    from ..zeroshot import TEMPLATE_DIR
-    from .captions import world_tree
+    from hrvlm.data.templates import TEMPLATE_DIR
+    from hrvlm.miniworld.captions import world_tree
 
     d = {k: v for k, v in definition(name).items() if k != "description"}
     return {"vocabulary": {k: v for k, v in world().items() if k not in ("datasets", "source")},
@@ -198,14 +198,14 @@ class CaptionedView(Dataset):
 
 
 def _classname_path(name: str):
-    from ..data.registry import CLASSNAME_DIR
+    from hrvlm.data.registry import CLASSNAME_DIR
 
     return CLASSNAME_DIR / f"{name}.json"
 
 
 @functools.lru_cache(maxsize=None)
 def _templates_cached(name: str) -> tuple[str, ...]:
-    from ..zeroshot import load_templates
+    from hrvlm.data.templates import load_templates
 
     return tuple(load_templates(name))
 

@@ -4,7 +4,7 @@ Every image is a function of ``(seed, index)`` alone: its factors are sampled fr
 with the pair (:func:`item_rng`), so item ``i`` is the same whatever the order, batching or worker.
 Shapes are drawn as polygons (or a thick polyline for the spiral) on a 4× supersampled mask, box-filtered
 down to the output size, and composited over a numpy background.  Glyphs (letters, digits, marks) are
-typeset with the DejaVu Sans Bold font that matplotlib ships (no system font), cropped to their ink,
+typeset with the DejaVu Sans Bold font shipped in ``resources/fonts`` (no system font), cropped to their ink,
 scaled so their longer side spans the shape's extent, rotated and pasted on the same mask; "outline"
 draws the glyph's contour only.  FreeType rasterises deterministically, so pixels depend on
 ``(seed, index)`` and the installed font file alone (its sha256 keys the render cache).  The palettes (shape and colour names,
@@ -22,7 +22,9 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-WORLD_FILE = Path(__file__).resolve().parent.parent / "resources" / "miniworld.json"
+from hrvlm.core.resources import RESOURCES
+
+WORLD_FILE = RESOURCES / "miniworld.json"
 SUPERSAMPLE = 4  # mask resolution factor: anti-aliased edges at 32 px
 GLYPH_FONT = "DejaVuSans-Bold.ttf"  # bold: strokes survive 32 px
 GLYPH_PX = 96  # font size the glyphs are typeset at before scaling
@@ -182,16 +184,16 @@ def _spiral() -> np.ndarray:
 
 
 def font_path() -> Path:
-    """matplotlib's copy of the glyph font (matplotlib is a dependency: no system font is used)."""
-    import matplotlib
-
-    return Path(matplotlib.get_data_path()) / "fonts" / "ttf" / GLYPH_FONT
+    """The glyph font shipped with hrvlm (``resources/fonts``: matplotlib 3.11's copy of DejaVu Sans Bold, its
+    licence beside it): a package's data, not a system or plotting library's file, so every install draws the
+    same pixels."""
+    return RESOURCES / "fonts" / GLYPH_FONT
 
 
 @functools.lru_cache(maxsize=1)
 def font_sha256() -> str:
     """sha256 of the glyph font file: another font version draws other pixels, so caches key on it."""
-    from ..storage import file_sha256
+    from hrvlm.core.storage import file_sha256
 
     return file_sha256(font_path())
 

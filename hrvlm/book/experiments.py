@@ -1,0 +1,511 @@
+"""Experiments for the book's result chapters: train a variant, evaluate its run, tabulate the records.
+
+A chapter is a thin caller of three cached steps, so chapters share their work:
+
+1. :func:`train_run` fine-tunes one :class:`Variant` (a method with settings, e.g. HRVLM with 5
+   trees) under a profile through :func:`hrvlm.training.train.train`.  The run folder is named by the hash of
+   the training configuration (:meth:`hrvlm.training.train.TrainConfig.name`), so the same variant asked for by
+   another chapter, or by a later build, is the same finished run, returned at once; an interrupted
+   run resumes.
+2. :func:`evaluate_run` evaluates a run with :func:`hrvlm.evaluation.evaluate.evaluate` on datasets, attacks and
+   tree levels into a records store (:mod:`hrvlm.evaluation.records`, by default the one ``hrvlm eval`` uses);
+   chunks whose record key is stored are not recomputed.
+3. :func:`results_frame` turns ``{variant: records}`` into one frame (a ``variant`` column beside the
+   record fields), :func:`accuracy_table` into variant × (dataset, metric) tables in percent, and
+   :func:`paper_comparison` into the paper's table beside ours (:func:`hrvlm.results.tables.compare`).
+
+Sizes come from the profile (:mod:`hrvlm.profiles`): its ``book`` entry holds the result chapters'
+``train_steps`` (a shorter run than ``hrvlm train``'s, so that the ``mini`` book builds in minutes) and
+``eval_n`` (images per evaluation set); ε is given as a multiple of the profile's ``eps_unit``
+(:func:`attack`).  :func:`unavailable` says in one line why a profile cannot run here (the ``full``
+profile without its datasets), so a chapter can state it and still go through the same code.
+
+Typical use (a chapter)::
+
+    variants = main_variants(profile)
+    runs = {v: train_run(v, profile) for v in variants}
+    pgd = attack("pgd", profile, multiple=1, steps=20)
+    results = {v: evaluate_run(run, profile, [pgd]) for v, run in runs.items()}
+    frame = results_frame(results)
+    accuracy_table(frame, profile)
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import pandas as pd
+
+from hrvlm.profiles import Profile, get_profile
+from hrvlm.evaluation.records import default_store
+
+AVERAGE = "average"
+MAIN_TABLE = "hrvlm-main"  # the paper table of the main comparison (hrvlm/resources/paper)
+
+
+# ----------------------------------------------------------------------------- variants
+@dataclass(frozen=True)
+class Variant:
+    """One row of a results table: a registered ``method`` with ``settings`` over the profile's.
+
+    ``label`` names the row in tables and figures; ``paper`` is the paper table's method id for this
+    row (``"hrvlm-5trees"``) where the paper has one; ``loop`` overrides the training loop's settings
+    (:class:`hrvlm.training.train.TrainConfig` fields) beyond the book's own.  Hashable, so it keys dicts.
+    """
+
+    label: str
+    method: str
+    settings: tuple[tuple[str, object], ...] = ()
+    paper: str | None = None
+    loop: tuple[tuple[str, object], ...] = ()
+
+    @classmethod
+    def of(cls, label: str, method: str, settings: Mapping | None = None, paper: str | None = None,
+           loop: Mapping | None = None) -> "Variant":
+        """A variant from plain dicts (stored as sorted tuples, so it stays hashable)."""
+        return cls(label, method, tuple(sorted((settings or {}).items())), paper, tuple(sorted((loop or {}).items())))
+
+
+def forest_size(profile: str, depth: int | None = None, max_trees: int | None = None) -> int:
+    """How many distinct trees the profile's fine-tuning set has at HRVLM's ``depth`` (the profile's
+    HRVLM setting by default), at most ``max_trees`` (HRVLM's maximum, 5): read from the forest,
+    never assumed."""
+    from hrvlm.data.registry import get_spec
+    from hrvlm.hierarchy.trees import forest_for_dataset
+    from hrvlm.methods import build_method
+    from hrvlm.methods.hrvlm import MAX_TREES
+
+    prof = get_profile(profile)
+    depth = depth if depth is not None else build_method("hrvlm", prof.method("hrvlm")).settings["depth"]
+    spec = get_spec(prof.train_dataset)
+    return len(forest_for_dataset(spec.hierarchy, depth=depth, max_trees=max_trees or MAX_TREES))
+
+
+def main_variants(profile: str, trees: int = 5) -> list[Variant]:
+    """The paper's main rows that can be trained: CLIP, TeCoA, PMG-AFT, FARE, QT-AFT, HRVLM with 1 tree
+    and HRVLM with ``trees`` trees, or with every tree the fine-tuning set's forest has if that is fewer
+    (the label says how many were used).  AoS is not here: it is reported only."""
+    used = min(trees, forest_size(profile))
+    return [Variant.of("CLIP", "clip", paper="clip"),
+            Variant.of("TeCoA", "tecoa", paper="tecoa"),
+            Variant.of("PMG-AFT", "pmg-aft", paper="pmg-aft"),
+            Variant.of("FARE", "fare", paper="fare"),
+            Variant.of("QT-AFT", "qtaft"),
+            Variant.of("HRVLM (1 tree)", "hrvlm", {"trees": 1}, paper="hrvlm-1tree"),
+            # the paper's row only when it is the paper's number of trees: 2 trees are not "5 trees"
+            Variant.of(f"HRVLM ({used} trees)" if used > 1 else "HRVLM (1 tree, forest of one)", "hrvlm",
+                       {"trees": used}, paper="hrvlm-5trees" if used == 5 else None)]
+
+
+# ----------------------------------------------------------------------------- profiles
+def book_settings(profile: str) -> dict:
+    """The profile's ``book`` entry (sizes of the book's chapters), a ``KeyError`` naming what is missing."""
+    prof = get_profile(profile)
+    if not prof.book:
+        raise KeyError(f"profile {profile!r} has no 'book' entry in profiles.json")
+    return dict(prof.book)
+
+
+def unavailable(profile: str) -> str | None:
+    """Why the profile's experiments cannot run on this machine (one line), or ``None`` if they can.
+
+    Checks files only, in milliseconds: every evaluation set and the fine-tuning set must be present
+    (the ``full`` profile's real datasets under the data root).  Missing pretrained weights are left to
+    the loader, which fails in one line offline.
+    """
+    from hrvlm.evaluation.evaluate import check_request
+
+    prof = get_profile(profile)
+    try:
+        check_request(prof.train_dataset, split="train", dataset_options=prof.dataset_options)
+        for name in prof.eval_datasets:
+            check_request(name, dataset_options=prof.dataset_options)
+    except (FileNotFoundError, KeyError, ValueError) as err:
+        return str(err.args[0] if err.args else err).splitlines()[0]
+    return None
+
+
+# ----------------------------------------------------------------------------- a chapter's setting
+@dataclass(frozen=True)
+class Setting:
+    """What a result chapter runs: the profile, the variants (rows), the evaluation sets and their size,
+    and why nothing can run here (``unavailable``, ``None`` when it can)."""
+
+    profile: str
+    variants: tuple[Variant, ...]
+    datasets: tuple[str, ...]
+    n: int | None
+    unavailable: str | None
+
+    def note(self) -> str:
+        """The chapter's opening sentence: which world produced "ours", on which sets, and whether it ran."""
+        sets = ", ".join(self.datasets)
+        return (mini_world_note(self.profile) + f" This chapter evaluates on {sets}, {self.n} images each."
+                + (f" **Not run on this machine**: {self.unavailable}" if self.unavailable else ""))
+
+    def precision_note(self) -> str:
+        """How precise the numbers are: the largest standard error of one set's accuracy (50/√n points,
+        at 50 %) and of the average over the sets, and the differences that are within that noise."""
+        if not self.n:
+            return ""
+        sets = len(self.datasets)
+        one, mean = 50 / self.n ** 0.5, 50 / (self.n * sets) ** 0.5
+        average = f" and the average over the {sets} sets up to {mean:.1f}" if sets > 1 else ""
+        return (f"With {self.n} images per set, one set's accuracy has a standard error of up to {one:.1f} points"
+                f"{average}: differences of less than about {2 * mean:.0f} points are within sampling noise here.")
+
+    def absent(self, what: str) -> str:
+        """``what`` ("Nothing was evaluated") and why, for a table or a finding that has no numbers."""
+        return what + (" (this profile cannot run here: see the note at the top)." if self.unavailable else ".")
+
+
+def chapter_setting(profile: str, *, trees: int = 5, methods: Sequence[str] | None = None,
+                    datasets: Sequence[str] | None = None, n: int | None = None, focus: bool = False) -> Setting:
+    """The :class:`Setting` of a chapter: :func:`main_variants` (only the labels in ``methods``, if given),
+    ``datasets`` (default: every evaluation set, or with ``focus`` the profile's ``book.focus_datasets``)
+    and ``n`` images each (default ``book.eval_n``, or ``book.focus_eval_n`` with ``focus``)."""
+    prof, book = get_profile(profile), book_settings(profile)
+    variants = [v for v in main_variants(profile, trees) if methods is None or v.label in methods]
+    if methods is not None and len(variants) < len(set(methods)):
+        known = [v.label for v in main_variants(profile, trees)]
+        raise ValueError(f"methods {sorted(set(methods) - {v.label for v in variants})} are not rows; rows: {known}")
+    default_sets = (book.get("focus_datasets") if focus else None) or prof.eval_datasets
+    size = n if n is not None else book.get("focus_eval_n" if focus else "eval_n", prof.eval_n)
+    return Setting(profile, tuple(variants), tuple(datasets or default_sets), size, unavailable(profile))
+
+
+def train_variants(setting: Setting, seed: int = 0) -> dict:
+    """``{variant: finished run folder}`` for the setting's variants (none when it cannot run here)."""
+    return {} if setting.unavailable else {v: train_run(v, setting.profile, seed=seed) for v in setting.variants}
+
+
+# ----------------------------------------------------------------------------- training
+def train_config(variant: Variant, profile: str, seed: int = 0, steps: int | None = None):
+    """The :class:`hrvlm.training.train.TrainConfig` of ``variant`` under ``profile``: the profile's training
+    settings, the book's ``train_steps`` (``steps`` overrides it), then the variant's ``loop``."""
+    from hrvlm.training.train import config_from_profile
+
+    book = get_profile(profile).book or {}
+    loop = {"steps": steps if steps is not None else book.get("train_steps"), **dict(variant.loop)}
+    return config_from_profile(variant.method, profile, dict(variant.settings), seed=seed, **loop)
+
+
+def train_run(variant: Variant, profile: str, seed: int = 0, steps: int | None = None,
+              device: str | None = None) -> Path:
+    """The finished run folder of ``variant`` (trained now unless a run of the same configuration is
+    finished; an interrupted one resumes)."""
+    from hrvlm.training.train import train
+
+    return train(train_config(variant, profile, seed, steps), device=device)
+
+
+def run_summary(runs: Mapping[Variant, os.PathLike]) -> pd.DataFrame:
+    """One row per variant: method, its settings, steps, training time and the run's name."""
+    from hrvlm.models.runs import read_record
+
+    rows = []
+    for variant, path in runs.items():
+        record = read_record(path)
+        rows.append({"variant": variant.label, "method": variant.method,
+                     "settings": ", ".join(f"{k}={v}" for k, v in variant.settings) or "profile's",
+                     "steps": record["steps"], "batch size": record["config"]["batch_size"],
+                     "train time (s)": record["train_time_s"], "run": Path(record["path"]).name})
+    return pd.DataFrame(rows).set_index("variant")
+
+
+# ----------------------------------------------------------------------------- evaluation
+def attack(name: str, profile: str, multiple: float = 1.0, device: str | None = None, **settings):
+    """Attack ``name`` (:data:`hrvlm.attacks.ATTACKS`) at ε = ``multiple`` × the profile's ε unit, in the
+    attack precision of ``device`` (default :func:`evaluate_run`'s: bf16 on recent GPUs, else float32)."""
+    from hrvlm.attacks import build_attack
+    from hrvlm.core.environment import default_device
+    from hrvlm.core.precision import precision_policy
+
+    settings.setdefault("autocast", precision_policy(default_device(device)).attack_dtype)
+    return build_attack(name, get_profile(profile).eps(multiple), **settings)
+
+
+def dataset_tree(dataset: str, tree: int = 0, depth: int = 5):
+    """Tree ``tree`` of ``dataset``'s forest at ``depth`` (what :func:`evaluate_run` attacks with ``levels``)."""
+    from hrvlm.data.registry import get_spec
+    from hrvlm.hierarchy.trees import forest_for_dataset
+
+    spec = get_spec(dataset)
+    if spec.hierarchy is None:
+        raise ValueError(f"dataset {dataset!r} has no class hierarchy")
+    return forest_for_dataset(spec.hierarchy, depth=depth).trees[tree]
+
+
+def attackable_levels(dataset: str, tree: int = 0, depth: int = 5) -> list[int]:
+    """The levels of ``dataset``'s tree ``tree`` (depth ``depth``) that have two classes or more: the
+    levels a superclass attack can target (level 0 = the dataset's classes)."""
+    chosen = dataset_tree(dataset, tree, depth)
+    return [level for level in range(chosen.depth + 1) if chosen.num_classes(level) > 1]
+
+
+def level_classes(datasets: Sequence[str], tree: int = 0, depth: int = 5, shown: int = 6) -> pd.DataFrame:
+    """Level × dataset: how many classes each attackable level has, and the first ``shown`` names."""
+    columns = {}
+    for name in datasets:
+        chosen = dataset_tree(name, tree, depth)
+        columns[name] = {}
+        for lv in attackable_levels(name, tree, depth):
+            count = chosen.num_classes(lv)
+            more = f" (+{count - shown} more)" if count > shown else ""
+            columns[name][f"level {lv}"] = f"{count} classes: " + ", ".join(chosen.names[lv][:shown]) + more
+    return pd.DataFrame(columns)
+
+
+def evaluate_run(run: os.PathLike, profile: str, attacks: Sequence = (), datasets: Sequence[str] | None = None,
+                 levels: Sequence[int] = (0,), n: int | None = None, *, store: os.PathLike | None = None,
+                 templates: str | None = None, tree: int = 0, depth: int = 5, seed: int = 0,
+                 batch_size: int | None = None, device: str | None = None, progress: bool = True) -> list[dict]:
+    """Every record of ``run`` evaluated on ``datasets`` (default: the profile's evaluation sets) with
+    ``attacks`` (each also gives clean accuracy; none: clean only) at ``levels`` of tree ``tree``.
+
+    ``n`` images per set (default: the profile's ``book.eval_n``, else its ``eval_n``), the fixed subsets
+    of :func:`hrvlm.data.fixed_subset`, in batches of ``batch_size`` (default: the profile's
+    ``eval_batch_size``).  Records go to ``store`` (default :func:`~hrvlm.evaluation.records.default_store`); stored chunks are read,
+    not recomputed.
+    """
+    from hrvlm.core.environment import default_device
+    from hrvlm.evaluation.evaluate import check_attacks, check_request, evaluate
+    from hrvlm.models.clip import load_clip
+    from hrvlm.models.runs import read_record
+
+    prof = get_profile(profile)
+    record = read_record(run)
+    datasets = list(datasets or prof.eval_datasets)
+    n = n if n is not None else (prof.book or {}).get("eval_n", prof.eval_n)
+    batch_size = prof.eval_batch_size if batch_size is None else batch_size
+    store = Path(store) if store is not None else default_store()
+    check_attacks(attacks)
+    for name in datasets:  # the whole request, before the model loads
+        check_request(name, levels, attacks, n, store=store, templates=templates, tree=tree, depth=depth,
+                      batch_size=batch_size, dataset_options=prof.dataset_options)
+    device = default_device(device)
+    model, _, tokenizer = load_clip(record["model"], record["path"], device=device)
+    return [r for name in datasets for r in evaluate(
+        model, tokenizer, name, attacks, levels, n, store=store, method=record["method"]["name"],
+        templates=templates, tree=tree, depth=depth, batch_size=batch_size, seed=seed,
+        dataset_options=prof.dataset_options, progress=progress)]
+
+
+# ----------------------------------------------------------------------------- tables
+def results_frame(results: Mapping[Variant, Sequence[dict]]) -> pd.DataFrame:
+    """The records of every variant in one frame (:func:`hrvlm.evaluation.records.records_to_frame`), with the
+    variant's ``variant`` label and ``paper`` method id; variants keep their order (a categorical)."""
+    from hrvlm.evaluation.records import records_to_frame
+
+    frames = []
+    for variant, records in results.items():
+        frame = records_to_frame(records)
+        if not frame.empty:
+            frames.append(frame.assign(variant=variant.label, paper=variant.paper))
+    if not frames:
+        return pd.DataFrame(columns=["variant", "paper", "dataset", "level", "attack_name"])
+    frame = pd.concat(frames, ignore_index=True)
+    order = [v.label for v in results]
+    frame["variant"] = pd.Categorical(frame["variant"], categories=order, ordered=True)
+    return frame
+
+
+def templates_note(frame: pd.DataFrame) -> str:
+    """One sentence naming the template sets and subset sizes the records of ``frame`` used."""
+    if frame.empty or "templates" not in frame:
+        return "Template set(s) used: none (nothing evaluated)."
+    sets = ", ".join(f"`{t}`" for t in sorted(frame["templates"].unique()))
+    return f"Template set(s) used: {sets}; images per set: {', '.join(map(str, sorted(frame['n'].unique())))}."
+
+
+def attack_label(row) -> str:
+    """A record row's attack in words: ``clean``, ``PGD-20 1×`` (ε as a multiple of the unit filled in
+    by :func:`accuracy_table`), ``AutoAttack``."""
+    name = row.get("attack_name", "none")
+    if name in (None, "none") or (isinstance(name, float) and pd.isna(name)):
+        return "clean"
+    names = {"pgd": "PGD", "cw": "CW", "mpgd": "MPGD", "autoattack": "AutoAttack",
+             "autoattack-standard": "AutoAttack (standard)", "apgd-ce": "APGD-CE", "apgd-dlr": "APGD-DLR"}
+    steps = row.get("attack_steps")
+    label = names.get(name, name)
+    if name in ("pgd", "cw", "mpgd") and steps is not None and not pd.isna(steps):
+        label += f"-{int(steps)}"
+    return label
+
+
+def eps_multiple(eps: float, profile: str) -> float:
+    """ε in units of the profile's ``eps_unit`` (2/255 under ``full`` → 2)."""
+    return round(float(eps) / get_profile(profile).eps_unit, 6)
+
+
+def long_results(frame: pd.DataFrame, profile: str) -> pd.DataFrame:
+    """One row per (variant, dataset, level, attack, ε multiple) with ``clean``, ``robust`` (accuracy
+    under the attack at that level), ``leaf_robust`` and ``transfer_success`` in percent."""
+    if frame.empty:
+        return pd.DataFrame(columns=["variant", "dataset", "level", "attack", "eps", "clean", "robust",
+                                     "leaf_robust", "transfer_success"])
+    rows = frame.copy()
+    rows["attack"] = [attack_label(r) for r in rows.to_dict("records")]
+    eps = rows["attack_eps"] if "attack_eps" in rows else pd.Series(float("nan"), index=rows.index)
+    rows["eps"] = [0.0 if a == "clean" else eps_multiple(e, profile) for a, e in zip(rows["attack"], eps)]
+    for source, target in (("clean_acc", "clean"), ("robust_acc", "robust"), ("leaf_robust_acc", "leaf_robust"),
+                           ("transfer_success_rate", "transfer_success")):
+        rows[target] = 100.0 * pd.to_numeric(rows[source], errors="coerce") if source in rows else float("nan")
+    return rows[["variant", "dataset", "level", "attack", "eps", "clean", "robust", "leaf_robust",
+                 "transfer_success"]].reset_index(drop=True)
+
+
+def accuracy_table(frame: pd.DataFrame, profile: str, level: int = 0) -> pd.DataFrame:
+    """Variant × (dataset, metric) accuracy (%) at ``level``, with the ``average`` over the profile's
+    evaluation sets (only when every one is present).  Metrics: ``clean``, then each attack at each ε
+    (``PGD-20 @ 1×``).  Clean accuracy is read from the records (every attack's record carries it);
+    records of one variant disagreeing on clean accuracy are an error (mixed subsets)."""
+    rows = long_results(frame, profile)
+    rows = rows[rows["level"] == level]
+    if rows.empty:
+        return pd.DataFrame()
+    clean = rows.groupby(["variant", "dataset"], observed=True)["clean"].agg(["min", "max"])
+    if ((clean["max"] - clean["min"]).abs() > 1e-9).any():
+        raise ValueError("records of one variant and dataset disagree on clean accuracy (several subsets or "
+                         "checkpoints): pass the records of one evaluation setting")
+    cells = {(v, d, "clean"): c for (v, d), c in clean["min"].items()}
+    attacked = rows[rows["attack"] != "clean"]
+    for r in attacked.itertuples():
+        cells[(r.variant, r.dataset, f"{r.attack} @ {r.eps:g}×")] = r.robust
+    table = pd.Series(cells).unstack([1, 2])
+    metrics = ["clean"] + sorted({m for _, _, m in cells if m != "clean"}, key=_metric_order)
+    prof = get_profile(profile)
+    datasets = [d for d in prof.eval_datasets if d in table.columns.get_level_values(0)]
+    datasets += [d for d in table.columns.get_level_values(0).unique() if d not in datasets]
+    table = table.reindex(columns=pd.MultiIndex.from_product([datasets, metrics]))
+    for metric in metrics:
+        per_set = table.reindex(columns=[(d, metric) for d in prof.eval_datasets])
+        table[(AVERAGE, metric)] = per_set.mean(axis=1, skipna=False)
+    table.columns.names = ["dataset", "metric"]
+    order = [v for v in frame["variant"].cat.categories if v in table.index] if hasattr(frame["variant"], "cat") \
+        else list(table.index)
+    return table.loc[order].dropna(axis=1, how="all")
+
+
+def level_table(long: pd.DataFrame, value: str) -> pd.DataFrame:
+    """Variant × (dataset, attacked level) of one :func:`long_results` column (``clean``, ``robust``,
+    ``leaf_robust``, ``transfer_success``), the mean where several attacks share a cell; empty without rows."""
+    if long.empty:
+        return pd.DataFrame()
+    return long.pivot_table(index="variant", columns=["dataset", "level"], values=value, observed=True)
+
+
+def attack_table(long: pd.DataFrame) -> pd.DataFrame:
+    """Variant × (``clean``, then ``ATTACK @ ε×`` per attack and ε multiple) of :func:`long_results`: accuracy
+    (%), the mean over the evaluated sets and levels; empty without rows."""
+    if long.empty:
+        return pd.DataFrame()
+    attacked = long[long["attack"] != "clean"]
+    robust = attacked.pivot_table(index="variant", columns=["attack", "eps"], values="robust", observed=True)
+    robust.columns = [f"{a} @ {e:g}×" for a, e in robust.columns]
+    clean = long.groupby("variant", observed=True)["clean"].mean().rename("clean")
+    return pd.concat([clean, robust], axis=1)
+
+
+def _metric_order(metric: str):
+    attack, _, eps = metric.partition(" @ ")
+    rank = next((i for i, p in enumerate(("PGD", "CW", "APGD", "AutoAttack")) if attack.startswith(p)), 9)
+    return float(eps.rstrip("×") or 0), rank, attack
+
+
+def paper_comparison(frame: pd.DataFrame, profile: str, table: str = MAIN_TABLE):
+    """The paper's ``table`` beside our level-0 numbers (:func:`hrvlm.results.tables.compare`): each variant's
+    records stand in the paper row of its ``paper`` id; variants without one appear under their label."""
+    from hrvlm.results.tables import compare
+
+    if frame.empty:
+        return compare(table, None, profile)
+    ours = frame.assign(method=[p if isinstance(p, str) else v for p, v in zip(frame["paper"], frame["variant"])])
+    return compare(table, ours, profile)
+
+
+def mini_world_note(profile: str) -> str:
+    """One sentence saying which world produced "ours" (for a chapter's prose), from the profile's data
+    (:func:`hrvlm.results.tables.replica`)."""
+    from hrvlm.results.tables import FABRICATED, MINI_WORLD, replica
+
+    prof = get_profile(profile)
+    label = replica(profile)
+    if label == MINI_WORLD:
+        return (f"Ours come from the `{profile}` profile: the mini world's tiny CLIP ({prof.model}, weights "
+                f"`{prof.pretrained}`), fine-tuned on {prof.train_dataset}, evaluated on "
+                f"{', '.join(prof.eval_datasets)} at ε = {_eps_text(prof)}; they are mini-world replicas, "
+                f"never the paper's numbers.")
+    note = (f"Ours come from the `{profile}` profile: {prof.model} ({prof.pretrained}) fine-tuned on "
+            f"{prof.train_dataset}, evaluated on {len(prof.eval_datasets)} datasets at ε = {_eps_text(prof)}.")
+    if label == FABRICATED:
+        note += (" The datasets are fabricated test data (`hrvlm data fabricate`: the real file formats and class "
+                 "lists, generated images) and the sizes are tiny: this run rehearses the code path, and its "
+                 "numbers are no results.")
+    return note
+
+
+def _eps_text(prof: Profile) -> str:
+    """The profile's ε unit in the field's notation, k/255 (3/255, not the reduced 1/85)."""
+    return f"{prof.eps_unit * 255:.4g}/255"
+
+
+# ----------------------------------------------------------------------------- figures
+def _variant_colors(labels: Sequence[str]):
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    return dict(zip(labels, plt.get_cmap("tab10")(np.arange(len(labels)) % 10)))
+
+
+def plot_grouped_bars(ax, values: pd.DataFrame, title: str = ""):
+    """Grouped bars: one group per row of ``values`` (a variant), one bar per column (a metric), e.g.
+    ``accuracy_table(...)["average"]``; returns ``ax``.  A missing value is labelled "not run"."""
+    import numpy as np
+
+    x, width = np.arange(len(values.index)), 0.8 / max(len(values.columns), 1)
+    for i, metric in enumerate(values.columns):
+        column = values[metric]
+        bars = ax.bar(x + (i - (len(values.columns) - 1) / 2) * width, column.fillna(0).to_numpy(), width,
+                      label=str(metric))
+        ax.bar_label(bars, labels=["not run" if pd.isna(v) else f"{v:.0f}" for v in column], fontsize=7)
+    ax.set_xticks(x, [str(label) for label in values.index], rotation=20, ha="right")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 105)
+    ax.set_title(title)
+    if len(values.columns):
+        ax.legend(fontsize="small")
+    else:
+        ax.text(0.5, 0.5, "no results", ha="center", va="center", transform=ax.transAxes)
+    return ax
+
+
+def plot_against(ax, rows: pd.DataFrame, x: str, y: str, xlabel: str, ylabel: str):
+    """One line per variant of ``y`` against ``x`` (columns of :func:`long_results`, averaged over the
+    datasets present), markers at the measured points; returns ``ax``."""
+    if rows.empty:
+        ax.text(0.5, 0.5, "no results", ha="center", va="center", transform=ax.transAxes)
+    else:
+        means = rows.groupby(["variant", x], observed=True)[y].mean().reset_index()
+        labels = [v for v in (rows["variant"].cat.categories if hasattr(rows["variant"], "cat") else
+                              rows["variant"].unique()) if v in set(means["variant"])]
+        colors = _variant_colors(labels)
+        for label in labels:
+            part = means[means["variant"] == label].sort_values(x)
+            ax.plot(part[x], part[y], marker="o", color=colors[label], label=str(label))
+        ticks = sorted(means[x].unique())
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])  # only the measured levels or budgets
+        ax.legend(fontsize="small")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(-2, 102)
+    return ax
+
+
+__all__ = ["AVERAGE", "MAIN_TABLE", "accuracy_table", "attack", "attack_label", "attack_table", "attackable_levels",
+           "book_settings", "chapter_setting", "dataset_tree", "eps_multiple", "evaluate_run", "forest_size",
+           "level_classes", "level_table", "long_results", "main_variants", "mini_world_note", "paper_comparison",
+           "plot_against", "plot_grouped_bars", "results_frame", "run_summary", "Setting",
+           "templates_note", "train_config", "train_run", "train_variants", "unavailable", "Variant"]

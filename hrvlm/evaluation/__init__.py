@@ -1,0 +1,2 @@
+"""Evaluation: clean and robust zero-shot accuracy at every level (:mod:`.evaluate`), provenance-carrying
+records (:mod:`.records`)."""
