@@ -57,7 +57,7 @@ def head_agreement(record: dict, n: int = AGREEMENT_N, root: str | None = None, 
     from hrvlm.data.registry import fixed_subset
     from hrvlm.core.environment import default_device
     from hrvlm.data.registry import get_dataset
-    from hrvlm.evaluation.evaluate import check_request
+    from hrvlm.evaluation.evaluate import EvalRequest
     from hrvlm.heads import build_head
     from hrvlm.models.clip import load_clip
     from hrvlm.data.templates import load_templates
@@ -65,7 +65,7 @@ def head_agreement(record: dict, n: int = AGREEMENT_N, root: str | None = None, 
     dataset = record["config"]["dataset"]
     options = {**(record["config"].get("dataset_options") or {}), **({"root": root} if root else {})}
     try:
-        spec, split, _, _ = check_request(dataset, n=n, dataset_options=options)
+        spec, split, *_ = EvalRequest(dataset, n=n, dataset_options=options).check()
     except DatasetMissing as err:  # the measurement, not the export, needs the data: say how to skip it
         raise DatasetMissing(f"{err} To export without measuring the agreement, pass --agreement-n 0.") from None
     model, _, tokenizer = load_clip(record["model"], record["path"], device=default_device(device))

@@ -1,4 +1,5 @@
 import argparse
+import dataclasses
 
 import numpy as np
 import pytest
@@ -6,9 +7,10 @@ import torch
 
 from hrvlm.evaluation import evaluate as ev
 from hrvlm.attacks import build_attack
-from hrvlm.data import DatasetSpec, fixed_subset, register
+from hrvlm.data import DatasetSpec, fixed_subset, get_spec, register
 from hrvlm.hierarchy.trees import Tree, forest_for_dataset
 from hrvlm.evaluation.records import RecordStore, decode_bits
+from hrvlm.evaluation.request import EvalRequest
 from hrvlm.heads.zeroshot import ZeroShotClassifier
 from hrvlm.data.templates import load_templates
 
@@ -61,9 +63,9 @@ def tree():
                 ancestor=np.array([[0, 1, 2, 3], [0, 1, 1, 0], [0, 0, 0, 0]]))
 
 
-def run(clip, dataset="test-synthetic", attacks=(), **kw):
+def run(clip, dataset="test-synthetic", attacks=(), store=None, **kw):
     model, tokenizer = clip
-    return ev.evaluate(model, tokenizer, dataset, attacks, progress=False, **kw)
+    return ev.evaluate(model, tokenizer, EvalRequest(dataset, attacks, **kw), store=store, progress=False)
 
 
 def test_eps_zero_gives_exactly_clean_accuracy(clip, synthetic):
@@ -91,7 +93,7 @@ def test_levels_superclass_attack_and_transfer(clip, synthetic, tree):
     assert superclass["tree"] == "test-tree" and leaf["leaf_robust_acc"] is None
     # clean level-1 accuracy is that of the level-1 classifier on the ancestors of the labels
     model, tokenizer = clip
-    images = torch.stack([synthetic_image for synthetic_image, _ in ev.get_spec("test-synthetic").factory()])
+    images = torch.stack([synthetic_image for synthetic_image, _ in get_spec("test-synthetic").factory()])
     with torch.no_grad():
         pred = ZeroShotClassifier.from_classnames(model, tokenizer, tree.names[1], load_templates("simple"))(images).argmax(1)
     expected = (pred.numpy() == tree.ancestor[1][synthetic.numpy()]).mean()
@@ -248,18 +250,19 @@ def test_changed_weights_never_get_the_stored_record(synthetic, tmp_path):
     model, _, tokenizer = load_clip("hrvlm-tiny")
     store = tmp_path / "records.jsonl"
     attack = build_attack("pgd", 4 / 255, steps=2)
-    before, = ev.evaluate(model, tokenizer, "test-synthetic", attack, store=store, progress=False)
-    again, = ev.evaluate(model, tokenizer, "test-synthetic", attack, store=store, progress=False)
+    request = EvalRequest("test-synthetic", attack)
+    before, = ev.evaluate(model, tokenizer, request, store=store, progress=False)
+    again, = ev.evaluate(model, tokenizer, request, store=store, progress=False)
     assert again["created"] == before["created"]  # unchanged weights: the stored record is reused
     with torch.no_grad():
         for p in model.clip.visual.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    after, = ev.evaluate(model, tokenizer, "test-synthetic", attack, store=store, progress=False)
+    after, = ev.evaluate(model, tokenizer, request, store=store, progress=False)
     assert after["checkpoint"] != before["checkpoint"] and after["created"] != before["created"]
     assert len(RecordStore(store)) == 2
     # a different head on the same weights is a different record too
-    scaled, = ev.evaluate(model, tokenizer, "test-synthetic", attack, store=store, progress=False,
-                          head={"kind": "cosine", "logit_scale": 10.0})
+    scaled_head = EvalRequest("test-synthetic", attack, head={"kind": "cosine", "logit_scale": 10.0})
+    scaled, = ev.evaluate(model, tokenizer, scaled_head, store=store, progress=False)
     assert scaled["head_built"] == {"kind": "cosine", "logit_scale": 10.0} and len(RecordStore(store)) == 3
 
 
@@ -272,6 +275,10 @@ def test_precision_is_recorded_and_keys_the_record(clip, synthetic, tmp_path):
     assert (fp32["precision"], bf16["precision"]) == ("fp32", "bf16") and fp32["key"] != bf16["key"]
     assert fp32["clean_acc"] == 1.0 and bf16["clean_acc"] > 0.5  # labels are the float32 predictions
     assert len(RecordStore(store).records()) == 2
+    # evaluate() runs the attacks in the policy's attack dtype itself, and their records say so
+    pgd = build_attack("pgd", 4 / 255, steps=1)
+    (attacked,) = run(clip, attacks=[pgd], precision="bf16")
+    assert attacked["attack"]["autocast"] == "bfloat16" and pgd.autocast is None
 
 
 def test_loader_workers_change_no_record(clip, synthetic, tree):
@@ -282,3 +289,61 @@ def test_loader_workers_change_no_record(clip, synthetic, tree):
     for a, b in zip(plain, workers, strict=True):
         assert {k: v for k, v in a.items() if k not in ("wall_time_s", "created")} == \
                {k: v for k, v in b.items() if k not in ("wall_time_s", "created")}
+
+
+def test_a_request_is_checked_keyed_and_resolved_for_a_device(synthetic, tree):
+    pgd = build_attack("pgd", 4 / 255, steps=2)
+    request = EvalRequest("test-synthetic", pgd, [1, 0], 8, tree=tree)
+    assert request.attacks == (pgd,) and request.levels == (1, 0)  # tuples: a request is immutable
+    checked = request.check()
+    assert (checked.split, checked.levels, checked.tree, checked.spec.name) == ("test", [0, 1], tree, "test-synthetic")
+    # the key is what is computed, defaults filled in, not how (the loader's processes)
+    same = EvalRequest("test-synthetic", [pgd], (0, 1), 8, split="test", templates="simple", tree=tree, num_workers=2)
+    assert same.key() == request.key() and len(request.key()) == 20
+    for change in ({"n": 9}, {"seed": 1}, {"precision": "bf16"}, {"levels": (0,)}, {"subset": [0, 1]},
+                   {"attacks": [build_attack("pgd", 4 / 255, steps=3)]}, {"tree": 0}):
+        assert dataclasses.replace(request, **change).key() != request.key(), change
+    # "auto" is the device's policy; attacks run in its attack dtype, copied (components too), never changed
+    cpu = request.on("cpu")
+    assert cpu.precision == "fp32" and cpu.attacks[0] is pgd and cpu.key() != request.key()
+    autoattack = build_attack("autoattack", 4 / 255, steps=1)
+    bf16 = EvalRequest("test-synthetic", [pgd, autoattack], precision="bf16").on("cpu")
+    assert [a.autocast for a in bf16.attacks] == [torch.bfloat16] * 2 and bf16.precision == "bf16"
+    assert {c.autocast for c in bf16.attacks[1].components} == {torch.bfloat16}
+    assert pgd.autocast is None and {c.autocast for c in autoattack.components} == {None}
+
+
+def test_the_keyword_form_is_an_alias_giving_the_same_records(clip, synthetic, tree, tmp_path):
+    """evaluate(model, tokenizer, dataset, attacks, levels, n, **settings), the 0.1 form, still works for
+    one release: a DeprecationWarning, and the records (keys and contents) of the EvalRequest form."""
+    model, tokenizer = clip
+    attack = build_attack("pgd", 8 / 255, steps=2)
+    settings = {"tree": tree, "batch_size": 5, "seed": 3, "templates": "simple"}
+    request = EvalRequest("test-synthetic", [attack], (0, 1), 10, **settings)
+    new = ev.evaluate(model, tokenizer, request, store=tmp_path / "new.jsonl", progress=False)
+    with pytest.warns(DeprecationWarning, match="EvalRequest"):
+        old = ev.evaluate(model, tokenizer, "test-synthetic", [attack], (0, 1), 10, store=tmp_path / "old.jsonl",
+                          progress=False, **settings)
+    assert [r["key"] for r in old] == [r["key"] for r in new] and len(new) == 2
+
+    def computed(record):
+        return {k: v for k, v in record.items() if k not in ("wall_time_s", "created", "checksum")}
+
+    assert [computed(r) for r in old] == [computed(r) for r in new]
+    with pytest.raises(TypeError, match="give seed in the EvalRequest"):
+        ev.evaluate(model, tokenizer, request, seed=1)
+    with pytest.warns(DeprecationWarning, match="check_request"):
+        assert ev.check_request("test-synthetic", (1, 0), [attack], tree=tree)[1:] == ("test", [0, 1], tree)
+    with pytest.warns(DeprecationWarning), pytest.raises(IsADirectoryError, match="is a folder"):
+        ev.check_request("test-synthetic", store=tmp_path)
+
+
+def test_evaluate_weights_checks_every_request_before_the_model_loads(synthetic, tmp_path):
+    good, bad = EvalRequest("test-synthetic"), EvalRequest("test-synthetic", n=0)
+    with pytest.raises(ValueError, match="n must be a positive integer"):  # not "unknown model"
+        ev.evaluate_weights("no-such-model", None, [good, bad], store=tmp_path / "r.jsonl")
+    with pytest.raises(ValueError, match="need steps >= 0"):  # the attacks' own checks, on a toy problem
+        ev.evaluate_weights("no-such-model", None, [EvalRequest("test-synthetic", build_attack("pgd", 0.1, steps=-1))])
+    with pytest.raises(IsADirectoryError):
+        ev.evaluate_weights("no-such-model", None, [good], store=tmp_path)
+    assert not (tmp_path / "r.jsonl").exists()

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from hrvlm.training import pretrain as pt
-from hrvlm.evaluation.evaluate import evaluate
+from hrvlm.evaluation.evaluate import EvalRequest, evaluate
 from hrvlm.models.clip import load_clip
 from hrvlm.profiles import get_profile
 
@@ -66,8 +66,8 @@ def test_short_run_beats_chance(trained):
     model, _, tokenizer = load_clip(config.model, pretrained=weights)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HRVLM_CACHE", str(root))
-        accuracy = evaluate(model, tokenizer, "mini-colours", n=300, dataset_options={"profile": "mini"},
-                            progress=False)[0]["clean_acc"]
+        request = EvalRequest("mini-colours", n=300, dataset_options={"profile": "mini"})
+        accuracy = evaluate(model, tokenizer, request, progress=False)[0]["clean_acc"]
     assert accuracy >= 0.18, accuracy
 
 

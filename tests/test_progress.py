@@ -67,12 +67,12 @@ def test_none_or_disabled_is_silent_even_on_a_terminal(mode, enabled, monkeypatc
 
 
 def test_evaluation_in_a_log_writes_no_carriage_return(clip, monkeypatch, capsys):
-    from hrvlm.evaluation.evaluate import evaluate
+    from hrvlm.evaluation.evaluate import EvalRequest, evaluate
 
     monkeypatch.delenv(progress.MODE_ENV, raising=False)
     monkeypatch.setattr(progress, "LINE_SECONDS", 0.0)
     model, tokenizer = clip
-    evaluate(model, tokenizer, "mini-heldout", n=8, batch_size=4, progress=True)
+    evaluate(model, tokenizer, EvalRequest("mini-heldout", n=8, batch_size=4), progress=True)
     err = capsys.readouterr().err
     assert "mini-heldout L0 clean: 2" in err and "\r" not in err
 

@@ -80,14 +80,14 @@ def fabricated_root(tmp_path_factory):
 
 def test_fabricated_numbers_are_never_shown_as_real_ones(fabricated_root, tmp_path, clip):
     from hrvlm.book import experiments, provenance
-    from hrvlm.evaluation.evaluate import evaluate
+    from hrvlm.evaluation.evaluate import EvalRequest, evaluate
     from hrvlm.evaluation.records import load_table, record_key
     from hrvlm.results.tables import compare
 
     model, tokenizer = clip
     store = tmp_path / "records.jsonl"
-    record, = evaluate(model, tokenizer, "cifar10", n=4, store=store, progress=False,
-                       dataset_options={"root": str(fabricated_root)})
+    record, = evaluate(model, tokenizer, EvalRequest("cifar10", n=4, dataset_options={"root": str(fabricated_root)}),
+                       store=store, progress=False)
     assert record["fabricated"] is True and record["dataset_options"] == {"fabricated": True}
     frame = load_table(store)
     table = compare(experiments.MAIN_TABLE, frame.assign(method="clip"), "full")

@@ -26,7 +26,8 @@ from hrvlm.data import marker as fab
 from hrvlm.data import get_dataset
 from hrvlm.data.real import DatasetMissing, build, fetch
 from hrvlm.core.environment import check_device
-from hrvlm.evaluation.evaluate import build_attacks, check_attacks, check_request
+from hrvlm.evaluation.evaluate import build_attacks, check_attacks
+from hrvlm.evaluation.request import EvalRequest, check_store
 from hrvlm.models.clip import load_clip
 from hrvlm.evaluation.records import RecordStore
 from hrvlm.data.templates import check_templates, load_templates
@@ -77,29 +78,34 @@ API = [
      "the batch is empty"),
     ("images-255", lambda c: c.model.encode_image(_images(c.model) * 255), ValueError, r"\[0, 1\] pixel space"),
     # evaluation requests (checked before a model loads)
-    ("eval-no-dataset", lambda c: check_request(""), ValueError, "no dataset named"),
-    ("eval-unknown-dataset", lambda c: check_request("mini-heldot"), KeyError, "Did you mean"),
-    ("eval-split", lambda c: check_request("mini-heldout", split="val"), ValueError, "has no split 'val'"),
-    ("eval-negative-level", lambda c: check_request("mini-heldout", [-1]), ValueError, "non-negative integers"),
-    ("eval-level-beyond-depth", lambda c: check_request("mini-heldout", [0, 9]), ValueError,
+    ("eval-no-dataset", lambda c: EvalRequest("").check(), ValueError, "no dataset named"),
+    ("eval-unknown-dataset", lambda c: EvalRequest("mini-heldot").check(), KeyError, "Did you mean"),
+    ("eval-split", lambda c: EvalRequest("mini-heldout", split="val").check(), ValueError, "has no split 'val'"),
+    ("eval-negative-level", lambda c: EvalRequest("mini-heldout", levels=[-1]).check(), ValueError,
+     "non-negative integers"),
+    ("eval-level-beyond-depth", lambda c: EvalRequest("mini-heldout", levels=[0, 9]).check(), ValueError,
      r"level 9 exceeds the depth 5 .*use levels 0..5"),
-    ("eval-attacked-single-class-level", lambda c: check_request(
-        "mini-heldout", range(6), [build_attack("pgd", 1 / 255)]), ValueError,
+    ("eval-attacked-single-class-level", lambda c: EvalRequest(
+        "mini-heldout", [build_attack("pgd", 1 / 255)], range(6)).check(), ValueError,
      r"level 5 .* has a single class.*use levels 0..4"),
-    ("eval-tree-index", lambda c: check_request("mini-heldout", [1], tree=9), ValueError, r"no tree 9.*give 0"),
-    ("eval-n-zero", lambda c: check_request("mini-heldout", n=0), ValueError, "n must be a positive integer"),
-    ("eval-batch-size", lambda c: check_request("mini-heldout", batch_size=0), ValueError, "batch_size must be"),
-    ("eval-templates", lambda c: check_request("mini-heldout", templates="nosuch"), KeyError, "no template set"),
-    ("eval-resolution", lambda c: check_request("mini-heldout", resolution="x"), ValueError, "resolution policy"),
-    ("eval-store-folder", lambda c: check_request("mini-heldout", store=c.tmp), IsADirectoryError,
+    ("eval-tree-index", lambda c: EvalRequest("mini-heldout", levels=[1], tree=9).check(), ValueError,
+     r"no tree 9.*give 0"),
+    ("eval-n-zero", lambda c: EvalRequest("mini-heldout", n=0).check(), ValueError, "n must be a positive integer"),
+    ("eval-batch-size", lambda c: EvalRequest("mini-heldout", batch_size=0).check(), ValueError, "batch_size must be"),
+    ("eval-templates", lambda c: EvalRequest("mini-heldout", templates="nosuch").check(), KeyError, "no template set"),
+    ("eval-resolution", lambda c: EvalRequest("mini-heldout", resolution="x").check(), ValueError, "resolution policy"),
+    ("eval-precision", lambda c: EvalRequest("mini-heldout", precision="half").check(), ValueError,
+     "unknown precision 'half'; choose one of auto"),
+    ("eval-store-folder", lambda c: check_store(c.tmp), IsADirectoryError,
      "is a folder; give a file such as"),
-    ("eval-mini-option", lambda c: check_request("mini-heldout", dataset_options={"profile": "nosuch"}), ValueError,
+    ("eval-mini-option", lambda c: EvalRequest("mini-heldout", dataset_options={"profile": "nosuch"}).check(),
+     ValueError,
      "unknown profile 'nosuch' for mini-heldout"),
-    ("eval-real-dataset-absent", lambda c: check_request("cifar10", dataset_options={"root": c.tmp}),
+    ("eval-real-dataset-absent", lambda c: EvalRequest("cifar10", dataset_options={"root": c.tmp}).check(),
      DatasetMissing, "hrvlm data fetch cifar10"),
-    ("digits-split", lambda c: check_request("uci-digits", split="train"), ValueError, "has no split 'train'"),
+    ("digits-split", lambda c: EvalRequest("uci-digits", split="train").check(), ValueError, "has no split 'train'"),
     ("digits-image-size", lambda c: get_dataset("uci-digits", image_size=8), ValueError, "image_size must be >= 16"),
-    ("eval-not-an-attack", lambda c: check_request("mini-heldout", attacks=["pgd"]), TypeError, "is not an attack"),
+    ("eval-not-an-attack", lambda c: EvalRequest("mini-heldout", ["pgd"]).check(), TypeError, "is not an attack"),
     ("attack-none-named", lambda c: build_attacks([], [1 / 255]), ValueError, "no attack named"),
     ("attack-no-eps", lambda c: build_attacks(["pgd"], []), ValueError, "no eps given"),
     ("attack-negative-steps", lambda c: check_attacks([build_attack("pgd", 1 / 255, steps=-5)]), ValueError,

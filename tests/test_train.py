@@ -115,7 +115,7 @@ def test_set_train_mode_and_attack_mode():
 
 
 def test_run_folder_loads_by_path_and_name_with_its_head_and_fresh_records(tmp_path, monkeypatch):
-    from hrvlm.evaluation.evaluate import checkpoint_id, evaluate
+    from hrvlm.evaluation.evaluate import EvalRequest, checkpoint_id, evaluate
     from hrvlm.models.clip import load_clip
 
     (tmp_path / "runs").mkdir()
@@ -135,9 +135,9 @@ def test_run_folder_loads_by_path_and_name_with_its_head_and_fresh_records(tmp_p
     assert checkpoint_id(base) == record["pretrained_digest"] != record["weights_digest"]
     torch.manual_seed(0)
     store = tmp_path / "records.jsonl"
-    kw = dict(n=16, store=store, progress=False, dataset_options={"profile": "smoke"})
-    before, = evaluate(base, tokenizer, "mini-finetune", **kw)
-    after, = evaluate(tuned, tokenizer, "mini-finetune", **kw)
+    request = EvalRequest("mini-finetune", n=16, dataset_options={"profile": "smoke"})
+    before, = evaluate(base, tokenizer, request, store=store, progress=False)
+    after, = evaluate(tuned, tokenizer, request, store=store, progress=False)
     assert after["checkpoint"] != before["checkpoint"] and after["head"] == record["head"]
     with pytest.raises(ValueError, match="fine-tuned 'hrvlm-tiny-cnn', not 'hrvlm-tiny'"):
         load_clip("hrvlm-tiny", pretrained=run.name)

@@ -34,13 +34,15 @@ def calibration(model, tokenizer, datasets, eps_grid=EPS_GRID, n: int | None = N
 
     ``store`` (here and below): a records file whose stored evaluations are reused (None: none)."""
     from hrvlm.attacks import build_attack
-    from hrvlm.evaluation.evaluate import evaluate
+    from hrvlm.evaluation.evaluate import EvalRequest, evaluate
 
     table = {}
     for k in eps_grid:
         attack = build_attack("pgd", eps=k / 255, steps=steps)
-        row = {name: evaluate(model, tokenizer, name, attacks=[attack], n=n, dataset_options=dataset_options,
-                              store=store, batch_size=250, progress=progress)[0]["robust_acc"] for name in datasets}
+        requests = [EvalRequest(name, [attack], n=n, dataset_options=dataset_options, batch_size=250)
+                    for name in datasets]
+        row = {r.dataset: evaluate(model, tokenizer, r, store=store, progress=progress)[0]["robust_acc"]
+               for r in requests}
         row["average"] = float(np.mean(list(row.values())))
         table[k] = row
     return table
@@ -64,13 +66,13 @@ def eval_labels(dataset: str, n: int | None, profile: str, tree=None, level: int
 def leaf_table(model, tokenizer, datasets, n: int | None, profile: str, progress: bool = False,
                store=None) -> list[dict]:
     """Clean leaf top-1 per dataset with classes, majority baseline and binomial SE."""
-    from hrvlm.evaluation.evaluate import evaluate
+    from hrvlm.evaluation.evaluate import EvalRequest, evaluate
     from hrvlm.results.metrics import binomial_se, majority_baseline
 
     rows = []
     for name in datasets:
-        record = evaluate(model, tokenizer, name, n=n, dataset_options={"profile": profile}, batch_size=250,
-                          store=store, progress=progress)[0]
+        request = EvalRequest(name, n=n, dataset_options={"profile": profile}, batch_size=250)
+        record = evaluate(model, tokenizer, request, store=store, progress=progress)[0]
         labels = eval_labels(name, n, profile)
         rows.append({"dataset": name, "classes": record["num_classes"], "n": record["n"],
                      "majority": majority_baseline(labels), "clean": record["clean_acc"],
@@ -84,15 +86,15 @@ def level_table(model, tokenizer, dataset: str, eps: float, n: int | None, profi
     robust top-1 ± SE under PGD-``steps`` at ``eps`` (superclass attacks above level 0) and the leaf
     transfer rate of those superclass adversaries."""
     from hrvlm.attacks import build_attack
-    from hrvlm.evaluation.evaluate import evaluate
+    from hrvlm.evaluation.evaluate import EvalRequest, evaluate
     from hrvlm.hierarchy.trees import forest_for_dataset
     from hrvlm.results.metrics import binomial_se, majority_baseline
 
     tree = forest_for_dataset(dataset).trees[tree_index]
     levels = [level for level in range(tree.depth + 1) if tree.num_classes(level) >= 2]  # a root is no task
-    records = evaluate(model, tokenizer, dataset, attacks=[build_attack("pgd", eps=eps, steps=steps)],
-                       levels=levels, n=n, tree=tree_index, dataset_options={"profile": profile}, store=store,
-                       batch_size=250, progress=progress)
+    request = EvalRequest(dataset, [build_attack("pgd", eps=eps, steps=steps)], levels, n, tree=tree_index,
+                          dataset_options={"profile": profile}, batch_size=250)
+    records = evaluate(model, tokenizer, request, store=store, progress=progress)
     rows = []
     for record in records:
         level, m = record["level"], record["n"]

@@ -37,16 +37,16 @@ def tree_levels(dataset: str, depth: int = 5) -> list[int]:
 
 def scores(model, tokenizer, profile, attack, n: int | None, store: Path, method: str) -> dict:
     """Clean/robust accuracy per level on the fine-tuning set, and per zero-shot set at level 0."""
-    from hrvlm.evaluation.evaluate import evaluate
+    from hrvlm.evaluation.evaluate import EvalRequest, evaluate
 
     out = {"levels": {}, "zeroshot": {}}
-    options = profile.dataset_options
-    for record in evaluate(model, tokenizer, profile.train_dataset, [attack], tree_levels(profile.train_dataset),
-                           n, store=store, method=method, dataset_options=options, batch_size=250, progress=False):
+    settings = {"method": method, "dataset_options": profile.dataset_options, "batch_size": 250}
+    train_set = EvalRequest(profile.train_dataset, [attack], tree_levels(profile.train_dataset), n, **settings)
+    for record in evaluate(model, tokenizer, train_set, store=store, progress=False):
         out["levels"][record["level"]] = (record["clean_acc"], record["robust_acc"])
     for name in profile.zeroshot_datasets:
-        record, = evaluate(model, tokenizer, name, [attack], (0,), n, store=store, method=method,
-                           dataset_options=options, batch_size=250, progress=False)
+        record, = evaluate(model, tokenizer, EvalRequest(name, [attack], (0,), n, **settings), store=store,
+                           progress=False)
         out["zeroshot"][name] = (record["clean_acc"], record["robust_acc"])
     clean, robust = zip(*out["zeroshot"].values()) if out["zeroshot"] else ((np.nan,), (np.nan,))
     out["zeroshot_average"] = (float(np.mean(clean)), float(np.mean(robust)))

@@ -115,13 +115,13 @@ def unavailable(profile: str) -> str | None:
     (the ``full`` profile's real datasets under the data root).  Missing pretrained weights are left to
     the loader, which fails in one line offline.
     """
-    from hrvlm.evaluation.evaluate import check_request
+    from hrvlm.evaluation.evaluate import EvalRequest
 
     prof = get_profile(profile)
     try:
-        check_request(prof.train_dataset, split="train", dataset_options=prof.dataset_options)
+        EvalRequest(prof.train_dataset, split="train", dataset_options=prof.dataset_options).check()
         for name in prof.eval_datasets:
-            check_request(name, dataset_options=prof.dataset_options)
+            EvalRequest(name, dataset_options=prof.dataset_options).check()
     except (FileNotFoundError, KeyError, ValueError) as err:
         return str(err.args[0] if err.args else err).splitlines()[0]
     return None
@@ -216,14 +216,11 @@ def run_summary(runs: Mapping[Variant, os.PathLike]) -> pd.DataFrame:
 
 
 # ----------------------------------------------------------------------------- evaluation
-def attack(name: str, profile: str, multiple: float = 1.0, device: str | None = None, **settings):
-    """Attack ``name`` (:data:`hrvlm.attacks.ATTACKS`) at ε = ``multiple`` × the profile's ε unit, in the
-    attack precision of ``device`` (default :func:`evaluate_run`'s: bf16 on recent GPUs, else float32)."""
+def attack(name: str, profile: str, multiple: float = 1.0, **settings):
+    """Attack ``name`` (:data:`hrvlm.attacks.ATTACKS`) at ε = ``multiple`` × the profile's ε unit; the
+    evaluation runs it in the device's attack precision (bf16 on recent GPUs, else float32)."""
     from hrvlm.attacks import build_attack
-    from hrvlm.core.environment import default_device
-    from hrvlm.core.precision import precision_policy
 
-    settings.setdefault("autocast", precision_policy(default_device(device)).attack_dtype)
     return build_attack(name, get_profile(profile).eps(multiple), **settings)
 
 
@@ -270,27 +267,18 @@ def evaluate_run(run: os.PathLike, profile: str, attacks: Sequence = (), dataset
     ``eval_batch_size``).  Records go to ``store`` (default :func:`~hrvlm.evaluation.records.default_store`); stored chunks are read,
     not recomputed.
     """
-    from hrvlm.core.environment import default_device
-    from hrvlm.evaluation.evaluate import check_attacks, check_request, evaluate
-    from hrvlm.models.clip import load_clip
+    from hrvlm.evaluation.evaluate import EvalRequest, evaluate_weights
     from hrvlm.models.runs import read_record
 
     prof = get_profile(profile)
     record = read_record(run)
-    datasets = list(datasets or prof.eval_datasets)
     n = n if n is not None else (prof.book or {}).get("eval_n", prof.eval_n)
-    batch_size = prof.eval_batch_size if batch_size is None else batch_size
-    store = Path(store) if store is not None else default_store()
-    check_attacks(attacks)
-    for name in datasets:  # the whole request, before the model loads
-        check_request(name, levels, attacks, n, store=store, templates=templates, tree=tree, depth=depth,
-                      batch_size=batch_size, dataset_options=prof.dataset_options)
-    device = default_device(device)
-    model, _, tokenizer = load_clip(record["model"], record["path"], device=device)
-    return [r for name in datasets for r in evaluate(
-        model, tokenizer, name, attacks, levels, n, store=store, method=record["method"]["name"],
-        templates=templates, tree=tree, depth=depth, batch_size=batch_size, seed=seed,
-        dataset_options=prof.dataset_options, progress=progress)]
+    requests = [EvalRequest(name, attacks, levels, n, method=record["method"]["name"], templates=templates, tree=tree,
+                            depth=depth, batch_size=prof.eval_batch_size if batch_size is None else batch_size,
+                            seed=seed, dataset_options=prof.dataset_options)
+                for name in datasets or prof.eval_datasets]
+    return evaluate_weights(record["model"], record["path"], requests, device=device, progress=progress,
+                            store=Path(store) if store is not None else default_store())
 
 
 # ----------------------------------------------------------------------------- tables

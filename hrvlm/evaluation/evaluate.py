@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import math
-import os
 import time
 import warnings
 from pathlib import Path
@@ -30,14 +29,14 @@ import torch
 from hrvlm import __version__
 from hrvlm.attacks import ATTACKS, superclass_attack, transfer_outcome, transfer_summary
 from hrvlm.attacks.threat import check_eps_budget, read_eps
-from hrvlm.data.real import (DEFAULT_RESOLUTION, RESOLUTION_POLICIES, apply_resolution, check_resolution,
-                        labelled_options)
-from hrvlm.data.registry import default_num_workers, fixed_subset, get_dataset, get_spec
+from hrvlm.data.real import DEFAULT_RESOLUTION, RESOLUTION_POLICIES, apply_resolution
+from hrvlm.data.registry import default_num_workers, fixed_subset, get_dataset
 from hrvlm.heads import build_head
 from hrvlm.core.environment import computed_on
 from hrvlm.core.precision import CHOICES as PRECISION_CHOICES, precision_policy
 from hrvlm.evaluation.records import SCHEMA, RecordStore, default_store, encode_bits, record_key, records_to_frame
-from hrvlm.core.storage import check_writable_folder, config_hash
+from hrvlm.evaluation.request import EvalRequest, check_attacks, check_store, default_split
+from hrvlm.core.storage import config_hash
 from hrvlm.models.weights import state_digest
 from hrvlm.data.templates import load_templates
 
@@ -52,11 +51,6 @@ def checkpoint_id(model) -> str:
     return state_digest(getattr(model, "clip", model))
 
 
-def default_split(spec) -> str:
-    """The split a dataset is evaluated on: ``test``, else ``val``, else its first."""
-    return next((s for s in ("test", "val") if s in spec.splits), spec.splits[0])
-
-
 def _subset_ids(dataset: str, split: str, size: int, n: int | None, subset) -> np.ndarray:
     if subset is None:
         return fixed_subset(dataset, size, n, split)
@@ -66,179 +60,74 @@ def _subset_ids(dataset: str, split: str, size: int, n: int | None, subset) -> n
     return ids
 
 
-def _load_tree(spec, tree, depth: int):
-    if not isinstance(tree, int):
-        return tree
-    if spec.hierarchy is None:
-        raise ValueError(f"dataset {spec.name!r} has no class hierarchy: only level 0 can be evaluated")
-    from hrvlm.hierarchy.trees import forest_for_dataset
-
-    trees = forest_for_dataset(spec.hierarchy, depth=depth).trees
-    if not 0 <= tree < len(trees):
-        raise ValueError(f"{spec.name}: no tree {tree}; its forest has {len(trees)} tree(s), give 0..{len(trees) - 1}")
-    return trees[tree]
-
-
-def _attack_list(attacks) -> list:
-    attacks = [] if attacks is None else [attacks] if callable(attacks) else list(attacks)
-    for attack in attacks:
-        if not (callable(attack) and callable(getattr(attack, "config", None))):
-            raise TypeError(f"{attack!r} is not an attack: use hrvlm.attacks.build_attack(name, eps, ...)")
-    return attacks
-
-
-def check_attacks(attacks) -> list:
-    """The attacks, each run once on a toy problem (one 4×4 image, three fixed logits) so that bad
-    settings (negative steps, zero restarts, ...) fail now, by the attack's own checks, and not after
-    the model has loaded.  Costs milliseconds (about a second for ``autoattack-standard``'s Square),
-    once per attack configuration and process."""
-    attacks = _attack_list(attacks)
-    images, labels = torch.full((1, 3, 4, 4), 0.5), torch.zeros(1, dtype=torch.long)
-
-    def toy(x):
-        return torch.tensor([[1.0, 0.0, -1.0]]) + 0.01 * x.flatten(1)[:, :3]
-
-    with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):  # the caller's RNG stream is untouched
-        warnings.simplefilter("ignore")
-        for attack in attacks:
-            key = config_hash(attack.config())
-            if key not in _CHECKED_ATTACKS:  # a configuration is checked once per process
-                attack(toy, images, labels)
-                _CHECKED_ATTACKS.add(key)
-    return attacks
-
-
-_CHECKED_ATTACKS: set[str] = set()
-
-
-def _positive(name: str, value, allow_zero: bool = False) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < (0 if allow_zero else 1):
-        raise ValueError(f"{name} must be {'a non-negative' if allow_zero else 'a positive'} integer, got {value!r}")
-
-
-def check_levels(tree, levels: Sequence[int], attacked: bool) -> None:
-    """Levels must exist in ``tree``, and an attacked level needs two classes or more (a single class,
-    the root, has nothing to attack); the error names the levels that can be evaluated."""
-    usable = [lv for lv in range(tree.depth + 1) if not attacked or tree.num_classes(lv) > 1]
-    for level in levels:
-        if level > tree.depth:
-            raise ValueError(f"level {level} exceeds the depth {tree.depth} of tree {tree.name!r}: use levels 0..{tree.depth}")
-        if level not in usable:
-            raise ValueError(f"level {level} of tree {tree.name!r} has a single class, which cannot be attacked: "
-                             f"use levels {usable[0]}..{usable[-1]} (or --attack none)")
-
-
-def check_request(dataset: str, levels: Sequence[int] = (0,), attacks=(), n: int | None = None, *,
-                  split: str | None = None, store=None, templates: str | None = None,
-                  resolution: str = DEFAULT_RESOLUTION, tree=0, depth: int = 5, batch_size: int = 64,
-                  num_workers: int | None = None, dataset_options: dict | None = None):
-    """Check a whole :func:`evaluate` request before any model or data is loaded; raise a one-line
-    ``ValueError``/``KeyError``/``FileNotFoundError`` saying what to change.
-
-    Checks the dataset name, split and options (a real dataset's files are present), the levels against the
-    dataset's tree (depth, single-class levels when attacked), the sizes, the template set, the
-    resolution policy and the records store path.  Attack settings are checked by :func:`check_attacks`
-    (the CLI calls both), which runs the attacks, so not on every call here.  Returns ``(spec, split, levels, tree)``:
-    the registered spec, the split, the sorted levels and the tree (``None`` when only level 0).
-    """
-    from hrvlm.data.real import REAL, require_files
-    from hrvlm.evaluation.records import check_store_path
-
-    if not isinstance(dataset, str) or not dataset.strip():
-        raise ValueError(f"no dataset named: give registered dataset names, e.g. mini-heldout (got {dataset!r})")
-    spec = get_spec(dataset)
-    split = split or default_split(spec)
-    if split not in spec.splits:
-        raise ValueError(f"dataset {dataset!r} has no split {split!r}; its splits are {list(spec.splits)}")
-    check_resolution(resolution)
-    attacks = _attack_list(attacks)
-    levels = sorted({int(level) for level in levels})
-    if not levels or levels[0] < 0:
-        raise ValueError(f"levels must be non-negative integers (0 = the dataset's classes), got {levels}")
-    for name, value in (("n", n), ("batch_size", batch_size), ("depth", depth)):
-        _positive(name, value)
-    _positive("num_workers", num_workers, allow_zero=True)
-    load_templates(templates or spec.templates)
-    if store is not None and not hasattr(store, "append"):
-        check_writable_store(check_store_path(store))
-    options = labelled_options(dataset, {**spec.options, **(dataset_options or {})})
-    if dataset in REAL and spec.profile == "full":
-        require_files(dataset, split, options.get("root"))
-    elif spec.profile == "mini":  # generated lazily: building it checks its options (profile, n) in milliseconds
-        get_dataset(dataset, split, **options)
-    hierarchy = _load_tree(spec, tree, depth) if levels[-1] > 0 else None
-    if hierarchy is not None:
-        check_levels(hierarchy, levels, attacked=bool(attacks))
-        if len(hierarchy.nodes[0]) != spec.num_classes:
-            raise ValueError(f"tree {hierarchy.name!r} has {len(hierarchy.nodes[0])} leaves but {dataset} "
-                             f"has {spec.num_classes} classes")
-    return spec, split, levels, hierarchy
-
-
-def check_writable_store(path: Path) -> Path:
-    """The records store ``path`` can be appended to (before any work, not after the first chunk)."""
-    hint = "; give a store in a writable folder (hrvlm eval --store FILE, evaluate(store=FILE))"
-    if path.is_file() and not os.access(path, os.W_OK):
-        raise PermissionError(f"records store {path} is read-only{hint}")
-    return check_writable_folder(path.parent, "records store folder", hint)
+def check_request(dataset: str, levels: Sequence[int] = (0,), attacks=(), n: int | None = None, *, store=None,
+                  **settings):
+    """One-release alias (0.1 → 0.2) of ``EvalRequest(dataset, attacks, levels, n, **settings).check()`` and
+    :func:`~hrvlm.evaluation.request.check_store`; returns ``(spec, split, levels, tree)``."""
+    warnings.warn("check_request is replaced by EvalRequest(...).check() and check_store(store) "
+                  "(this alias goes in hrvlm 0.2)", DeprecationWarning, stacklevel=2)
+    checked = EvalRequest(dataset, attacks, levels, n, **settings).check()
+    check_store(store)
+    return checked[:4]
 
 
 def _rate(correct: torch.Tensor) -> float:
     return float(correct.float().mean())
 
 
-def evaluate(model, tokenizer, dataset: str, attacks=(), levels: Sequence[int] = (0,), n: int | None = None, *,
-             subset=None, split: str | None = None, store=None, method: str = "clip",
-             head: dict | None = None, templates: str | None = None,
-             resolution: str = DEFAULT_RESOLUTION, tree=0, depth: int = 5, batch_size: int = 64,
-             seed: int = 0, num_workers: int | None = None, dataset_options: dict | None = None,
-             progress: bool = True, precision: str = "auto") -> list[dict]:
-    """Evaluate ``model`` (a :class:`~hrvlm.models.clip.PixelCLIP`) zero-shot on registered ``dataset``.
+def _as_request(request, legacy: tuple, settings: dict) -> EvalRequest:
+    """The :class:`EvalRequest` of an :func:`evaluate` call, also from the 0.1 keyword form."""
+    if isinstance(request, EvalRequest):
+        if legacy or settings:
+            raise TypeError(f"evaluate(model, tokenizer, request): give {', '.join(settings) or 'the settings'} "
+                            f"in the EvalRequest, not beside it")
+        return request
+    warnings.warn("evaluate(model, tokenizer, dataset, ...) is replaced by evaluate(model, tokenizer, "
+                  "EvalRequest(dataset, ...)) (this form goes in hrvlm 0.2)", DeprecationWarning, stacklevel=3)
+    return EvalRequest(request, *legacy, **settings)
 
-    ``attacks``: attack objects (:func:`hrvlm.attacks.build_attack`), one or a list; empty for clean
-    accuracy only.  ``levels``: tree levels (0 = leaves).  ``n`` images of the fixed subset
-    (:func:`~hrvlm.data.fixed_subset`; ``None`` = all) or explicit ``subset`` ids.  ``split`` defaults
-    to :func:`default_split`.  ``store``: a records file (resumable) or ``None``.
-    ``method``: the training method that produced the weights (``clip``: none).  ``head``: the
-    classification head's spec (default ``model.head_spec``, which a fine-tuned run sets; else cosine);
-    it keys the records (the built head's parameters are stored as ``head_built``) and attacks are
-    white-box on it.  The weights are identified by :func:`checkpoint_id` (their values).
-    ``templates``: a template set (default the dataset's).  ``resolution``:
-    :data:`~hrvlm.data.real.RESOLUTION_POLICIES`.  ``tree``: index into the dataset's forest of depth
-    ``depth``, or a ``hrvlm.hierarchy.trees.Tree``.  ``num_workers``: the loader's processes (default
-    :func:`~hrvlm.data.default_num_workers`: none on the CPU, several on a GPU; no record depends on it).
-    ``precision``: the autocast policy of the scoring forwards (:func:`hrvlm.core.precision.precision_policy`:
-    bf16 on recent GPUs, float32 on CPU); attacks carry their own ``autocast`` (the CLI builds them with
-    the policy's ``attack_dtype``).
+
+def evaluate(model, tokenizer, request: EvalRequest, *legacy, store=None, progress: bool = True,
+             **settings) -> list[dict]:
+    """Evaluate ``model`` (a :class:`~hrvlm.models.clip.PixelCLIP`) zero-shot as ``request`` says
+    (:class:`~hrvlm.evaluation.request.EvalRequest`: dataset, attacks, levels, sizes, ...).
+
+    The request is checked first (:meth:`~hrvlm.evaluation.request.EvalRequest.check`), then resolved
+    for the model's device (:meth:`~hrvlm.evaluation.request.EvalRequest.on`): ``precision="auto"`` is the
+    device's policy (bf16 on recent GPUs, float32 on the CPU), the autocast of the scoring forwards, and
+    every attack runs in its attack dtype.  ``head`` (default ``model.head_spec``, else cosine) keys the
+    records (the built head's parameters are stored as ``head_built``) and attacks are white-box on it.
+    The weights are identified by :func:`checkpoint_id` (their values).  ``store``: a records file or
+    :class:`~hrvlm.evaluation.records.RecordStore` (stored chunks are read, not recomputed) or ``None``;
+    ``progress``: a bar per chunk.  The 0.1 form ``evaluate(model, tokenizer, dataset, attacks, levels, n,
+    **settings)`` still works for one release (a ``DeprecationWarning``).
 
     Returns one record per (level, attack) chunk (see :mod:`hrvlm.evaluation.records`), stored or new.
     """
-    spec, split, levels, hierarchy = check_request(
-        dataset, levels, attacks, n, split=split, store=store, templates=templates, resolution=resolution, tree=tree,
-        depth=depth, batch_size=batch_size, num_workers=num_workers, dataset_options=dataset_options)
-    attacks = _attack_list(attacks)
+    request = _as_request(request, legacy, settings)
+    spec, split, levels, hierarchy, options = request.check()
+    check_store(store)
     device = next(model.parameters()).device
-    policy = precision_policy(device, precision)
+    request = request.on(device)
+    policy = precision_policy(device, request.precision)
+    attacks, dataset, batch_size = list(request.attacks), request.dataset, request.batch_size
     size = model.image_size
 
-    options = labelled_options(dataset, {**spec.options, **(dataset_options or {})})
-    data = get_dataset(dataset, split, **{**options, "image_size": size, "resolution": resolution})
-    ids = _subset_ids(dataset, split, len(data), n, subset)
-    template_set = templates or spec.templates
+    data = get_dataset(dataset, split, **{**options, "image_size": size, "resolution": request.resolution})
+    ids = _subset_ids(dataset, split, len(data), request.n, request.subset)
+    template_set = request.templates or spec.templates
     prompts = load_templates(template_set, dataset=spec.name)
     names = [list(spec.classnames)] + [list(hierarchy.names[lv]) for lv in range(1, levels[-1] + 1)]
-    head = dict(head or getattr(model, "head_spec", None) or {"kind": "cosine"})
+    head = dict(request.head or getattr(model, "head_spec", None) or {"kind": "cosine"})
 
     base = {
-        "schema": SCHEMA, "hrvlm_version": __version__, "method": method, "model": model.name,
+        "schema": SCHEMA, "hrvlm_version": __version__, "method": request.method, "model": model.name,
         "checkpoint": checkpoint_id(model), "head": head, "dataset": dataset, "split": split,
         "dataset_options": {k: v for k, v in options.items() if k not in ("root", "download")},
         "dataset_size": len(data), "n": int(ids.size), "subset_ids_hash": config_hash(ids.tolist(), length=16),
         "tree": None if hierarchy is None else hierarchy.name,
-        "tree_hash": None if hierarchy is None else hierarchy.content_hash(), "resolution": resolution,
-        "templates": template_set, "templates_hash": config_hash(prompts, length=16), "seed": int(seed),
+        "tree_hash": None if hierarchy is None else hierarchy.content_hash(), "resolution": request.resolution,
+        "templates": template_set, "templates_hash": config_hash(prompts, length=16), "seed": int(request.seed),
         "batch_size": int(batch_size), "precision": policy.name,
         "fabricated": bool(options.get("fabricated")),  # test data (hrvlm data fabricate), never a real result
     }
@@ -250,27 +139,63 @@ def evaluate(model, tokenizer, dataset: str, attacks=(), levels: Sequence[int] =
     if all(r is not None for r in results):
         return results
 
-    workers = default_num_workers(device) if num_workers is None else num_workers
+    workers = default_num_workers(device) if request.num_workers is None else request.num_workers
     # one loader for every (level, attack) chunk: its workers persist from one pass to the next
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(data, ids.tolist()), batch_size=batch_size,
                                          shuffle=False, num_workers=workers, pin_memory=device.type == "cuda",
                                          persistent_workers=workers > 0)
     input_size = tuple(data[int(ids[0])][0].shape[-2:])
-    encoder, prepare = apply_resolution(model, input_size, resolution)
+    encoder, prepare = apply_resolution(model, input_size, request.resolution)
     classifier = build_head(head, encoder, tokenizer, names, prompts)
     for i, (level, attack) in enumerate(chunks):
         if results[i] is not None:
             continue
         record = {**provenance[i], "num_classes": classifier.num_classes(level), "head_built": classifier.spec(),
                   "input_size": list(input_size)}
-        record.update(_run_chunk(classifier, hierarchy, loader, prepare, level, attack, spec, seed, device, progress,
-                                 policy))
+        record.update(_run_chunk(classifier, hierarchy, loader, prepare, level, attack, spec, request.seed, device,
+                                 progress, policy))
         record.update(computed_on(device), created=datetime.datetime.now(datetime.timezone.utc).isoformat())
         if store is not None:
             store.append(record)
             record = store.get(record_key(record))
         results[i] = record
     return results
+
+
+def evaluate_weights(model: str, pretrained, requests: Sequence[EvalRequest], *, store=None, device=None,
+                     progress: bool = True, dist=None) -> list[dict]:
+    """Every record of ``requests`` for one model: each request checked (and its attacks run on a toy
+    problem, :func:`~hrvlm.evaluation.request.check_attacks`), resolved for ``device`` and the store checked,
+    all before ``load_clip(model, pretrained)`` loads the weights once; then :func:`evaluate` on each.
+
+    ``pretrained``: anything :func:`hrvlm.models.clip.load_clip` takes (a run folder, a checkpoint, a tag).
+    ``device``: default :func:`hrvlm.core.environment.default_device`.  ``dist``: a
+    :class:`hrvlm.core.distributed.Dist` under torchrun: each rank evaluates its share of the requests into
+    the shared (locked) store, then the main rank reads every record back (stored: nothing is recomputed)
+    and the other ranks return none.
+    """
+    from hrvlm.core.environment import default_device
+    from hrvlm.models.clip import load_clip
+
+    requests = list(requests)
+    for request in requests:  # the whole job, before the model loads
+        check_attacks(request.attacks)
+        request.check()
+    check_store(store)
+    device = default_device(device)
+    requests = [request.on(device) for request in requests]  # an impossible precision fails here too
+    loaded, _, tokenizer = load_clip(model, pretrained, device=device)
+
+    def evaluate_all(part) -> list:
+        return [record for request in part for record in evaluate(loaded, tokenizer, request, store=store,
+                                                                  progress=progress)]
+
+    if dist is not None and dist.world > 1:
+        evaluate_all(requests[dist.rank::dist.world])
+        dist.barrier()
+        if not dist.main:
+            return []
+    return evaluate_all(requests)
 
 
 def _run_chunk(classifier, tree, loader, prepare, level, attack, spec, seed, device, progress, precision) -> dict:
@@ -433,20 +358,18 @@ def _method_label(requested: str | None, run_record: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from hrvlm.core.distributed import init_distributed
-    from hrvlm.models.clip import load_clip
     from hrvlm.profiles import get_profile
     from hrvlm.models.runs import is_run, read_record
 
     d = init_distributed(timeout=RANKS_WAIT)
     device = d.device(args.device)  # an absent device fails here, in one line
-    policy = precision_policy(device, args.precision)  # bf16 attacks and scoring on recent GPUs
     run_record = read_record(args.pretrained) if args.pretrained is not None and is_run(args.pretrained) else {}
     unit, unit_name = eps_unit_for(args.profile, run_record)
     eps = [check_eps_budget(e, unit, unit_name, args.norm) for e in args.eps]
     step_size = None if args.step_size is None else check_eps_budget(args.step_size, unit, unit_name, args.norm,
                                                                       "--step-size")
-    attacks = build_attacks(args.attack, eps, args.norm, steps=args.steps, step_size=step_size,
-                            restarts=args.restarts, autocast=policy.attack_dtype)
+    # in float32; evaluate() runs them in the device's attack precision (bf16 on recent GPUs)
+    attacks = build_attacks(args.attack, eps, args.norm, steps=args.steps, step_size=step_size, restarts=args.restarts)
     if d.main and any(name != "none" for name in args.attack):
         print("eps: " + ", ".join(e.describe(unit, unit_name) for e in args.eps))
     # the model: given, else the run's, else the profile's (so `--pretrained mini --profile mini` loads the
@@ -464,26 +387,13 @@ def run(args: argparse.Namespace) -> int:
     repeated = sorted({name for name in args.datasets if args.datasets.count(name) > 1})
     if repeated:  # each would print (and evaluate) its rows twice
         raise ValueError(f"--datasets names {', '.join(repeated)} more than once: give each dataset once")
-    check_attacks(attacks)
-    for name in args.datasets:  # the whole request, before the model loads
-        check_request(name, args.levels, attacks, args.n, split=args.split, store=store, templates=args.templates,
-                      resolution=args.resolution, tree=args.tree, depth=args.depth, batch_size=batch_size,
-                      num_workers=args.num_workers, dataset_options=options)
-    model, _, tokenizer = load_clip(model_name, args.pretrained, device=device)
-
-    def evaluate_all(names) -> list:
-        return [record for name in names for record in evaluate(
-            model, tokenizer, name, attacks, args.levels, args.n, split=args.split, store=store, method=method,
-            templates=args.templates, resolution=args.resolution, tree=args.tree, depth=args.depth,
-            batch_size=batch_size, seed=args.seed, num_workers=args.num_workers, dataset_options=options,
-            precision=args.precision)]
-
-    if d.world > 1:  # under torchrun: each rank its share of the datasets, into the shared (locked) store
-        evaluate_all(args.datasets[d.rank::d.world])
-        d.barrier()
-        if not d.main:
-            return 0
-    records = evaluate_all(args.datasets)  # after the split: every chunk is stored, nothing is recomputed
+    requests = [EvalRequest(name, attacks, args.levels, args.n, split=args.split, method=method,
+                            templates=args.templates, resolution=args.resolution, tree=args.tree, depth=args.depth,
+                            batch_size=batch_size, seed=args.seed, num_workers=args.num_workers,
+                            dataset_options=options, precision=args.precision) for name in args.datasets]
+    records = evaluate_weights(model_name, args.pretrained, requests, store=store, device=device, dist=d)
+    if not d.main:
+        return 0
     capped = {(r["dataset"], r["split"]): r for r in records if args.n is not None and r["n"] < args.n}
     for (name, split), record in capped.items():  # the records say the true n; the note says why it is not --n
         print(f"note: --n {args.n} exceeds the {record['dataset_size']} images of {name}/{split}: all "
@@ -494,3 +404,7 @@ def run(args: argparse.Namespace) -> int:
     print(table[columns].to_string(index=False))
     print(f"records: {store}")
     return 0
+
+
+__all__ = ["EvalRequest", "RANKS_WAIT", "build_attacks", "check_attacks", "check_request", "checkpoint_id",
+           "configure_parser", "default_split", "eps_unit_for", "evaluate", "evaluate_weights", "run"]

@@ -200,14 +200,14 @@ def zeroshot_report(model, tokenizer, profile: str = "mini", datasets=None, prog
     """Clean zero-shot top-1 (through :func:`hrvlm.evaluation.evaluate.evaluate`; ``store``: a records file whose
     stored evaluations are reused) on the mini evaluation sets of ``profile``, plus ``"zero-shot average"``
     over all of them but the fine-tuning set."""
-    from hrvlm.evaluation.evaluate import evaluate
+    from hrvlm.evaluation.evaluate import EvalRequest, evaluate
     from hrvlm.profiles import get_profile
 
     prof = get_profile(profile)
     acc = {}
     for name in datasets or prof.eval_datasets:
-        record = evaluate(model, tokenizer, name, n=prof.eval_n, dataset_options=prof.dataset_options,
-                          batch_size=250, progress=progress, store=store)[0]
+        request = EvalRequest(name, n=prof.eval_n, dataset_options=prof.dataset_options, batch_size=250)
+        record = evaluate(model, tokenizer, request, progress=progress, store=store)[0]
         acc[name] = record["clean_acc"]
     others = [v for k, v in acc.items() if k != prof.train_dataset]
     acc["zero-shot average"] = float(np.mean(others))
