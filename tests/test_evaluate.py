@@ -347,3 +347,16 @@ def test_evaluate_weights_checks_every_request_before_the_model_loads(synthetic,
     with pytest.raises(IsADirectoryError):
         ev.evaluate_weights("no-such-model", None, [good], store=tmp_path)
     assert not (tmp_path / "r.jsonl").exists()
+
+
+@pytest.mark.parametrize("capability, autocast", [((9, 0), torch.bfloat16), ((7, 5), None)])
+def test_auto_precision_runs_attacks_in_the_devices_attack_dtype(monkeypatch, capability, autocast):
+    """bf16 on a GPU with it, float32 on older GPUs (never fp16: their scoring is fp16) and on the CPU,
+    whatever dtype the attacks were built with."""
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    attacks = [build_attack("pgd", 1 / 255), build_attack("autoattack", 1 / 255, steps=2, autocast=torch.float16)]
+    gpu = EvalRequest("mini-heldout", attacks).on("cuda")
+    assert gpu.precision == ("bf16" if autocast else "fp16")
+    assert [a.autocast for a in gpu.attacks] == [autocast] * 2
+    assert {c.autocast for c in gpu.attacks[1].components} == {autocast}
+    assert [a.autocast for a in EvalRequest("mini-heldout", attacks).on("cpu").attacks] == [None] * 2

@@ -2,7 +2,6 @@
 import json
 
 import pytest
-import torch
 
 from hrvlm.book import experiments as ex
 from hrvlm.models import runs
@@ -169,15 +168,3 @@ def test_the_profile_note_states_eps_in_255ths(profile):
 
     k = re.search(r"at ε = (\d+)/255", ex.mini_world_note(profile))
     assert k and int(k[1]) / 255 == pytest.approx(get_profile(profile).eps_unit)
-
-
-@pytest.mark.parametrize("capability, autocast", [((9, 0), torch.bfloat16), ((7, 5), None)])
-def test_the_books_attacks_take_the_devices_attack_precision(monkeypatch, capability, autocast):
-    """As ``hrvlm eval``'s: bf16 on a GPU with it, float32 on older GPUs (never fp16) and on the CPU."""
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU machine, as the device check sees it
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    assert ex.attack("pgd", "smoke", device="cuda").autocast is autocast
-    assert ex.attack("apgd-ce", "smoke", device="cuda", steps=2).autocast is autocast
-    assert ex.attack("pgd", "smoke", device="cpu").autocast is None
-    assert ex.attack("pgd", "smoke", device="cuda", autocast=None).autocast is None  # an explicit setting wins
