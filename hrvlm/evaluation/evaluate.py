@@ -12,6 +12,10 @@ Work is split into chunks, one per (dataset, split, level, attack); each finishe
 a :class:`~hrvlm.evaluation.records.RecordStore` at once, and a chunk whose key is already stored is not
 recomputed, so an interrupted evaluation resumes where it stopped without duplicates.  Each chunk
 re-seeds torch with ``seed``, so resumed and uninterrupted runs give the same numbers.
+
+What is evaluated is an :class:`~hrvlm.evaluation.request.EvalRequest` (checked before any work);
+:func:`evaluate` runs one on a loaded model, :func:`evaluate_weights` checks several, loads the weights
+once and runs them all (``hrvlm eval``, the book's ``evaluate_run``).
 """
 from __future__ import annotations
 
