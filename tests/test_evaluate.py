@@ -190,8 +190,9 @@ def test_bad_inputs_are_clear_errors(clip, synthetic):
     # one meaning in every verb: a fraction is explicit, a bare number counts ε units (3/255 in mini)
     assert read_eps("1/255").pixels(3 / 255) == 1 / 255 and read_eps("2").pixels(3 / 255) == 6 / 255
     assert read_eps("0.5").pixels(1 / 255) == 0.5 / 255 and read_eps("6/255").multiple(3 / 255) == 2.0
-    with pytest.raises(TypeError, match="not an attack"):
-        run(clip, attacks=["pgd"])
+    for name in (["pgd"], "pgd"):
+        with pytest.raises(TypeError, match="'pgd' is not an attack"):
+            run(clip, attacks=name)
     with pytest.raises(ValueError, match="non-negative"):
         run(clip, levels=(-1,))
     with pytest.raises(ValueError, match="no class hierarchy"):

@@ -176,8 +176,8 @@ class EvalRequest:
     def __post_init__(self):
         # tuples, so that a request is immutable and two equal requests compare equal
         attacks = self.attacks
-        object.__setattr__(self, "attacks", () if attacks is None else (attacks,) if callable(attacks)
-                           else tuple(attacks))
+        one = callable(attacks) or isinstance(attacks, str)  # a string is one (wrong) attack, not its letters
+        object.__setattr__(self, "attacks", () if attacks is None else (attacks,) if one else tuple(attacks))
         object.__setattr__(self, "levels", tuple(self.levels))
         if self.subset is not None:
             object.__setattr__(self, "subset", tuple(np.asarray(self.subset, dtype=np.int64).ravel().tolist()))
