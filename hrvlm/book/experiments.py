@@ -7,7 +7,8 @@ A chapter is a thin caller of three cached steps, so chapters share their work:
    the training configuration (:meth:`hrvlm.training.train.TrainConfig.name`), so the same variant asked for by
    another chapter, or by a later build, is the same finished run, returned at once; an interrupted
    run resumes.
-2. :func:`evaluate_run` evaluates a run with :func:`hrvlm.evaluation.evaluate.evaluate` on datasets, attacks and
+2. :func:`evaluate_run` evaluates a run with :func:`hrvlm.evaluation.evaluate.evaluate_weights` (one
+   :class:`~hrvlm.evaluation.request.EvalRequest` per dataset, with the profile's sizes) on datasets, attacks and
    tree levels into a records store (:mod:`hrvlm.evaluation.records`, by default the one ``hrvlm eval`` uses);
    chunks whose record key is stored are not recomputed.
 3. :func:`results_frame` turns ``{variant: records}`` into one frame (a ``variant`` column beside the
