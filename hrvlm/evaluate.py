@@ -3,7 +3,7 @@ import warnings
 
 from hrvlm.evaluation.evaluate import evaluate
 
-warnings.warn("hrvlm.evaluate is renamed: import evaluate from hrvlm.evaluation (this alias goes in hrvlm 0.2)",
+warnings.warn("hrvlm.evaluate is renamed: from hrvlm.evaluation.evaluate import evaluate (this alias goes in hrvlm 0.2)",
               DeprecationWarning, stacklevel=2)
 
 __all__ = ["evaluate"]
