@@ -8,6 +8,8 @@ import torch
 from safetensors.torch import load_file
 
 from hrvlm.training import pretrain as pt
+from hrvlm.training.checkpoints import load_checkpoint
+from hrvlm.training.schedule import batch_indices, lr_factor
 from hrvlm.evaluation.evaluate import evaluate
 from hrvlm.models.clip import load_clip
 from hrvlm.profiles import get_profile
@@ -30,14 +32,14 @@ def trained(tmp_path_factory):
 
 
 def test_schedule_and_batches():
-    assert pt.lr_factor(0, 10, 100) == pytest.approx(0.1) and pt.lr_factor(9, 10, 100) == pytest.approx(1.0)
-    assert pt.lr_factor(55, 10, 100) == pytest.approx(0.5) and pt.lr_factor(100, 10, 100) == pytest.approx(0.0)
-    first = torch.cat([pt.batch_indices(t, 32, 100, seed=1) for t in range(3)])
+    assert lr_factor(0, 10, 100) == pytest.approx(0.1) and lr_factor(9, 10, 100) == pytest.approx(1.0)
+    assert lr_factor(55, 10, 100) == pytest.approx(0.5) and lr_factor(100, 10, 100) == pytest.approx(0.0)
+    first = torch.cat([batch_indices(t, 32, 100, seed=1) for t in range(3)])
     assert len(set(first.tolist())) == 96  # one epoch: no repeats
-    assert torch.equal(pt.batch_indices(4, 32, 100, seed=1), pt.batch_indices(4, 32, 100, seed=1))
-    assert not torch.equal(pt.batch_indices(0, 32, 100, seed=1), pt.batch_indices(0, 32, 100, seed=2))
+    assert torch.equal(batch_indices(4, 32, 100, seed=1), batch_indices(4, 32, 100, seed=1))
+    assert not torch.equal(batch_indices(0, 32, 100, seed=1), batch_indices(0, 32, 100, seed=2))
     with pytest.raises(ValueError, match="batch size"):
-        pt.batch_indices(0, 64, 10, seed=0)
+        batch_indices(0, 64, 10, seed=0)
 
 
 def test_contrastive_loss_prefers_aligned_pairs():
@@ -126,7 +128,7 @@ def test_corrupt_checkpoint_is_not_resumed(tmp_path, monkeypatch):
     pt.pretrain(short, stop_after=2, progress=False)
     ckpt = pt.run_dir(short) / "checkpoint.pt"
     ckpt.write_bytes(ckpt.read_bytes()[:-10])
-    assert pt._load_checkpoint(pt.run_dir(short)) is None
+    assert load_checkpoint(pt.run_dir(short)) is None
 
 
 def test_cache_key_follows_what_the_corpus_is_made_of_and_nothing_else(monkeypatch):
