@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 
 from hrvlm.training import pretrain as pt
 from hrvlm.training.checkpoints import load_checkpoint
-from hrvlm.training.schedule import batch_indices, lr_factor
+from hrvlm.training.schedule import batch_indices, decay_groups, lr_factor
 from hrvlm.evaluation.evaluate import evaluate
 from hrvlm.models.clip import load_clip
 from hrvlm.profiles import get_profile
@@ -224,3 +224,34 @@ def test_cli_prints_todays_zero_shot_accuracies_and_reads_them_back(tmp_path, mo
     assert main(["pretrain", "--profile", "smoke", "--steps", "6"]) == 0
     out = capsys.readouterr().out
     assert "reusing the cached run" in out and default_store().read_text().count("\n") == stored
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_pretraining_decays_the_weights_it_always_did(tmp_path, monkeypatch):
+    """Pretraining applies the fine-tuning loop's weight-decay rule (hrvlm.training.schedule), which on the
+    tiny CLIP is exactly what pretraining's own copy of it gave: decay for every trained weight of 2 or more
+    dimensions but the positional embedding (the token embedding stays frozen), none for the rest; so the
+    mini CLIP's weights are unchanged."""
+    monkeypatch.setenv("HRVLM_CACHE", str(tmp_path))
+    seen = {}
+
+    def spy(named, weight_decay):
+        named = list(named)
+        groups = decay_groups(named, weight_decay)
+        names = {id(p): n for n, p in named}
+        seen.update(named=named, groups=[{names[id(p)] for p in g["params"]} for g in groups],
+                    decays=[g["weight_decay"] for g in groups])
+        raise _Stop
+
+    monkeypatch.setattr(pt, "decay_groups", spy)
+    config = pt.PretrainConfig.profile("smoke")
+    with pytest.raises(_Stop):
+        pt.pretrain(config, progress=False)
+    named = seen["named"]
+    assert "clip.token_embedding.weight" not in {n for n, _ in named} and config.freeze_token_embedding
+    assert seen["groups"] == [{n for n, p in named if p.ndim >= 2} - {"clip.positional_embedding"},
+                              {n for n, p in named if p.ndim < 2} | {"clip.positional_embedding"}]
+    assert seen["decays"] == [config.weight_decay, 0.0]
