@@ -384,6 +384,8 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, *, stop_aft
 
 
 def _train(config: TrainConfig, out: Path, d: Dist, *, stop_after: int | None, progress: bool, device) -> Path:
+    """The run, step by step: its folder, what trains, the optimisation, a checkpoint's state, the batches,
+    the loop, the record."""
     if _open_folder(out, config, d):
         return out
     setup = _build(config, d.device(device))
