@@ -8,6 +8,8 @@ import torch
 from safetensors.torch import load_file
 
 from hrvlm.training import pretrain as pt
+from hrvlm.training.checkpoints import load_checkpoint
+from hrvlm.training.schedule import batch_indices, decay_groups, lr_factor
 from hrvlm.evaluation.evaluate import EvalRequest, evaluate
 from hrvlm.models.clip import load_clip
 from hrvlm.profiles import get_profile
@@ -30,14 +32,14 @@ def trained(tmp_path_factory):
 
 
 def test_schedule_and_batches():
-    assert pt.lr_factor(0, 10, 100) == pytest.approx(0.1) and pt.lr_factor(9, 10, 100) == pytest.approx(1.0)
-    assert pt.lr_factor(55, 10, 100) == pytest.approx(0.5) and pt.lr_factor(100, 10, 100) == pytest.approx(0.0)
-    first = torch.cat([pt.batch_indices(t, 32, 100, seed=1) for t in range(3)])
+    assert lr_factor(0, 10, 100) == pytest.approx(0.1) and lr_factor(9, 10, 100) == pytest.approx(1.0)
+    assert lr_factor(55, 10, 100) == pytest.approx(0.5) and lr_factor(100, 10, 100) == pytest.approx(0.0)
+    first = torch.cat([batch_indices(t, 32, 100, seed=1) for t in range(3)])
     assert len(set(first.tolist())) == 96  # one epoch: no repeats
-    assert torch.equal(pt.batch_indices(4, 32, 100, seed=1), pt.batch_indices(4, 32, 100, seed=1))
-    assert not torch.equal(pt.batch_indices(0, 32, 100, seed=1), pt.batch_indices(0, 32, 100, seed=2))
+    assert torch.equal(batch_indices(4, 32, 100, seed=1), batch_indices(4, 32, 100, seed=1))
+    assert not torch.equal(batch_indices(0, 32, 100, seed=1), batch_indices(0, 32, 100, seed=2))
     with pytest.raises(ValueError, match="batch size"):
-        pt.batch_indices(0, 64, 10, seed=0)
+        batch_indices(0, 64, 10, seed=0)
 
 
 def test_contrastive_loss_prefers_aligned_pairs():
@@ -126,7 +128,7 @@ def test_corrupt_checkpoint_is_not_resumed(tmp_path, monkeypatch):
     pt.pretrain(short, stop_after=2, progress=False)
     ckpt = pt.run_dir(short) / "checkpoint.pt"
     ckpt.write_bytes(ckpt.read_bytes()[:-10])
-    assert pt._load_checkpoint(pt.run_dir(short)) is None
+    assert load_checkpoint(pt.run_dir(short)) is None
 
 
 def test_cache_key_follows_what_the_corpus_is_made_of_and_nothing_else(monkeypatch):
@@ -222,3 +224,34 @@ def test_cli_prints_todays_zero_shot_accuracies_and_reads_them_back(tmp_path, mo
     assert main(["pretrain", "--profile", "smoke", "--steps", "6"]) == 0
     out = capsys.readouterr().out
     assert "reusing the cached run" in out and default_store().read_text().count("\n") == stored
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_pretraining_decays_the_weights_it_always_did(tmp_path, monkeypatch):
+    """Pretraining applies the fine-tuning loop's weight-decay rule (hrvlm.training.schedule), which on the
+    tiny CLIP is exactly what pretraining's own copy of it gave: decay for every trained weight of 2 or more
+    dimensions but the positional embedding (the token embedding stays frozen), none for the rest; so the
+    mini CLIP's weights are unchanged."""
+    monkeypatch.setenv("HRVLM_CACHE", str(tmp_path))
+    seen = {}
+
+    def spy(named, weight_decay):
+        named = list(named)
+        groups = decay_groups(named, weight_decay)
+        names = {id(p): n for n, p in named}
+        seen.update(named=named, groups=[{names[id(p)] for p in g["params"]} for g in groups],
+                    decays=[g["weight_decay"] for g in groups])
+        raise _Stop
+
+    monkeypatch.setattr(pt, "decay_groups", spy)
+    config = pt.PretrainConfig.profile("smoke")
+    with pytest.raises(_Stop):
+        pt.pretrain(config, progress=False)
+    named = seen["named"]
+    assert "clip.token_embedding.weight" not in {n for n, _ in named} and config.freeze_token_embedding
+    assert seen["groups"] == [{n for n, p in named if p.ndim >= 2} - {"clip.positional_embedding"},
+                              {n for n, p in named if p.ndim < 2} | {"clip.positional_embedding"}]
+    assert seen["decays"] == [config.weight_decay, 0.0]

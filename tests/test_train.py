@@ -455,3 +455,70 @@ def test_cpu_runs_use_the_configured_thread_count(tmp_path):
     assert config(threads=1).name() != config(threads=2).name()
     with pytest.raises(ValueError, match="threads must be an integer >= 1"):
         config(threads=0).check()
+
+
+def _decayed_and_exempt(optimizer, named) -> tuple[set, set]:
+    names = {id(p): n for n, p in named}
+    return tuple({names[id(p)] for p in optimizer.param_groups[i]["params"]} for i in (0, 1))
+
+
+@pytest.mark.parametrize("model_name", ["hrvlm-tiny-cnn", "hrvlm-tiny", "ViT-B-32-quickgelu"])
+@pytest.mark.parametrize("method", ["tecoa", "hrvlm"])
+def test_fine_tuning_decays_the_weights_it_always_did(model_name, method):
+    """The weight-decay rule (hrvlm.training.schedule) exempts gains, biases, norms, embeddings and the
+    temperature by name; on the profiles' models (tiny CNN, tiny ViT, ViT-B/32), for the image tower alone
+    (TeCoA's) and with the text projection (HRVLM's), that is exactly: decay for every weight of 2 or more
+    dimensions but the positional embeddings, none for the rest, so the groups, and the runs, are unchanged."""
+    from hrvlm.models.clip import load_clip
+
+    model, _, _ = load_clip(model_name, tr.RANDOM_INIT)
+    named = list(build_method(method).trainable_parameters(model))
+    decayed, exempt = _decayed_and_exempt(tr.build_optimizer(tr.TrainConfig(method=method), named), named)
+    embeddings = {n for n, _ in named if n.endswith("positional_embedding")}
+    assert decayed == {n for n, p in named if p.ndim >= 2} - embeddings
+    assert exempt == {n for n, p in named if p.ndim < 2} | embeddings
+    assert ("clip.text_projection" in decayed) == (method == "hrvlm")
+
+
+def test_the_decay_rule_exempts_norms_and_embeddings_of_any_shape():
+    from hrvlm.training.schedule import decay_groups, no_decay
+
+    weight = torch.nn.Parameter(torch.zeros(2, 2))
+    assert not no_decay("visual.proj", weight) and not no_decay("visual.conv.weight", weight)
+    for name in ("trunk.norm.weight", "visual.bn1.weight", "ln_post.weight", "token_embedding.weight", "logit_scale"):
+        assert no_decay(name, weight), name
+    assert no_decay("visual.conv.bias", torch.nn.Parameter(torch.zeros(2)))
+    groups = decay_groups([("a.weight", weight), ("a.norm.weight", weight)], 0.1)
+    assert [(len(g["params"]), g["weight_decay"]) for g in groups] == [(1, 0.1), (1, 0.0)]
+
+
+def test_rng_states_round_trip_through_a_checkpoint_file(tmp_path):
+    """Every process-wide generator and a run's own named one draw, after a restore from a checkpoint file
+    (weights_only loading), what they drew after the save; a state lacking a generator is refused."""
+    import random
+
+    import numpy as np
+
+    from hrvlm.training.checkpoints import load_checkpoint, rng_state, save_checkpoint, seed_rngs, set_rng_state
+
+    def draws():
+        return (torch.rand(3).tolist(), np.random.rand(3).tolist(), [random.random() for _ in range(3)],
+                torch.rand(3, generator=data).tolist())
+
+    before = rng_state()
+    try:
+        data = torch.Generator().manual_seed(7)
+        seed_rngs(5)
+        save_checkpoint(tmp_path, {"step": 0, "rng": rng_state(data=data)})
+        expected = draws()
+        seed_rngs(6)
+        data.manual_seed(8)
+        assert draws() != expected
+        set_rng_state(load_checkpoint(tmp_path)["rng"], data=data)
+        assert draws() == expected
+        with pytest.raises(ValueError, match=r"has no generator \['data'\]"):
+            set_rng_state(before, data=data)
+        with pytest.raises(ValueError, match="taken by the process-wide generators"):
+            rng_state(torch=data)
+    finally:
+        set_rng_state(before)

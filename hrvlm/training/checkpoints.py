@@ -11,6 +11,10 @@ cache), and its sha256 sidecar proves nothing (the sender writes it too), so it 
 arbitrary pickled object, so loading it cannot run code.  A file holding anything else is refused
 (warned about and treated as absent).  The RNG states, which Python and NumPy give as objects
 holding arrays, are stored as tensors and plain tuples (:func:`rng_state`, :func:`set_rng_state`).
+
+**Random generators**: :func:`seed_rngs` seeds, and :func:`rng_state` / :func:`set_rng_state` save and restore,
+every process-wide generator (torch's CPU and CUDA ones, NumPy's, Python's ``random``: :data:`GLOBAL_RNGS`) and
+any ``torch.Generator`` a loop names, so both loops seed and resume the same way.
 """
 from __future__ import annotations
 
@@ -64,22 +68,62 @@ def load_checkpoint(folder: Path) -> dict | None:
         return None
 
 
-def rng_state() -> dict:
-    """Every RNG a training step draws from (torch's CPU and CUDA generators, NumPy's global one,
-    Python's ``random``), as tensors and plain tuples that ``weights_only`` loading accepts."""
+def _numpy_state() -> tuple:
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {"torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)),
-            "python": random.getstate()}
+    return kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)
 
 
-def set_rng_state(state: dict) -> None:
-    """Restore what :func:`rng_state` returned."""
-    torch.set_rng_state(state["torch"])
-    kind, keys, pos, has_gauss, gauss = state["numpy"]
+def _set_numpy_state(state: tuple) -> None:
+    kind, keys, pos, has_gauss, gauss = state
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-    version, internal, gauss_next = state["python"]
+
+
+def _set_python_state(state: tuple) -> None:
+    version, internal, gauss_next = state  # weights_only loading gives the inner tuple back as a list
     random.setstate((version, tuple(internal), gauss_next))
-    if state.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _set_cuda_state(state: list | None) -> None:
+    if state is not None and torch.cuda.is_available():  # a GPU run resumed on the CPU keeps its CPU states
+        torch.cuda.set_rng_state_all(state)
+
+
+# The process-wide generators a training step may draw from, by the name their state is saved under:
+# (get, set), the state as tensors and plain tuples that weights_only loading accepts.
+GLOBAL_RNGS = {
+    "torch": (torch.get_rng_state, torch.set_rng_state),
+    "cuda": (lambda: torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None, _set_cuda_state),
+    "numpy": (_numpy_state, _set_numpy_state),
+    "python": (random.getstate, _set_python_state),
+}
+
+
+def seed_rngs(seed: int) -> None:
+    """Seed every generator of :data:`GLOBAL_RNGS` (``torch.manual_seed`` seeds the CUDA devices too)."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def rng_state(**generators: torch.Generator) -> dict:
+    """The state of every generator of :data:`GLOBAL_RNGS` and of each of ``generators`` (a run's own
+    ``torch.Generator`` objects, e.g. a data-order one), under its name."""
+    clash = sorted(set(generators) & set(GLOBAL_RNGS))
+    if clash:
+        raise ValueError(f"generator names {clash} are taken by the process-wide generators {sorted(GLOBAL_RNGS)}")
+    return {**{name: get() for name, (get, _) in GLOBAL_RNGS.items()},
+            **{name: g.get_state() for name, g in generators.items()}}
+
+
+def set_rng_state(state: dict, **generators: torch.Generator) -> None:
+    """Restore what :func:`rng_state` returned, into the process-wide generators and into ``generators``
+    (the same names).  A state that lacks one of them is refused before anything is restored: the
+    resumed run would not be the uninterrupted one."""
+    missing = sorted((set(GLOBAL_RNGS) | set(generators)) - set(state))
+    if missing:
+        raise ValueError(f"the saved RNG state has no generator {missing} (it holds {sorted(state)}); "
+                         f"delete the checkpoint to start the run again")
+    for name in GLOBAL_RNGS:
+        GLOBAL_RNGS[name][1](state[name])
+    for name, g in generators.items():
+        g.set_state(state[name])

@@ -2,7 +2,8 @@
 
 The analogue of CLIP's web-scale pretraining: the symmetric InfoNCE loss over a batch of
 ``(image, caption)`` pairs of ``mini-pretrain``, AdamW with linear warm-up and cosine decay, seeded and
-deterministic on the CPU.  A run lives in ``cache_dir("pretrained", f"{model}-{config_hash}")``:
+deterministic on the CPU (schedule, batch order and weight-decay rule: :mod:`hrvlm.training.schedule`, shared
+with fine-tuning).  A run lives in ``cache_dir("pretrained", f"{model}-{config_hash}")``:
 
 * ``checkpoint.pt`` (+ ``checkpoint.json`` with its sha256 and step), written atomically every
   ``checkpoint_every`` steps or ``checkpoint_seconds`` seconds, whichever comes first: model, optimiser,
@@ -35,7 +36,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from hrvlm.training.checkpoints import discard_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from hrvlm.training.checkpoints import (discard_checkpoint, load_checkpoint, rng_state, save_checkpoint, seed_rngs,
+                                       set_rng_state)
+from hrvlm.training.schedule import batch_indices, decay_groups, lr_lambda
 from hrvlm.core.storage import (atomic_write_bytes, atomic_write_json, cache_dir, config_hash, file_sha256, folder_lock,
                       remove_temporaries)
 
@@ -136,35 +139,6 @@ def contrastive_loss(image_features: torch.Tensor, text_features: torch.Tensor, 
     return (nn.functional.cross_entropy(logits, target) + nn.functional.cross_entropy(logits.t(), target)) / 2
 
 
-def lr_factor(step: int, warmup: int, total: int) -> float:
-    """Linear warm-up to 1 over ``warmup`` steps, then cosine decay to 0 at ``total``."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-def batch_indices(step: int, batch_size: int, n: int, seed: int) -> torch.Tensor:
-    """Indices of batch ``step``: epoch-wise permutations seeded by ``(seed, epoch)`` (drop-last)."""
-    per_epoch = n // batch_size
-    if per_epoch == 0:
-        raise ValueError(f"batch size {batch_size} exceeds the corpus size {n}")
-    epoch, pos = divmod(step, per_epoch)
-    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randperm(n, generator=g)[pos * batch_size:(pos + 1) * batch_size]
-
-
-def _param_groups(model: nn.Module, weight_decay: float):
-    # No decay for gains, biases, embeddings and the temperature (as in CLIP/open_clip).
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        exempt = p.ndim < 2 or "embedding" in name or "logit_scale" in name or "ln" in name or "bn" in name
-        (no_decay if exempt else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
 def _corpus(config: PretrainConfig, tokenizer):
     from hrvlm.miniworld.datasets import MiniWorldDataset
 
@@ -190,8 +164,6 @@ def _save_checkpoint(path: Path, model, optimizer, scheduler, step: int, elapsed
                            "scheduler": scheduler.state_dict(), "step": step, "elapsed": elapsed,
                            "rng": rng_state()})
 
-
-_load_checkpoint = load_checkpoint
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -237,8 +209,7 @@ def _pretrain(config: PretrainConfig, stop_after: int | None, progress: bool, lo
     from hrvlm.models.clip import load_clip
     from hrvlm.core.progress import progress as progress_bar
 
-    torch.manual_seed(config.seed)
-    np.random.seed(config.seed)
+    seed_rngs(config.seed)
     model, _, tokenizer = load_clip(config.model, pretrained=None)  # an unknown model fails here, before mkdir
     if model.image_size != config.image_size:
         raise ValueError(f"{config.model} takes {model.image_size} px images but the config asks for "
@@ -249,12 +220,12 @@ def _pretrain(config: PretrainConfig, stop_after: int | None, progress: bool, lo
     model.train()
     model.set_channels_last(config.channels_last)
     model.clip.token_embedding.weight.requires_grad_(not config.freeze_token_embedding)
-    optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.98),
+    trained = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(decay_groups(trained, config.weight_decay), lr=config.lr, betas=(0.9, 0.98),
                                   eps=1e-6)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, config.warmup, config.steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config.warmup, config.steps))
     start, elapsed = 0, 0.0
-    state = _load_checkpoint(out)
+    state = load_checkpoint(out)
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])

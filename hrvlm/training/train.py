@@ -41,28 +41,32 @@ import dataclasses
 import json
 import math
 import os
-import random
 import shlex
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Iterator
 
-import numpy as np
 import torch
 from torch import nn
 
 from hrvlm.models import runs
 from hrvlm.attacks.threat import Eps, check_eps_budget, read_eps
-from hrvlm.training.checkpoints import discard_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from hrvlm.training.checkpoints import (discard_checkpoint, load_checkpoint, rng_state, save_checkpoint, seed_rngs,
+                                       set_rng_state)
+from hrvlm.training.schedule import batch_indices, decay_groups, lr_lambda
 from hrvlm.data.jpeg import DECODE_CHOICES, EncodedImages, collate_encoded, decode_batch, image_files
 from hrvlm.core.distributed import Dist, init_distributed
 from hrvlm.core.precision import CHOICES as PRECISION_CHOICES, precision_policy
 from hrvlm.core.storage import (atomic_write_bytes, atomic_write_json, canonical_json, check_writable_folder, config_hash,
                       file_sha256, folder_lock, remove_temporaries)
 from hrvlm.models.weights import RANDOM_INIT  # re-exported: TrainConfig.pretrained for no pretrained weights
+
+if TYPE_CHECKING:
+    from hrvlm.core.precision import Precision
+    from hrvlm.methods import Method
 
 OPTIMIZERS = ("adamw", "sgd")
 BATCHNORM_MODES = ("frozen", "batch")
@@ -248,32 +252,17 @@ def attack_mode(model: nn.Module):
             m.training = flag
 
 
-def lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
-    from hrvlm.training.pretrain import lr_factor
-
-    def factor(step: int) -> float:
-        return lr_factor(step, warmup, total)
-    return factor
-
-
-def _no_decay(name: str, p: nn.Parameter) -> bool:
-    # gains, biases, norms, embeddings and temperatures are not decayed (as CLIP/open_clip do)
-    return p.ndim < 2 or any(k in name for k in ("bn", "ln", "norm", "embedding", "logit_scale"))
-
-
 def build_optimizer(config: TrainConfig, named: list[tuple[str, nn.Parameter]],
                     own_lr: dict[str, float] | None = None) -> torch.optim.Optimizer:
-    """Groups: decayed weights and undecayed ones at ``config.lr``, then one group per parameter named in
+    """Groups: decayed weights and undecayed ones at ``config.lr`` (:func:`~hrvlm.training.schedule.decay_groups`,
+    the rule pretraining applies too), then one group per parameter named in
     ``own_lr`` at its own lr, undecayed (e.g. HRVLM's log feature scales: at the backbone's 1e-5 a
     log-parameter moves at most ~1e-5 per AdamW step, ×1.2 over a 20k-step run)."""
     own_lr = own_lr or {}
     unknown = sorted(set(own_lr) - {n for n, _ in named})
     if unknown:
         raise ValueError(f"learning rates for parameters that do not train: {unknown}")
-    shared = [(n, p) for n, p in named if n not in own_lr]
-    decay = [p for n, p in shared if not _no_decay(n, p)]
-    rest = [p for n, p in shared if _no_decay(n, p)]
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    groups = decay_groups([(n, p) for n, p in named if n not in own_lr], config.weight_decay)
     groups += [{"params": [p], "weight_decay": 0.0, "lr": own_lr[n]} for n, p in named if n in own_lr]
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
@@ -285,9 +274,7 @@ class _Steps(torch.utils.data.Sampler):
     """The local indices of batches ``start .. end-1`` (a batch sampler for the DataLoader)."""
 
     def __init__(self, start: int, end: int, batch_size: int, n: int, seed: int, rank: int, world: int):
-        from hrvlm.training.pretrain import batch_indices
-
-        self.range, self.indices = range(start, end), batch_indices
+        self.range = range(start, end)
         self.batch_size, self.n, self.seed, self.rank, self.local = batch_size, n, seed, rank, batch_size // world
 
     def __len__(self) -> int:
@@ -295,7 +282,7 @@ class _Steps(torch.utils.data.Sampler):
 
     def __iter__(self):
         for step in self.range:
-            idx = self.indices(step, self.batch_size, self.n, self.seed)
+            idx = batch_indices(step, self.batch_size, self.n, self.seed)
             yield idx[self.rank * self.local:(self.rank + 1) * self.local].tolist()
 
 
@@ -397,136 +384,231 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, *, stop_aft
 
 
 def _train(config: TrainConfig, out: Path, d: Dist, *, stop_after: int | None, progress: bool, device) -> Path:
-    from hrvlm.data.registry import get_dataset, get_spec
-    from hrvlm.methods import Batch, TrainContext, build_method
-    from hrvlm.models.clip import load_clip
-    from hrvlm.profiles import get_profile
+    """The run, step by step: its folder, what trains, the optimisation, a checkpoint's state, the batches,
+    the loop, the record."""
+    if _open_folder(out, config, d):
+        return out
+    setup = _build(config, d.device(device))
+    if not setup.params:  # e.g. CLIP: the reference row, nothing to fine-tune
+        return _finish(out, config, setup, d, _Progress(), steps=0)
+    optimisation = _Optimisation.build(config, setup)
+    objective = _objective(config, setup, d)
+    state = load_checkpoint(out)
+    done = _Progress() if state is None else _restore(state, setup, optimisation)
+    end = config.steps if stop_after is None else min(config.steps, stop_after)
+    batches = _batches(config, setup, d, done.step, end)  # draws from torch's RNG: before its state is restored
+    if state is not None:
+        set_rng_state(state["rng"][d.rank])
+    _loop(config, out, d, setup, optimisation, objective, done, batches, end, progress)
+    if end < config.steps:
+        return out
+    return _finish(out, config, setup, d, done, steps=config.steps)
 
+
+def _open_folder(out: Path, config: TrainConfig, d: Dist) -> bool:
+    """Claim the run folder (rank 0) and clear what a killed run left; whether the run there is finished."""
     out.mkdir(parents=True, exist_ok=True)
     if d.main:
         _claim(out, config)  # a finished run of another configuration or other starting weights is refused
         remove_temporaries(out)  # a kill before an atomic write's rename
         if (out / runs.RECORD).is_file():
             discard_checkpoint(out)  # a kill between the record and the checkpoint's removal
-    if (out / runs.RECORD).is_file():
-        return out
-    spec = get_spec(config.dataset)
-    options = {**spec.options, **config.dataset_options}
-    method = build_method(config.method, config.method_settings)
+    return (out / runs.RECORD).is_file()
 
-    device = d.device(device)
-    precision = precision_policy(device, config.precision)
-    torch.manual_seed(config.seed)
-    np.random.seed(config.seed)
-    random.seed(config.seed)
-    model, _, tokenizer = load_clip(config.model, config.pretrained, device=device)
-    # training images at the model's resolution (real sets resized first, as TeCoA and FARE train at 224 px):
-    # the training attack's ε-ball lives in the pixels the model sees
-    data = get_dataset(spec.name, config.split, **{**options, "image_size": model.image_size,
-                                                   "resolution": "resize-first"})
-    if hasattr(data, "materialize"):
-        data.materialize()
+
+@dataclass
+class _Setup:
+    """What a run trains, as it starts (the same on every rank): the model, the method set up on it, the
+    training set, and the parameters the optimiser steps."""
+
+    model: nn.Module
+    method: Method
+    data: torch.utils.data.Dataset
+    extras: dict[str, nn.Parameter]          # the method's own parameters
+    params: list[tuple[str, nn.Parameter]]   # the model's trainable parameters, then the extras ("method.<name>")
+    start_digest: str                        # the identity of the starting weights (a tag alone is not one)
+    device: torch.device
+    precision: Precision
+
+
+def _build(config: TrainConfig, device: torch.device) -> _Setup:
+    """Seed, load the model, build the training set, set the method up; mark what trains."""
+    from hrvlm.data.registry import get_spec
+    from hrvlm.methods import TrainContext, build_method
+    from hrvlm.models.clip import load_clip
     from hrvlm.models.weights import state_digest
+    from hrvlm.profiles import get_profile
 
-    start_digest = state_digest(model.clip)  # the identity of the starting weights (a tag alone is not one)
-    eps = get_profile(config.profile).eps(config.eps)
+    spec = get_spec(config.dataset)
+    method = build_method(config.method, config.method_settings)
+    precision = precision_policy(device, config.precision)
+    seed_rngs(config.seed)
+    model, _, tokenizer = load_clip(config.model, config.pretrained, device=device)
+    data = _training_set(config, spec, model.image_size)
+    start_digest = state_digest(model.clip)
     # setup sees the pretrained weights, also when resuming: frozen copies are of the original model
+    eps = get_profile(config.profile).eps(config.eps)
     method.setup(TrainContext(model=model, tokenizer=tokenizer, dataset=spec, eps=eps, device=device,
-                              autocast=precision.dtype, attack_autocast=precision.attack_dtype, seed=config.seed,
-                              train_set=data))
+                              autocast=precision.dtype, attack_autocast=precision.attack_dtype,
+                              seed=config.seed, train_set=data))
+    extras, params = _trained_parameters(model, method)
+    return _Setup(model, method, data, extras, params, start_digest, device, precision)
 
+
+def _trained_parameters(model: nn.Module, method: Method) -> tuple[dict[str, nn.Parameter], list]:
+    """The method's own parameters, and everything the optimiser steps (the model's parameters the method
+    trains, the only ones left requiring gradients, then those extras as ``method.<name>``)."""
     named = list(method.trainable_parameters(model))
     extras = dict(method.extra_parameters())
     trainable = {id(p) for _, p in named}
     for p in model.parameters():
         p.requires_grad_(id(p) in trainable)
-    params = named + [(f"method.{k}", p) for k, p in extras.items()]
-    if not params:  # e.g. CLIP: the reference row, nothing to fine-tune
-        return _finish(out, config, model, method, extras, d, timing={}, losses=[], logs=[], steps=0, device=device,
-                       start_digest=start_digest)
+    return extras, named + [(f"method.{k}", p) for k, p in extras.items()]
 
-    optimizer = build_optimizer(config, params, {f"method.{k}": lr for k, lr in method.extra_learning_rates().items()})
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config.warmup, config.steps))
-    scaler = precision.grad_scaler()
-    if scaler.is_enabled():  # a step skipped on overflow still advances the schedule: intended, not a bug
-        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
-    objective = _Objective(model, method, extras)
+
+def _training_set(config: TrainConfig, spec, image_size: int):
+    """The training images at the model's resolution (real sets resized first, as TeCoA and FARE train at
+    224 px: the training attack's ε-ball lives in the pixels the model sees), in memory where they can be."""
+    from hrvlm.data.registry import get_dataset
+
+    data = get_dataset(spec.name, config.split, **{**spec.options, **config.dataset_options, "image_size": image_size,
+                                                   "resolution": "resize-first"})
+    if hasattr(data, "materialize"):
+        data.materialize()
+    return data
+
+
+@dataclass
+class _Optimisation:
+    """The optimiser, its learning-rate schedule and the gradient scaler, and one update with them."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+
+    @classmethod
+    def build(cls, config: TrainConfig, setup: _Setup) -> "_Optimisation":
+        own_lr = {f"method.{k}": lr for k, lr in setup.method.extra_learning_rates().items()}
+        optimizer = build_optimizer(config, setup.params, own_lr)
+        scaler = setup.precision.grad_scaler()
+        if scaler.is_enabled():  # a step skipped on overflow still advances the schedule: intended, not a bug
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
+        return cls(optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config.warmup, config.steps)),
+                   scaler)
+
+    def step(self, loss: torch.Tensor, params: list[tuple[str, nn.Parameter]], grad_clip: float | None) -> None:
+        self.optimizer.zero_grad(set_to_none=True)  # also drops whatever an attack left in .grad
+        self.scaler.scale(loss).backward()
+        if grad_clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_([p for _, p in params], grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+
+
+def _objective(config: TrainConfig, setup: _Setup, d: Dist) -> nn.Module:
+    """The method's loss as a module (:class:`_Objective`), wrapped in DDP when several processes train."""
+    objective = _Objective(setup.model, setup.method, setup.extras)
     if d.world > 1 and config.batchnorm == "batch":
-        nn.SyncBatchNorm.convert_sync_batchnorm(model)  # in place: the method's references stay valid
+        nn.SyncBatchNorm.convert_sync_batchnorm(setup.model)  # in place: the method's references stay valid
     if d.world > 1:
-        objective = nn.parallel.DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None)
+        cuda = setup.device.type == "cuda"
+        objective = nn.parallel.DistributedDataParallel(objective, device_ids=[setup.device.index] if cuda else None)
+    return objective
 
-    start, timing, losses, logs = 0, {"elapsed": 0.0, "epoch_times_s": [], "epoch_start": 0.0}, [], []
-    state = load_checkpoint(out)
-    if state is not None:
-        model.load_state_dict(state["model"])
-        for k, v in state["extras"].items():
-            extras[k].data.copy_(v)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        method.load_state_dict(state["method"])
-        start, timing, losses, logs = int(state["step"]), state["timing"], list(state["losses"]), list(state["logs"])
 
-    def checkpoint(step: int, elapsed: float) -> None:
-        rng = d.gather(rng_state())
-        if d.main:
-            save_checkpoint(out, {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                   "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                                   "method": method.state_dict(), "rng": rng, "losses": losses, "logs": logs,
-                                   "extras": {k: v.detach().cpu() for k, v in extras.items()},
-                                   "timing": {**timing, "elapsed": elapsed}})
+@dataclass
+class _Progress:
+    """How far a run is: its step (= data position), the per-step losses and method figures, its timings."""
 
-    end = config.steps if stop_after is None else min(config.steps, stop_after)
-    per_epoch = len(data) // config.batch_size
-    on_device = config.decode == "device"
+    step: int = 0
+    timing: dict = field(default_factory=lambda: {"elapsed": 0.0, "epoch_times_s": [], "epoch_start": 0.0})
+    losses: list = field(default_factory=list)
+    logs: list = field(default_factory=list)
+
+
+def _save(out: Path, d: Dist, setup: _Setup, optimisation: _Optimisation, done: _Progress, step: int,
+          elapsed: float) -> None:
+    """The checkpoint after ``step`` steps: every rank's RNG states, the rest from rank 0."""
+    rng = d.gather(rng_state())
+    if d.main:
+        save_checkpoint(out, {"step": step, "model": setup.model.state_dict(),
+                              "optimizer": optimisation.optimizer.state_dict(),
+                              "scheduler": optimisation.scheduler.state_dict(),
+                              "scaler": optimisation.scaler.state_dict(),
+                              "method": setup.method.state_dict(), "rng": rng, "losses": done.losses, "logs": done.logs,
+                              "extras": {k: v.detach().cpu() for k, v in setup.extras.items()},
+                              "timing": {**done.timing, "elapsed": elapsed}})
+
+
+def _restore(state: dict, setup: _Setup, optimisation: _Optimisation) -> _Progress:
+    """Load what :func:`_save` wrote (but the RNG states, restored once the loader has drawn its seed)."""
+    setup.model.load_state_dict(state["model"])
+    for k, v in state["extras"].items():
+        setup.extras[k].data.copy_(v)
+    optimisation.optimizer.load_state_dict(state["optimizer"])
+    optimisation.scheduler.load_state_dict(state["scheduler"])
+    optimisation.scaler.load_state_dict(state["scaler"])
+    setup.method.load_state_dict(state["method"])
+    return _Progress(int(state["step"]), state["timing"], list(state["losses"]), list(state["logs"]))
+
+
+def _batches(config: TrainConfig, setup: _Setup, d: Dist, start: int, end: int) -> Iterator:
+    """This rank's part of batches ``start .. end-1`` as :class:`~hrvlm.methods.Batch` es on the device.  The
+    loader's iterator starts here, at once: it draws a seed from torch's RNG."""
+    from hrvlm.methods import Batch
+
+    on_device, device = config.decode == "device", setup.device
     loader = torch.utils.data.DataLoader(
-        EncodedImages(image_files(data)) if on_device else _Indexed(data),
-        batch_sampler=_Steps(start, end, config.batch_size, len(data), config.seed, d.rank, d.world),
+        EncodedImages(image_files(setup.data)) if on_device else _Indexed(setup.data),
+        batch_sampler=_Steps(start, end, config.batch_size, len(setup.data), config.seed, d.rank, d.world),
         num_workers=config.num_workers, pin_memory=device.type == "cuda",
         collate_fn=collate_encoded if on_device else None)
-    batches = iter(loader)  # draws a seed from torch's RNG: before the RNG state is restored
-    if state is not None:
-        set_rng_state(state["rng"][d.rank])
+    items = iter(loader)
+
+    def batches():
+        for images, labels, index in items:
+            if on_device:
+                images = decode_batch(images, device, setup.model.image_size)
+            yield Batch(images, labels.long(), index).to(device)
+    return batches()
+
+
+def _loop(config: TrainConfig, out: Path, d: Dist, setup: _Setup, optimisation: _Optimisation, objective: nn.Module,
+          done: _Progress, batches: Iterator, end: int, progress: bool) -> None:
+    """Steps ``done.step .. end-1``: attack in eval mode, the loss in training mode, one update; ``done``
+    gains the losses, figures and timings (``elapsed`` and ``steps_per_epoch`` once the run ends); a
+    checkpoint every ``checkpoint_every`` steps, every ``checkpoint_seconds`` and at ``end``."""
+    start, timing, model, method = done.step, done.timing, setup.model, setup.method
+    per_epoch = len(setup.data) // config.batch_size
     bar = _progress(progress and d.main, start, config)
     t0, last_save, base = time.perf_counter(), time.perf_counter(), timing["elapsed"]
     set_train_mode(model, config.batchnorm)
-    for step, (images, labels, index) in enumerate(batches, start=start):
-        if on_device:
-            images = decode_batch(images, device, model.image_size)
-        batch = Batch(images, labels.long(), index).to(device)
+    for step, batch in enumerate(batches, start=start):
         with attack_mode(model):
             adv = method.perturb(batch)
-        with precision.autocast():
+        with setup.precision.autocast():
             loss, figures = objective(batch, adv)
-        optimizer.zero_grad(set_to_none=True)  # also drops whatever an attack left in .grad
-        scaler.scale(loss).backward()
-        if config.grad_clip is not None:
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_([p for _, p in params], config.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        losses.append(d.mean(float(loss.detach())))  # the global batch's loss
-        logs.append(figures)  # the method's figures, on rank 0's part of the batch
+        optimisation.step(loss, setup.params, config.grad_clip)
+        done.losses.append(d.mean(float(loss.detach())))  # the global batch's loss
+        done.logs.append(figures)  # the method's figures, on rank 0's part of the batch
         elapsed = base + time.perf_counter() - t0
         if per_epoch and (step + 1) % per_epoch == 0:
             timing["epoch_times_s"].append(round(elapsed - timing["epoch_start"], 3))
             timing["epoch_start"] = elapsed
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{losses[-1]:.4f}", **{"img/s": f"{(step + 1 - start) * config.batch_size / (elapsed - base):.1f}"})
+            bar.set_postfix(loss=f"{done.losses[-1]:.4f}",
+                            **{"img/s": f"{(step + 1 - start) * config.batch_size / (elapsed - base):.1f}"})
         due = (step + 1) % config.checkpoint_every == 0 or step + 1 == end
         if d.broadcast(due or time.perf_counter() - last_save >= config.checkpoint_seconds):
-            checkpoint(step + 1, elapsed)
+            _save(out, d, setup, optimisation, done, step + 1, elapsed)
             last_save = time.perf_counter()
     if bar is not None:
         bar.close()
-    if end < config.steps:
-        return out
-    timing = {**timing, "elapsed": base + time.perf_counter() - t0, "steps_per_epoch": per_epoch}
-    return _finish(out, config, model, method, extras, d, timing=timing, losses=losses, logs=logs,
-                   steps=config.steps, device=device, start_digest=start_digest)
+    if end == config.steps:
+        done.timing = {**timing, "elapsed": base + time.perf_counter() - t0, "steps_per_epoch": per_epoch}
 
 
 def _progress(enabled: bool, start: int, config: TrainConfig):
@@ -538,14 +620,14 @@ def _progress(enabled: bool, start: int, config: TrainConfig):
     return progress(initial=start, total=config.steps, desc=f"train {config.method}")
 
 
-def _finish(out: Path, config: TrainConfig, model, method, extras, d: Dist, *, timing: dict, losses: list,
-            logs: list, steps: int, device: torch.device, start_digest: str) -> Path:
+def _finish(out: Path, config: TrainConfig, setup: _Setup, d: Dist, done: _Progress, *, steps: int) -> Path:
     """Write the weights and the run record (rank 0); the run is finished once ``run.json`` exists."""
     from safetensors.torch import save as save_safetensors
 
     from hrvlm.core.environment import computed_on
     from hrvlm.models.weights import state_digest
 
+    model, extras, timing = setup.model, setup.extras, done.timing
     model.eval()
     if d.main:
         atomic_write_bytes(out / runs.WEIGHTS, save_safetensors(
@@ -557,17 +639,17 @@ def _finish(out: Path, config: TrainConfig, model, method, extras, d: Dist, *, t
             files.append(runs.METHOD_WEIGHTS)
         train_s, per_epoch = timing.get("elapsed", 0.0), timing.get("steps_per_epoch")
         record = {
-            "model": config.model, "pretrained": config.pretrained, "pretrained_digest": start_digest,
+            "model": config.model, "pretrained": config.pretrained, "pretrained_digest": setup.start_digest,
             "profile": config.profile, "fabricated": bool(config.dataset_options.get("fabricated")),
-            "method": method.config(), "head": method.head_spec(), "config": asdict(config), "seed": config.seed,
-            "steps": steps, "world_size": d.world, "precision": precision_policy(device, config.precision).to_dict(),
+            "method": setup.method.config(), "head": setup.method.head_spec(), "config": asdict(config),
+            "seed": config.seed, "steps": steps, "world_size": d.world, "precision": setup.precision.to_dict(),
             "train_time_s": round(train_s, 3), "epoch_times_s": timing.get("epoch_times_s", []),
             # the paper reports time per epoch; runs shorter than one epoch get it extrapolated
             "steps_per_epoch": per_epoch,
             "epoch_time_s_estimate": round(train_s / steps * per_epoch, 3) if steps and per_epoch else None,
             "images_per_s": round(steps * config.batch_size / train_s, 2) if steps and train_s else None,
-            "losses": losses, "logs": logs, "weights_digest": state_digest(model.clip),
-            "environment": {**computed_on(device), "torch_threads": torch.get_num_threads()},
+            "losses": done.losses, "logs": done.logs, "weights_digest": state_digest(model.clip),
+            "environment": {**computed_on(setup.device), "torch_threads": torch.get_num_threads()},
             "sha256": {name: file_sha256(out / name) for name in files},
         }
         runs.write_record(out, record)
