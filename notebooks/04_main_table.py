@@ -103,9 +103,7 @@ ex.run_summary(runs) if runs else Markdown(setting.absent("No runs"))
 
 # %%
 pgd = ex.attack("pgd", profile, eps_multiple, steps=attack_steps)
-results = {v: ex.evaluate_run(run, profile, [pgd], setting.datasets, n=setting.n,
-                              templates=templates, seed=seed)
-           for v, run in runs.items()}
+results = ex.evaluate_runs(runs, profile, [pgd], setting.datasets, n=setting.n, templates=templates, seed=seed)
 frame = ex.results_frame(results)
 Markdown(ex.templates_note(frame))
 

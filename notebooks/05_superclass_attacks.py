@@ -84,10 +84,9 @@ ex.level_classes(setting.datasets)
 # %%
 runs = ex.train_variants(setting, seed)
 pgd = ex.attack("pgd", profile, eps_multiple, steps=attack_steps)
-results = {v: [r for d in setting.datasets
-               for r in ex.evaluate_run(run, profile, [pgd], [d], levels=levels[d], n=setting.n, templates=templates,
-                                        seed=seed)]
-           for v, run in runs.items()}
+by_set = [ex.evaluate_runs(runs, profile, [pgd], [d], levels=levels[d], n=setting.n, templates=templates, seed=seed)
+          for d in setting.datasets]
+results = {v: [r for records in by_set for r in records[v]] for v in runs}
 frame = ex.results_frame(results)
 long = ex.long_results(frame, profile)
 Markdown(ex.templates_note(frame))

@@ -69,9 +69,7 @@ runs = ex.train_variants(setting, seed)
 attacks = [ex.attack(name, profile, m, **settings) for m in eps_multiples
            for name, settings in (("pgd", {"steps": attack_steps}), ("cw", {"steps": attack_steps}),
                                   ("autoattack", {"steps": autoattack_steps}))]
-results = {v: ex.evaluate_run(run, profile, attacks, setting.datasets, n=setting.n,
-                              templates=templates, seed=seed)
-           for v, run in runs.items()}
+results = ex.evaluate_runs(runs, profile, attacks, setting.datasets, n=setting.n, templates=templates, seed=seed)
 frame = ex.results_frame(results)
 long = ex.long_results(frame, profile)
 Markdown(ex.templates_note(frame))

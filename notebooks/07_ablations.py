@@ -123,8 +123,8 @@ display(ablations.perturbation_cost(perturbation.runs, profile))
 
 # %%
 if not unavailable:
-    method_runs = {v: experiments.train_run(v, profile, seed=seed)
-                   for v in experiments.main_variants(profile) if v.method in methods}
+    method_runs = experiments.train_runs([v for v in experiments.main_variants(profile) if v.method in methods],
+                                         profile, seed=seed)
     display(ablations.training_costs(method_runs))
 
 # %% [markdown]

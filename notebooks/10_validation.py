@@ -140,8 +140,8 @@ plt.show()
 setting = ex.chapter_setting(profile, datasets=["uci-digits"], n=n)
 runs = ex.train_variants(setting, seed)
 pgd = ex.attack("pgd", profile, eps_multiple, steps=attack_steps)
-results = {v.label: ex.evaluate_run(run, profile, [pgd], ["uci-digits"], n=setting.n, seed=seed)
-           for v, run in runs.items()}
+results = {v.label: records for v, records in
+           ex.evaluate_runs(runs, profile, [pgd], ["uci-digits"], n=setting.n, seed=seed).items()}
 transfer = validation.digits_transfer(results)
 transfer.round(1) if not transfer.empty else Markdown(setting.absent("Nothing was evaluated"))
 

@@ -156,14 +156,14 @@ def study(variants: list[Variant], profile: str, attacks: list, n: int, seed: in
     the :class:`Study` of ``variants`` against the paper table ``paper``.  Nothing runs when the profile
     cannot run here (:func:`hrvlm.book.experiments.unavailable`): the study then has no runs and only the paper's
     numbers."""
-    from hrvlm.book.experiments import accuracy_table, evaluate_run, paper_comparison, results_frame, train_run, unavailable
+    from hrvlm.book.experiments import (accuracy_table, evaluate_runs, paper_comparison, results_frame, train_runs,
+                                        unavailable)
 
     if unavailable(profile):
         runs, frame = {}, results_frame({})
     else:
-        runs = {v: train_run(v, profile, seed=seed) for v in variants}
-        frame = results_frame({v: evaluate_run(run, profile, attacks, n=n, seed=seed, progress=False)
-                               for v, run in runs.items()})
+        runs = train_runs(variants, profile, seed=seed)
+        frame = results_frame(evaluate_runs(runs, profile, attacks, n=n, seed=seed, progress=False))
     comparison = None if paper is None else paper_comparison(frame, profile, paper)
     if not runs:
         return Study(title, runs, frame, comparison)

@@ -190,17 +190,16 @@ def protocol_setting(protocol: dict, profile: str):
 def gather(protocol: dict, variants: Sequence, profile: str, seeds: Sequence[int]) -> dict:
     """``{variant: {seed: (run folder, records)}}``: each variant trained (or its finished run found) and
     evaluated (or its records read) as the protocol's chapter does."""
-    from hrvlm.book.experiments import evaluate_run, train_run
+    from hrvlm.book.experiments import evaluate_runs, train_runs
 
     datasets, n, attack, levels = protocol_setting(protocol, profile)
-    out = {}
-    for variant in variants:
-        out[variant] = {}
-        for seed in seeds:
-            run = train_run(variant, profile, seed=seed)
-            records = [r for d in datasets for r in evaluate_run(run, profile, [attack], [d], levels=levels(d), n=n,
-                                                                 seed=seed, progress=False)]
-            out[variant][seed] = (run, records)
+    out = {variant: {} for variant in variants}
+    for seed in seeds:  # each seed's variants side by side (hrvlm.book.workers)
+        runs = train_runs(variants, profile, seed=seed)
+        by_set = [evaluate_runs(runs, profile, [attack], [d], levels=levels(d), n=n, seed=seed, progress=False)
+                  for d in datasets]
+        for variant, run in runs.items():
+            out[variant][seed] = (run, [r for records in by_set for r in records[variant]])
     return out
 
 

@@ -32,6 +32,7 @@ Typical use (a chapter)::
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,8 +40,9 @@ from typing import Mapping, Sequence
 
 import pandas as pd
 
-from hrvlm.profiles import Profile, get_profile
+from hrvlm.book.workers import map_in_workers, worker_count
 from hrvlm.evaluation.records import default_store
+from hrvlm.profiles import Profile, get_profile
 
 AVERAGE = "average"
 MAIN_TABLE = "hrvlm-main"  # the paper table of the main comparison (hrvlm/resources/paper)
@@ -177,9 +179,9 @@ def chapter_setting(profile: str, *, trees: int = 5, methods: Sequence[str] | No
     return Setting(profile, tuple(variants), tuple(datasets or default_sets), size, unavailable(profile))
 
 
-def train_variants(setting: Setting, seed: int = 0) -> dict:
+def train_variants(setting: Setting, seed: int = 0, workers: int | None = None) -> dict:
     """``{variant: finished run folder}`` for the setting's variants (none when it cannot run here)."""
-    return {} if setting.unavailable else {v: train_run(v, setting.profile, seed=seed) for v in setting.variants}
+    return {} if setting.unavailable else train_runs(setting.variants, setting.profile, seed=seed, workers=workers)
 
 
 # ----------------------------------------------------------------------------- training
@@ -200,6 +202,14 @@ def train_run(variant: Variant, profile: str, seed: int = 0, steps: int | None =
     from hrvlm.training.train import train
 
     return train(train_config(variant, profile, seed, steps), device=device)
+
+
+def train_runs(variants: Sequence[Variant], profile: str, seed: int = 0, steps: int | None = None,
+               workers: int | None = None) -> dict:
+    """``{variant: finished run folder}``, the variants trained side by side in
+    :func:`~hrvlm.book.workers.worker_count` processes (:mod:`hrvlm.book.workers`: the same runs as one by one)."""
+    job = functools.partial(train_run, profile=profile, seed=seed, steps=steps)
+    return dict(zip(variants, map_in_workers(job, variants, worker_count(profile, workers))))
 
 
 def run_summary(runs: Mapping[Variant, os.PathLike]) -> pd.DataFrame:
@@ -280,6 +290,17 @@ def evaluate_run(run: os.PathLike, profile: str, attacks: Sequence = (), dataset
                 for name in datasets or prof.eval_datasets]
     return evaluate_weights(record["model"], record["path"], requests, device=device, progress=progress,
                             store=Path(store) if store is not None else default_store())
+
+
+def _evaluate_job(run: os.PathLike, profile: str, args: tuple, kwargs: dict) -> list[dict]:
+    return evaluate_run(run, profile, *args, **kwargs)
+
+
+def evaluate_runs(runs: Mapping, profile: str, *args, workers: int | None = None, **kwargs) -> dict:
+    """``{key: evaluate_run(run, profile, *args, **kwargs)}`` for every ``key: run`` of ``runs``, the runs
+    evaluated side by side in :func:`~hrvlm.book.workers.worker_count` processes (the same records as one by one)."""
+    job = functools.partial(_evaluate_job, profile=profile, args=args, kwargs=kwargs)
+    return dict(zip(runs, map_in_workers(job, list(runs.values()), worker_count(profile, workers))))
 
 
 # ----------------------------------------------------------------------------- tables
@@ -494,7 +515,7 @@ def plot_against(ax, rows: pd.DataFrame, x: str, y: str, xlabel: str, ylabel: st
 
 
 __all__ = ["AVERAGE", "MAIN_TABLE", "accuracy_table", "attack", "attack_label", "attack_table", "attackable_levels",
-           "book_settings", "chapter_setting", "dataset_tree", "eps_multiple", "evaluate_run", "forest_size",
-           "level_classes", "level_table", "long_results", "main_variants", "mini_world_note", "paper_comparison",
+           "book_settings", "chapter_setting", "dataset_tree", "eps_multiple", "evaluate_run", "evaluate_runs",
+           "forest_size", "level_classes", "level_table", "long_results", "main_variants", "mini_world_note", "paper_comparison",
            "plot_against", "plot_grouped_bars", "results_frame", "run_summary", "Setting",
-           "templates_note", "train_config", "train_run", "train_variants", "unavailable", "Variant"]
+           "templates_note", "train_config", "train_run", "train_runs", "train_variants", "unavailable", "Variant"]

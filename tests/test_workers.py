@@ -1,0 +1,60 @@
+"""A chapter's independent variants in two worker processes: the same runs and records as one by one."""
+import json
+import os
+import shutil
+
+import pytest
+
+from hrvlm.book import experiments as ex
+from hrvlm.book import workers
+from hrvlm.models import runs
+from hrvlm.models.weights import RANDOM_INIT
+
+TINY = {"pretrained": RANDOM_INIT, "steps": 2, "batch_size": 8}  # runs in seconds, no pretrained weights
+
+
+def _pid_and_threads(item):
+    import torch
+
+    return item, os.getpid(), torch.get_num_threads()
+
+
+def test_items_are_mapped_in_order_in_other_processes_with_one_thread():
+    here = workers.map_in_workers(_pid_and_threads, range(4), 1)
+    assert [r[0] for r in here] == [0, 1, 2, 3] and {r[1] for r in here} == {os.getpid()} and {r[2] for r in here} == {1}
+    there = workers.map_in_workers(_pid_and_threads, range(4), 2)
+    assert [r[0] for r in there] == [0, 1, 2, 3]
+    assert os.getpid() not in {r[1] for r in there} and {r[2] for r in there} == {1}
+
+
+def test_the_worker_count_comes_from_the_call_the_environment_or_the_profile(monkeypatch):
+    monkeypatch.delenv(workers.WORKERS_ENV, raising=False)
+    assert workers.worker_count("mini") == 2 and workers.worker_count("full") == 1
+    assert workers.worker_count("full", 3) == 3
+    monkeypatch.setenv(workers.WORKERS_ENV, "1")
+    assert workers.worker_count("mini") == 1
+    monkeypatch.setenv(workers.WORKERS_ENV, "two")
+    with pytest.raises(ValueError, match=r"\$HRVLM_WORKERS='two': give a whole number of processes >= 1"):
+        workers.worker_count("mini")
+    with pytest.raises(ValueError, match="workers must be an integer >= 1, got 0"):
+        workers.worker_count("mini", 0)
+
+
+def test_parallel_and_sequential_builds_give_identical_runs_and_records(tmp_cache, tmp_path):
+    variants = [ex.Variant.of("TeCoA", "tecoa", {"steps": 1}, paper="tecoa", loop=TINY),
+                ex.Variant.of("FARE", "fare", {"steps": 1}, paper="fare", loop=TINY)]
+    pgd = ex.attack("pgd", "smoke", 2, steps=2)
+    outcome = {}
+    for count in (1, 2):
+        trained = ex.train_runs(variants, "smoke", workers=count)
+        assert list(trained) == variants
+        store = tmp_path / f"records-{count}.jsonl"
+        records = ex.evaluate_runs(trained, "smoke", [pgd], ["mini-heldout"], n=8, store=store, progress=False,
+                                   workers=count)
+        outcome[count] = (
+            {v.label: json.loads((run / runs.RECORD).read_text())["weights_digest"] for v, run in trained.items()},
+            {v.label: [(r["key"], r["clean_correct"], r["robust_correct"]) for r in rs] for v, rs in records.items()})
+        for run in trained.values():  # the second round trains again, in two processes
+            shutil.rmtree(run)
+    assert outcome[1] == outcome[2]
+    assert len(set(outcome[1][0].values())) == 2  # two different runs, not one twice
