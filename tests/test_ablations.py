@@ -65,11 +65,6 @@ def test_epoch_minutes_prefers_whole_epochs_over_the_estimate():
     assert np.isnan(ablations.epoch_minutes({"epoch_times_s": [], "epoch_time_s_estimate": None}))
 
 
-def test_log_margins_are_the_true_logit_minus_the_best_rival():
-    logits = torch.tensor([[3.0, 1.0, 2.0], [0.0, 5.0, 1.0]])
-    assert trained_geometry.log_margins(logits, torch.tensor([0, 2])).tolist() == [1.0, -4.0]
-
-
 class _Head:
     """Fixed class points per level (leaves first)."""
 

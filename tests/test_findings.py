@@ -7,6 +7,7 @@ import pytest
 
 from hrvlm.book import ablations, findings
 from hrvlm.book import experiments as ex
+from hrvlm.results.tables import AVERAGE
 
 SETTING = ex.Setting("mini", (), ("a", "b"), 100, None)  # 2 sets of 100 images: 5.0 / 3.5 points of noise
 OFF = ex.Setting("full", (), ("a",), 100, "no data here.")
@@ -14,7 +15,7 @@ OFF = ex.Setting("full", (), ("a",), 100, "no data here.")
 
 def averages(rows: dict, robust: str = "PGD-20 @ 1×") -> pd.DataFrame:
     """An accuracy table with only its averages: {variant: (clean, robust)}."""
-    columns = pd.MultiIndex.from_tuples([(ex.AVERAGE, "clean"), (ex.AVERAGE, robust)], names=["dataset", "metric"])
+    columns = pd.MultiIndex.from_tuples([(AVERAGE, "clean"), (AVERAGE, robust)], names=["dataset", "metric"])
     return pd.DataFrame(list(rows.values()), index=list(rows), columns=columns)
 
 
@@ -51,7 +52,7 @@ def test_main_table_without_hrvlm_or_baselines_gives_no_gap_and_without_averages
     assert findings.main_table(pd.DataFrame(), SETTING) == "No averages to compare."
     assert findings.main_table(pd.DataFrame(), OFF) == \
         "No averages to compare (this profile cannot run here: see the note at the top)."
-    only_clean = averages({"CLIP": (70.0, 2.0)}).drop(columns=(ex.AVERAGE, "PGD-20 @ 1×"))
+    only_clean = averages({"CLIP": (70.0, 2.0)}).drop(columns=(AVERAGE, "PGD-20 @ 1×"))
     assert findings.main_table(only_clean, SETTING) == "No clean and robust averages to compare."
 
 
@@ -135,7 +136,7 @@ def test_level_table_is_variant_by_dataset_and_level():
 
 # ----------------------------------------------------------------------------- chapters 07, 08
 def test_reading_names_best_worst_and_spread_or_a_tie():
-    columns = pd.MultiIndex.from_tuples([(ex.AVERAGE, "clean"), (ex.AVERAGE, "AutoAttack @ 4×")])
+    columns = pd.MultiIndex.from_tuples([(AVERAGE, "clean"), (AVERAGE, "AutoAttack @ 4×")])
     table = pd.DataFrame([[80.0, 0.0], [84.0, 0.0]], index=["A", "B"], columns=columns)
     text = findings.reading(table, "t")
     assert "best B (84.0 %), worst A (80.0 %), a spread of 4.0 points" in text
@@ -190,7 +191,7 @@ def test_training_costs_read_each_runs_record(tmp_path):
 def test_the_tree_rows_the_paper_reports_are_its_hrvlm_rows():
     rows = ablations.reported_trees()
     assert list(rows.index) == ["HRVLM (1 tree)", "HRVLM (5 trees)"]
-    assert rows.loc["HRVLM (5 trees)", (ex.AVERAGE, "pgd20")] == pytest.approx(45.39)
+    assert rows.loc["HRVLM (5 trees)", (AVERAGE, "pgd20")] == pytest.approx(45.39)
 
 
 def test_a_study_on_a_profile_that_cannot_run_here_has_only_the_papers_numbers(monkeypatch):
@@ -200,7 +201,7 @@ def test_a_study_on_a_profile_that_cannot_run_here_has_only_the_papers_numbers(m
                             paper="hrvlm-table10")
     assert study.runs == {} and study.frame.empty and study.table is None and study.figure is None
     assert study.shown() == [study.comparison]  # the paper's numbers only
-    assert study.comparison.frame.loc["Full (HITA + vic + gap)", (ex.AVERAGE, "PGD-20", "reported")] == \
+    assert study.comparison.frame.loc["Full (HITA + vic + gap)", (AVERAGE, "PGD-20", "reported")] == \
         pytest.approx(44.34)
 
 

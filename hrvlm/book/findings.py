@@ -13,7 +13,8 @@ from typing import Mapping
 
 import pandas as pd
 
-from hrvlm.book.experiments import AVERAGE, MAIN_TABLE, Setting
+from hrvlm.book.experiments import MAIN_TABLE, Setting
+from hrvlm.results.tables import AVERAGE
 from hrvlm.results.tables import paper_table
 
 LEAF_TRAINED = ("TeCoA", "PMG-AFT", "FARE")  # the baselines trained on leaf classes only (the paper's Fig. 1a)
