@@ -5,12 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from hrvlm.data import fixed_subset, get_dataset, get_spec, list_datasets
+from hrvlm.data import PAPER_DATASETS, fixed_subset, get_dataset, get_spec, list_datasets
 from hrvlm.cli import main
 from hrvlm.data import cli as data_cli
 from hrvlm.data.real import (DEFAULT_RESOLUTION, REAL, DatasetMissing, InGraphResize, apply_resolution,
                              image_transform)
 from hrvlm.core.storage import config_hash
+from hrvlm.hierarchy.trees import REAL_DATASETS
+from hrvlm.profiles import get_profile
 from hrvlm.data.templates import load_templates
 
 CLASS_COUNTS = {"cifar10": 10, "cifar100": 100, "stl10": 10, "caltech101": 101, "caltech256": 257,
@@ -28,6 +30,13 @@ def test_real_datasets_are_registered_with_names_templates_and_hierarchy():
         assert templates and all(t.format(c="x") != t for t in templates)
     assert load_templates("eurosat") == ["a centered satellite photo of {c}."]
     assert len(load_templates("openai_imagenet")) == 80
+
+
+def test_the_papers_dataset_list_has_one_home():
+    assert len(PAPER_DATASETS) == 15 and PAPER_DATASETS[0] == "imagenet" and set(PAPER_DATASETS) < set(REAL)
+    assert set(REAL_DATASETS) == set(REAL)  # every real dataset has its forest
+    for name in ("full", "rehearsal"):  # profiles.json lists no datasets for them: the paper's are the default
+        assert get_profile(name).eval_datasets == PAPER_DATASETS
 
 
 def test_unknown_dataset_is_a_clear_error():

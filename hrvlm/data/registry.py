@@ -20,6 +20,10 @@ import numpy as np
 from hrvlm.core.resources import RESOURCES
 
 CLASSNAME_DIR = RESOURCES / "classnames"
+# The paper's evaluation sets: ImageNet, then its 14 zero-shot sets; a profile's evaluation sets by default
+# (full, rehearsal).  Here, not in data.real: the hierarchy reads it and needs no torch.
+PAPER_DATASETS = ("imagenet", "cifar10", "cifar100", "stl10", "caltech101", "caltech256", "oxford_pets",
+                  "flowers102", "fgvc_aircraft", "stanford_cars", "sun397", "food101", "eurosat", "dtd", "pcam")
 
 _REGISTRY: dict[str, "DatasetSpec"] = {}
 
