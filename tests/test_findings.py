@@ -9,8 +9,11 @@ from hrvlm.book import ablations, findings
 from hrvlm.book import experiments as ex
 from hrvlm.results.tables import AVERAGE
 
-SETTING = ex.Setting("mini", (), ("a", "b"), 100, None)  # 2 sets of 100 images: 5.0 / 3.5 points of noise
-OFF = ex.Setting("full", (), ("a",), 100, "no data here.")
+# the rows' methods come from the setting's variants, never from their labels
+VARIANTS = (ex.Variant.of("CLIP", "clip"), ex.Variant.of("TeCoA", "tecoa"), ex.Variant.of("FARE", "fare"),
+            ex.Variant.of("HRVLM (1 tree)", "hrvlm", {"trees": 1}), ex.Variant.of("HRVLM (2 trees)", "hrvlm", {"trees": 2}))
+SETTING = ex.Setting("mini", VARIANTS, ("a", "b"), 100, None)  # 2 sets of 100 images: 5.0 / 3.5 points of noise
+OFF = ex.Setting("full", VARIANTS, ("a",), 100, "no data here.")
 
 
 def averages(rows: dict, robust: str = "PGD-20 @ 1×") -> pd.DataFrame:
@@ -44,6 +47,17 @@ def test_main_table_names_the_best_rows_and_each_hrvlm_gap_to_the_best_fine_tune
                         "the best baseline (FARE).")
     assert "15-dataset average (62.1/44.3 with one tree, 62.5/45.4 with five)" in lines[4]
     assert lines[5] == "* " + SETTING.precision_note() and "up to 5.0 points" in lines[5]
+
+
+def test_main_table_picks_rows_by_their_method_not_their_label():
+    renamed = ex.Setting("mini", (ex.Variant.of("zero-shot", "clip"), ex.Variant.of("HRVLM-like baseline", "tecoa"),
+                                  ex.Variant.of("ours", "hrvlm")), ("a", "b"), 100, None)
+    lines = findings.main_table(averages({"zero-shot": (70.0, 2.0), "HRVLM-like baseline": (50.0, 30.0),
+                                          "ours": (55.0, 38.0)}), renamed).splitlines()
+    assert lines[1].startswith("* zero-shot without fine-tuning: 70.0 % clean")
+    assert lines[2].startswith("* ours: 55.0 % clean") and lines[2].endswith("(HRVLM-like baseline).")
+    with pytest.raises(ValueError, match=r"rows \['mine'\] are no variants of the chapter's setting"):
+        findings.main_table(averages({"mine": (50.0, 30.0)}), SETTING)
 
 
 def test_main_table_without_hrvlm_or_baselines_gives_no_gap_and_without_averages_says_why():
