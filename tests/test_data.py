@@ -21,10 +21,10 @@ CLASS_COUNTS = {"cifar10": 10, "cifar100": 100, "stl10": 10, "caltech101": 101, 
 
 
 def test_real_datasets_are_registered_with_names_templates_and_hierarchy():
-    assert set(CLASS_COUNTS) == set(REAL) and set(REAL) <= set(list_datasets("full"))
+    assert set(CLASS_COUNTS) == set(REAL) and set(REAL) <= set(list_datasets("real"))
     for name, count in CLASS_COUNTS.items():
         spec = get_spec(name)
-        assert spec.profile == "full" and spec.hierarchy == name
+        assert spec.world == "real" and spec.hierarchy == name
         assert spec.num_classes == count, name
         templates = load_templates(spec.templates)
         assert templates and all(t.format(c="x") != t for t in templates)
@@ -223,7 +223,7 @@ def test_a_fabricated_root_is_labelled_and_checked(fabricated, tmp_path):
     assert entry["datasets"] == sorted(REAL) and "not results on the real datasets" in entry["what"]
     assert labelled_options("cifar10", {"root": str(fabricated)}) == {"root": str(fabricated), "fabricated": True}
     assert labelled_options("cifar10", {"root": str(tmp_path)}) == {"root": str(tmp_path)}
-    assert labelled_options("mini-heldout", {"profile": "mini"}) == {"profile": "mini"}
+    assert labelled_options("mini-heldout", {"size": "mini"}) == {"size": "mini"}
     # torchvision's md5 check still runs: against the marker's md5s, so a damaged file is refused
     copy = tmp_path / "copy"
     fabricate.fabricate(copy, per_class=1, names=["cifar10"])

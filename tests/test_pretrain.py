@@ -66,7 +66,7 @@ def test_short_run_beats_chance(trained):
     model, _, tokenizer = load_clip(config.model, pretrained=weights)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HRVLM_CACHE", str(root))
-        accuracy = evaluate(model, tokenizer, "mini-colours", n=300, dataset_options={"profile": "mini"},
+        accuracy = evaluate(model, tokenizer, "mini-colours", n=300, dataset_options={"size": "mini"},
                             progress=False)[0]["clean_acc"]
     assert accuracy >= 0.18, accuracy
 

@@ -101,7 +101,7 @@ def is_mini_world(dataset: str) -> bool:
     from hrvlm.data import get_spec
 
     try:
-        return get_spec(dataset).profile == "mini"
+        return get_spec(dataset).world == "mini"
     except KeyError:
         return dataset.startswith("mini-")
 
@@ -214,7 +214,7 @@ def compare(table: PaperTable | str, records: pd.DataFrame | None, profile: str,
     labelled columns with ours only.
     Rows: the paper's rows, then our methods the paper does not have.
     """
-    from hrvlm.profiles import get_profile
+    from hrvlm.profiles import get_profile, profile_names
 
     table = paper_table(table) if isinstance(table, str) else table
     get_profile(profile)  # an unknown profile is an error here, not a mislabelled table
@@ -227,8 +227,9 @@ def compare(table: PaperTable | str, records: pd.DataFrame | None, profile: str,
         worlds = {d: is_mini_world(d) for d in records["dataset"].unique()}
         wrong = [d for d, mini in worlds.items() if mini != (label == MINI_WORLD)]
         if wrong:
+            mini = tuple(p for p in profile_names() if replica(p) == MINI_WORLD)
             raise ValueError(f"records of {wrong} cannot be the {profile!r} profile's numbers: mini-world datasets "
-                             f"belong to mini-world profiles ('mini', 'smoke'), real datasets to the others")
+                             f"belong to mini-world profiles {mini}, real datasets to the others")
     ours = ours_from_records(records, table, profile)
 
     reported = table.reported()
