@@ -227,7 +227,8 @@ def test_records_of_an_older_schema_are_refused_in_one_line_and_recomputed(tmp_p
     with open(store, "a") as f:
         f.write(json.dumps(old) + "\n" + json.dumps({**old, "key": "1" * 20, "checksum": None}) + "\n")
     problems = verify(store)["problems"]
-    assert problems[0][0] == 2 and "has schema 1, not this hrvlm's 2" in problems[0][1]
+    assert problems[0][0] == 2 and problems[0][1].startswith("another schema (record 0")
+    assert "has schema 1, not this hrvlm's 2" in problems[0][1]
     with pytest.warns(UserWarning) as caught:
         assert len(read_records(store)) == 1
     messages = [str(w.message) for w in caught]

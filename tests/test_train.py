@@ -138,7 +138,7 @@ def test_run_folder_loads_by_path_and_name_with_its_head_and_fresh_records(tmp_p
     kw = dict(n=16, store=store, progress=False, dataset_options={"size": "smoke"})
     before, = evaluate(base, tokenizer, "mini-finetune", **kw)
     after, = evaluate(tuned, tokenizer, "mini-finetune", **kw)
-    assert after["checkpoint"] != before["checkpoint"] and after["head"] == record["head"]
+    assert after["weights_digest"] != before["weights_digest"] and after["head"] == record["head"]
     with pytest.raises(ValueError, match="fine-tuned 'hrvlm-tiny-cnn', not 'hrvlm-tiny'"):
         load_clip("hrvlm-tiny", pretrained=run.name)
     with pytest.raises(runs.RunNotFound):
@@ -417,7 +417,7 @@ def test_hrvlm_eval_consumes_a_run(tmp_path, capsys):
     assert record["model"] == "hrvlm-tiny-cnn" and record["method"] == _train_methods.NAME
     assert record["batch_size"] == get_profile("smoke").eval_batch_size  # --batch-size's default under --profile
     assert record["head"] == runs.read_record(run)["head"]
-    assert record["checkpoint"] == runs.read_record(run)["weights_digest"]
+    assert record["weights_digest"] == runs.read_record(run)["weights_digest"]
 
 
 def test_eval_splits_datasets_across_torchrun_ranks(tmp_path):

@@ -318,8 +318,8 @@ def verify(path: str | os.PathLike, allow_unsigned: bool = False) -> dict:
 
     ``records`` counts records that pass :func:`check_record` with a checksum, ``unverified`` those
     without one accepted by ``allow_unsigned``; problems are torn or corrupt lines, records failing
-    :func:`check_record` (no checksum, a mismatch, a key that is not their provenance's, accuracies
-    that disagree with their bitmaps), repeated keys and a last line without its newline.
+    :func:`check_record` (no checksum, a mismatch, another schema, a key that is not their provenance's,
+    accuracies that disagree with their bitmaps), repeated keys and a last line without its newline.
     """
     path = check_store_path(path)
     if not path.is_file():
@@ -334,6 +334,9 @@ def verify(path: str | os.PathLike, allow_unsigned: bool = False) -> dict:
         try:
             record = json.loads(line)
             check_record(record, allow_unsigned)
+        except StaleRecord as err:
+            out["problems"].append((number, f"another schema ({err})"))
+            continue
         except ValueError as err:
             out["problems"].append((number, f"torn or corrupt line ({err})"))
             continue
