@@ -42,6 +42,7 @@ from hrvlm.profiles import Profile, get_profile
 from hrvlm.evaluation.records import default_store
 from hrvlm.results.metrics import binomial_se
 from hrvlm.results.tables import AVERAGE, dataset_table
+
 MAIN_TABLE = "hrvlm-main"  # the paper table of the main comparison (hrvlm/resources/paper)
 
 

@@ -1,7 +1,7 @@
 """The dataset registry.
 
-A dataset is registered once, as data: its name, world (``mini``: generated offline, or ``real``), class names, template
-set, hierarchy key and a factory that builds a ``torch.utils.data.Dataset`` yielding
+A dataset is registered once, as data: its name, world (``mini``: generated offline, or ``real``),
+class names, template set, hierarchy key and a factory that builds a ``torch.utils.data.Dataset`` yielding
 ``(image, label)`` with ``image`` a float tensor ``[3, S, S]`` in [0, 1].  The mini world and the real
 datasets go through the same calls, so every chapter differs between profiles only in names.
 """
