@@ -28,7 +28,7 @@ from hrvlm.data.real import DatasetMissing, build, fetch
 from hrvlm.core.environment import check_device
 from hrvlm.evaluation.evaluate import build_attacks, check_attacks, check_request
 from hrvlm.models.clip import load_clip
-from hrvlm.evaluation.records import RecordStore
+from hrvlm.evaluation.records import RecordStore, StaleRecord, check_record, record_checksum
 from hrvlm.data.templates import check_templates, load_templates
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,6 +108,8 @@ API = [
      "restarts >= 1"),
     # records
     ("records-store-folder", lambda c: RecordStore(c.tmp), IsADirectoryError, "is a folder"),
+    ("records-old-schema", lambda c: check_record({"key": "k", "checksum": record_checksum({"key": "k", "schema": 1}),
+                                                   "schema": 1}), StaleRecord, r"record k has schema 1, not this hrvlm's 2"),
     # tree files
     ("tree-list-leaf", lambda c: hierarchy.read_tree_file(_tree_file(c.tmp, leaves='["a", ["b"]]')),
      hierarchy.HierarchyError, "list of class names"),
