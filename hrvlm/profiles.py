@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from hrvlm.core.resources import RESOURCES
+from hrvlm.data.registry import PAPER_DATASETS
 
 PROFILE_FILE = RESOURCES / "profiles.json"
 
@@ -28,7 +29,7 @@ class Profile:
     model: str                        # open_clip / hrvlm model config
     pretrained: str                   # pretrained tag for hrvlm.models.clip.load_clip
     train_dataset: str                # the fine-tuning set (ImageNet or its analogue)
-    eval_datasets: tuple[str, ...]    # the fine-tuning set first, then the zero-shot sets
+    eval_datasets: tuple[str, ...]    # the fine-tuning set first, then the zero-shot sets (default: PAPER_DATASETS)
     eps_unit: float                   # L∞ ε in [0, 1] pixel units playing the role of 1/255
     eval_n: int | None                # images per evaluation set (fixed subsets)
     base_options: dict                # profiles.json's dataset_options (e.g. mini sizes)
@@ -80,7 +81,7 @@ def get_profile(name: str) -> Profile:
         raise KeyError(f"unknown profile {name!r}; choose one of {sorted(table)}")
     entry = dict(table[name])
     entry["eps_unit"] = float(Fraction(entry["eps_unit"]))
-    entry["eval_datasets"] = tuple(entry["eval_datasets"])
+    entry["eval_datasets"] = tuple(entry.get("eval_datasets", PAPER_DATASETS))
     entry["base_options"] = entry.pop("dataset_options")
     return Profile(name=name, **entry)
 

@@ -60,11 +60,11 @@ from hrvlm.profiles import get_profile
 
 # The mini world exists in the smoke and mini profiles; the full profile's data are the real datasets,
 # so under it this chapter shows the mini world at the mini profile's sizes.
-prof = get_profile(profile if "profile" in get_profile(profile).dataset_options else "mini")
+prof = get_profile(profile if "size" in get_profile(profile).dataset_options else "mini")
 if prof.name != profile:
     display(Markdown(f"*The `{profile}` profile uses real datasets, not the mini world: this chapter shows the "
                      f"mini world at the `{prof.name}` profile's sizes.*"))
-world_profile = prof.dataset_options["profile"]
+mini_size = prof.dataset_options["size"]  # the mini world's size option: smoke or mini
 datasets = ["mini-pretrain", *prof.eval_datasets]
 n_eval = min(calibration_n, prof.eval_n)
 
@@ -79,8 +79,8 @@ rows = []
 for name in datasets:
     d = definition(name)
     split = "train" if name == "mini-pretrain" else "test"
-    ds = MiniWorldDataset(name, split, profile=world_profile)
-    rows.append({"dataset": name, "split": split, "items": split_size(name, split, world_profile),
+    ds = MiniWorldDataset(name, split, size=mini_size)
+    rows.append({"dataset": name, "split": split, "items": split_size(name, split, mini_size),
                  "classes": len(ds.classnames), "labels": d["labels"], "what": d["description"]})
 pd.DataFrame(rows).set_index("dataset")
 
@@ -88,7 +88,7 @@ pd.DataFrame(rows).set_index("dataset")
 fig, axes = plt.subplots(len(datasets), samples_per_dataset,
                          figsize=(1.4 * samples_per_dataset, 1.5 * len(datasets)))
 for row, name in zip(axes, datasets):
-    ds = MiniWorldDataset(name, "train" if name == "mini-pretrain" else "test", profile=world_profile)
+    ds = MiniWorldDataset(name, "train" if name == "mini-pretrain" else "test", size=mini_size)
     for k, ax in enumerate(row):
         i = (k * 7 + seed) % len(ds)
         ax.imshow(ds.image_uint8(i), interpolation="nearest")
@@ -139,7 +139,7 @@ pd.DataFrame([{"class": name, "synset": entry["synset"], "drawn as": entry.get("
 # and also names a class by one of its superclasses ("a photo of a vowel."), with the names the trees use.
 
 # %%
-corpus = MiniWorldDataset("mini-pretrain", "train", profile=world_profile)
+corpus = MiniWorldDataset("mini-pretrain", "train", size=mini_size)
 pd.DataFrame([{**corpus.factors(i).as_dict(), "pretraining caption": corpus.caption(i, "pretrain")}
               for i in range(6)])
 
@@ -221,8 +221,8 @@ fig.tight_layout()
 #   idle cores (the record below: wall time of rendering the corpus and training).
 
 # %%
-config = PretrainConfig.profile(world_profile, model=prof.model)
-ensure_pretrained(prof.model, world_profile)  # its progress bar goes to the builder's terminal, not the page
+config = PretrainConfig.profile(prof.name, model=prof.model)
+ensure_pretrained(prof.model, prof.name)  # its progress bar goes to the builder's terminal, not the page
 record = load_record(config)
 {k: record[k] for k in ("steps", "wall_time_s", "cpu_time_s", "steps_per_s", "torch_threads")}
 
@@ -239,13 +239,13 @@ record = load_record(config)
 # %%
 model, _, tokenizer = load_clip(prof.model, pretrained=prof.pretrained)
 store = default_store()  # the book's records: a rebuild reuses these evaluations
-leaves = pd.DataFrame(leaf_table(model, tokenizer, prof.eval_datasets, n_eval, world_profile, store=store))
+leaves = pd.DataFrame(leaf_table(model, tokenizer, prof.eval_datasets, n_eval, mini_size, store=store))
 leaves = leaves.set_index("dataset")
 leaves[["majority", "clean", "se"]] = leaves[["majority", "clean", "se"]].mul(100).round(1)
 leaves
 
 # %%
-levels = pd.DataFrame(level_table(model, tokenizer, prof.train_dataset, prof.eps_unit, n_eval, world_profile,
+levels = pd.DataFrame(level_table(model, tokenizer, prof.train_dataset, prof.eps_unit, n_eval, mini_size,
                                   store=store))
 levels["read (≥ majority + 40)"] = [
     "" if row.level == 0 or row.classes < MIN_CLASSES else ("yes" if row.clean >= row.majority + TARGET_ABOVE_MAJORITY

@@ -60,7 +60,7 @@ from IPython.display import Markdown, display
 from hrvlm.book import experiments as ex
 from hrvlm.book import findings
 from hrvlm.profiles import get_profile
-from hrvlm.results.tables import paper_table, replica
+from hrvlm.results.tables import AVERAGE, paper_table, replica
 
 prof = get_profile(profile)
 setting = ex.chapter_setting(profile, trees=trees, methods=methods, n=n)
@@ -153,7 +153,7 @@ claims.average_intervals(results, setting.datasets) if table.size else Markdown(
 # %%
 reported_avg = reported.known().xs("average", axis=1, level="column")
 reported_avg.columns = [reported.metrics[m]["label"] for m in reported_avg.columns]
-ours_avg = table[ex.AVERAGE] if ex.AVERAGE in table.columns.get_level_values(0) else pd.DataFrame()
+ours_avg = table[AVERAGE] if AVERAGE in table.columns.get_level_values(0) else pd.DataFrame()
 fig, axes = plt.subplots(1, 2, figsize=(13, 4.2), sharey=True)
 ex.plot_grouped_bars(axes[0], reported_avg, "the paper: average over 15 real datasets (reported)")
 ex.plot_grouped_bars(axes[1], ours_avg, f"ours: average over the {profile} profile's sets"

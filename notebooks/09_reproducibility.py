@@ -68,7 +68,7 @@ pd.Series(provenance.environment_report(), name="value").to_frame()
 # configuration>`, so equal configurations share one run (how chapters 03–08 reuse each other's training).
 # *Start weights* names the pretrained weights and the digest of their values (`hrvlm.models.weights.state_digest`);
 # *weights digest* is the digest of the fine-tuned values, which every record of those weights carries as
-# its `checkpoint`; *head* is the classifier the weights are evaluated with (cosine, or HRVLM's Poincaré head
+# its `weights_digest`; *head* is the classifier the weights are evaluated with (cosine, or HRVLM's Poincaré head
 # with its learned scales, in `run.json`).
 
 # %%

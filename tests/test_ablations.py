@@ -65,11 +65,6 @@ def test_epoch_minutes_prefers_whole_epochs_over_the_estimate():
     assert np.isnan(ablations.epoch_minutes({"epoch_times_s": [], "epoch_time_s_estimate": None}))
 
 
-def test_log_margins_are_the_true_logit_minus_the_best_rival():
-    logits = torch.tensor([[3.0, 1.0, 2.0], [0.0, 5.0, 1.0]])
-    assert trained_geometry.log_margins(logits, torch.tensor([0, 2])).tolist() == [1.0, -4.0]
-
-
 class _Head:
     """Fixed class points per level (leaves first)."""
 
@@ -108,8 +103,8 @@ def test_disk_layout_keeps_every_points_norm_and_the_tree():
 
 def test_provenance_names_the_run_behind_each_record_and_keeps_profiles_apart():
     frame = pd.DataFrame({
-        "checkpoint": ["sha256:aaaa", "sha256:bbbb", "sha256:aaaa"], "method": ["hrvlm", "clip", "hrvlm"],
-        "dataset": ["mini-heldout", "mini-heldout", "mini-heldout"], "dataset_options_profile": ["mini", "mini", "smoke"],
+        "weights_digest": ["sha256:aaaa", "sha256:bbbb", "sha256:aaaa"], "method": ["hrvlm", "clip", "hrvlm"],
+        "dataset": ["mini-heldout", "mini-heldout", "mini-heldout"], "dataset_options_size": ["mini", "mini", "smoke"],
         "split": "test", "n": 10, "level": 0, "seed": 0, "clean_acc": [0.5, 0.4, 0.3], "attack_name": "none"})
     mini = provenance.profile_records(frame, "mini")
     assert len(mini) == 2 and provenance.profile_records(frame, "full").empty

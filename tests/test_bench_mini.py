@@ -47,10 +47,10 @@ def test_calibration_averages_the_sets_and_reuses_a_store(model, monkeypatch, tm
     monkeypatch.setenv("HRVLM_CACHE", str(root))
     store = tmp_path / "records.jsonl"
     names = ["mini-heldout", "mini-colours"]
-    first = mini.calibration(clip, tokenizer, names, (1, 8), N, {"profile": "smoke"}, steps=2, store=store)
+    first = mini.calibration(clip, tokenizer, names, (1, 8), N, {"size": "smoke"}, steps=2, store=store)
     for row in first.values():
         assert row["average"] == pytest.approx(np.mean([row[n] for n in names]))
     assert first[8]["average"] <= first[1]["average"]
     lines = store.read_text().count("\n")
-    assert mini.calibration(clip, tokenizer, names, (1, 8), N, {"profile": "smoke"}, steps=2, store=store) == first
+    assert mini.calibration(clip, tokenizer, names, (1, 8), N, {"size": "smoke"}, steps=2, store=store) == first
     assert store.read_text().count("\n") == lines  # read back, nothing recomputed

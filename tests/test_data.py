@@ -5,12 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from hrvlm.data import fixed_subset, get_dataset, get_spec, list_datasets
+from hrvlm.data import PAPER_DATASETS, fixed_subset, get_dataset, get_spec, list_datasets
 from hrvlm.cli import main
 from hrvlm.data import cli as data_cli
 from hrvlm.data.real import (DEFAULT_RESOLUTION, REAL, DatasetMissing, InGraphResize, apply_resolution,
                              image_transform)
 from hrvlm.core.storage import config_hash
+from hrvlm.hierarchy.trees import REAL_DATASETS
+from hrvlm.profiles import get_profile
 from hrvlm.data.templates import load_templates
 
 CLASS_COUNTS = {"cifar10": 10, "cifar100": 100, "stl10": 10, "caltech101": 101, "caltech256": 257,
@@ -19,15 +21,22 @@ CLASS_COUNTS = {"cifar10": 10, "cifar100": 100, "stl10": 10, "caltech101": 101, 
 
 
 def test_real_datasets_are_registered_with_names_templates_and_hierarchy():
-    assert set(CLASS_COUNTS) == set(REAL) and set(REAL) <= set(list_datasets("full"))
+    assert set(CLASS_COUNTS) == set(REAL) and set(REAL) <= set(list_datasets("real"))
     for name, count in CLASS_COUNTS.items():
         spec = get_spec(name)
-        assert spec.profile == "full" and spec.hierarchy == name
+        assert spec.world == "real" and spec.hierarchy == name
         assert spec.num_classes == count, name
         templates = load_templates(spec.templates)
         assert templates and all(t.format(c="x") != t for t in templates)
     assert load_templates("eurosat") == ["a centered satellite photo of {c}."]
     assert len(load_templates("openai_imagenet")) == 80
+
+
+def test_the_papers_dataset_list_has_one_home():
+    assert len(PAPER_DATASETS) == 15 and PAPER_DATASETS[0] == "imagenet" and set(PAPER_DATASETS) < set(REAL)
+    assert set(REAL_DATASETS) == set(REAL)  # every real dataset has its forest
+    for name in ("full", "rehearsal"):  # profiles.json lists no datasets for them: the paper's are the default
+        assert get_profile(name).eval_datasets == PAPER_DATASETS
 
 
 def test_unknown_dataset_is_a_clear_error():
@@ -214,7 +223,7 @@ def test_a_fabricated_root_is_labelled_and_checked(fabricated, tmp_path):
     assert entry["datasets"] == sorted(REAL) and "not results on the real datasets" in entry["what"]
     assert labelled_options("cifar10", {"root": str(fabricated)}) == {"root": str(fabricated), "fabricated": True}
     assert labelled_options("cifar10", {"root": str(tmp_path)}) == {"root": str(tmp_path)}
-    assert labelled_options("mini-heldout", {"profile": "mini"}) == {"profile": "mini"}
+    assert labelled_options("mini-heldout", {"size": "mini"}) == {"size": "mini"}
     # torchvision's md5 check still runs: against the marker's md5s, so a damaged file is refused
     copy = tmp_path / "copy"
     fabricate.fabricate(copy, per_class=1, names=["cifar10"])

@@ -50,7 +50,7 @@ def synthetic(clip):
         return Tensors(low, labels)
 
     for name, f in (("test-synthetic", factory), ("test-lowres", lowres)):
-        register(DatasetSpec(name=name, profile="mini", classnames=CLASSES, templates="simple", factory=f),
+        register(DatasetSpec(name=name, world="mini", classnames=CLASSES, templates="simple", factory=f),
                  replace=True)
     return labels
 
@@ -165,7 +165,7 @@ def test_fixed_subset_and_provenance(clip, synthetic, tmp_path):
     c, = run(clip, n=9)
     assert a["subset_ids_hash"] == b["subset_ids_hash"] != c["subset_ids_hash"]
     assert a["clean_correct"] == b["clean_correct"] and a["n"] == 8 and a["dataset_size"] == N
-    assert a["checkpoint"] == ev.checkpoint_id(clip[0]) and a["checkpoint"].startswith("sha256:")
+    assert a["weights_digest"] == ev.checkpoint_id(clip[0]) and a["weights_digest"].startswith("sha256:")
     assert a["head"] == {"kind": "cosine"} and a["head_built"]["kind"] == "cosine"
     assert a["templates"] == "simple" and a["split"] == "test"
     assert a["attack"] is None and a["robust_acc"] is None and a["wall_time_s"] > 0
@@ -234,10 +234,10 @@ def test_step_size_is_an_error_for_attacks_that_adapt_their_own(synthetic, tmp_p
 
 def test_mini_world_dataset_with_its_wordnet_forest(clip):
     records = run(clip, "mini-finetune", [build_attack("pgd", 1 / 255, steps=1)], levels=(0, 1), n=8, depth=2,
-                  dataset_options={"profile": "smoke"})
+                  dataset_options={"size": "smoke"})
     assert [r["level"] for r in records] == [0, 1] and all(r["split"] == "test" for r in records)
     assert records[1]["tree"].startswith("mini-finetune/") and 1 < records[1]["num_classes"] < records[0]["num_classes"]
-    assert records[0]["num_classes"] == 56 and records[0]["dataset_options"] == {"profile": "smoke"}
+    assert records[0]["num_classes"] == 56 and records[0]["dataset_options"] == {"size": "smoke"}
     assert records[1]["tree_hash"] == forest_for_dataset("mini-finetune", depth=2)[0].content_hash()
     assert records[0]["subset_ids_hash"] == records[1]["subset_ids_hash"] and records[1]["leaf_clean_acc"] is not None
 
@@ -259,7 +259,7 @@ def test_changed_weights_never_get_the_stored_record(synthetic, tmp_path):
         for p in model.clip.visual.parameters():
             p.add_(0.05 * torch.randn_like(p))
     after, = ev.evaluate(model, tokenizer, request, store=store, progress=False)
-    assert after["checkpoint"] != before["checkpoint"] and after["created"] != before["created"]
+    assert after["weights_digest"] != before["weights_digest"] and after["created"] != before["created"]
     assert len(RecordStore(store)) == 2
     # a different head on the same weights is a different record too
     scaled_head = EvalRequest("test-synthetic", attack, head={"kind": "cosine", "logit_scale": 10.0})

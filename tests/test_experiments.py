@@ -7,6 +7,7 @@ from hrvlm.book import experiments as ex
 from hrvlm.models import runs
 from hrvlm.hierarchy.trees import forest_for_dataset
 from hrvlm.profiles import get_profile
+from hrvlm.results.tables import AVERAGE
 from hrvlm.training.train import RANDOM_INIT
 
 TINY = {"pretrained": RANDOM_INIT, "steps": 2, "batch_size": 8}  # a run in seconds, no pretrained weights
@@ -96,7 +97,7 @@ def test_evaluation_goes_to_the_store_once_and_tabulates(tiny_run, tmp_path):
     table = ex.accuracy_table(frame, "smoke")
     assert list(table.index) == ["TeCoA"]
     assert table.loc["TeCoA", ("mini-heldout", "PGD-2 @ 2×")] == pytest.approx(100 * records[0]["robust_acc"])
-    assert ex.AVERAGE not in table.columns.get_level_values(0)  # two of six sets: no average
+    assert AVERAGE not in table.columns.get_level_values(0)  # two of six sets: no average
     assert "`mini`" in ex.templates_note(frame) and "`mini-colours`" in ex.templates_note(frame)
 
 
@@ -115,8 +116,8 @@ def test_tables_average_every_set_and_mini_numbers_stay_in_mini_columns():
                               two: [record(d, 0.6, 0.3 + 0.1 * (i == 0)) for i, d in enumerate(sets)]})
     table = ex.accuracy_table(frame, "mini")
     assert list(table.index) == ["HRVLM (1 tree)", "HRVLM (2 trees)"]
-    assert table.loc["HRVLM (1 tree)", (ex.AVERAGE, "clean")] == pytest.approx(50)
-    assert table.loc["HRVLM (2 trees)", (ex.AVERAGE, "PGD-20 @ 1×")] == pytest.approx(30 + 10 / len(sets))
+    assert table.loc["HRVLM (1 tree)", (AVERAGE, "clean")] == pytest.approx(50)
+    assert table.loc["HRVLM (2 trees)", (AVERAGE, "PGD-20 @ 1×")] == pytest.approx(30 + 10 / len(sets))
     comparison = ex.paper_comparison(frame, "mini").frame
     assert comparison.loc["HRVLM (1 tree)", ("average (mini world)", "PGD-20", "ours")] == pytest.approx(25)
     assert comparison.loc["HRVLM (2 trees)", ("average (mini world)", "clean", "ours")] == pytest.approx(60)

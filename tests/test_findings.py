@@ -7,14 +7,18 @@ import pytest
 
 from hrvlm.book import ablations, findings
 from hrvlm.book import experiments as ex
+from hrvlm.results.tables import AVERAGE
 
-SETTING = ex.Setting("mini", (), ("a", "b"), 100, None)  # 2 sets of 100 images: 5.0 / 3.5 points of noise
-OFF = ex.Setting("full", (), ("a",), 100, "no data here.")
+# the rows' methods come from the setting's variants, never from their labels
+VARIANTS = (ex.Variant.of("CLIP", "clip"), ex.Variant.of("TeCoA", "tecoa"), ex.Variant.of("FARE", "fare"),
+            ex.Variant.of("HRVLM (1 tree)", "hrvlm", {"trees": 1}), ex.Variant.of("HRVLM (2 trees)", "hrvlm", {"trees": 2}))
+SETTING = ex.Setting("mini", VARIANTS, ("a", "b"), 100, None)  # 2 sets of 100 images: 5.0 / 3.5 points of noise
+OFF = ex.Setting("full", VARIANTS, ("a",), 100, "no data here.")
 
 
 def averages(rows: dict, robust: str = "PGD-20 @ 1×") -> pd.DataFrame:
     """An accuracy table with only its averages: {variant: (clean, robust)}."""
-    columns = pd.MultiIndex.from_tuples([(ex.AVERAGE, "clean"), (ex.AVERAGE, robust)], names=["dataset", "metric"])
+    columns = pd.MultiIndex.from_tuples([(AVERAGE, "clean"), (AVERAGE, robust)], names=["dataset", "metric"])
     return pd.DataFrame(list(rows.values()), index=list(rows), columns=columns)
 
 
@@ -45,13 +49,24 @@ def test_main_table_names_the_best_rows_and_each_hrvlm_gap_to_the_best_fine_tune
     assert lines[5] == "* " + SETTING.precision_note() and "up to 5.0 points" in lines[5]
 
 
+def test_main_table_picks_rows_by_their_method_not_their_label():
+    renamed = ex.Setting("mini", (ex.Variant.of("zero-shot", "clip"), ex.Variant.of("HRVLM-like baseline", "tecoa"),
+                                  ex.Variant.of("ours", "hrvlm")), ("a", "b"), 100, None)
+    lines = findings.main_table(averages({"zero-shot": (70.0, 2.0), "HRVLM-like baseline": (50.0, 30.0),
+                                          "ours": (55.0, 38.0)}), renamed).splitlines()
+    assert lines[1].startswith("* zero-shot without fine-tuning: 70.0 % clean")
+    assert lines[2].startswith("* ours: 55.0 % clean") and lines[2].endswith("(HRVLM-like baseline).")
+    with pytest.raises(ValueError, match=r"rows \['mine'\] are no variants of the chapter's setting"):
+        findings.main_table(averages({"mine": (50.0, 30.0)}), SETTING)
+
+
 def test_main_table_without_hrvlm_or_baselines_gives_no_gap_and_without_averages_says_why():
     text = findings.main_table(averages({"CLIP": (70.0, 2.0), "TeCoA": (50.0, 30.0)}), SETTING)
     assert "**TeCoA** (30.0 %)" in text and "against the best baseline" not in text
     assert findings.main_table(pd.DataFrame(), SETTING) == "No averages to compare."
     assert findings.main_table(pd.DataFrame(), OFF) == \
         "No averages to compare (this profile cannot run here: see the note at the top)."
-    only_clean = averages({"CLIP": (70.0, 2.0)}).drop(columns=(ex.AVERAGE, "PGD-20 @ 1×"))
+    only_clean = averages({"CLIP": (70.0, 2.0)}).drop(columns=(AVERAGE, "PGD-20 @ 1×"))
     assert findings.main_table(only_clean, SETTING) == "No clean and robust averages to compare."
 
 
@@ -135,7 +150,7 @@ def test_level_table_is_variant_by_dataset_and_level():
 
 # ----------------------------------------------------------------------------- chapters 07, 08
 def test_reading_names_best_worst_and_spread_or_a_tie():
-    columns = pd.MultiIndex.from_tuples([(ex.AVERAGE, "clean"), (ex.AVERAGE, "AutoAttack @ 4×")])
+    columns = pd.MultiIndex.from_tuples([(AVERAGE, "clean"), (AVERAGE, "AutoAttack @ 4×")])
     table = pd.DataFrame([[80.0, 0.0], [84.0, 0.0]], index=["A", "B"], columns=columns)
     text = findings.reading(table, "t")
     assert "best B (84.0 %), worst A (80.0 %), a spread of 4.0 points" in text
@@ -190,7 +205,7 @@ def test_training_costs_read_each_runs_record(tmp_path):
 def test_the_tree_rows_the_paper_reports_are_its_hrvlm_rows():
     rows = ablations.reported_trees()
     assert list(rows.index) == ["HRVLM (1 tree)", "HRVLM (5 trees)"]
-    assert rows.loc["HRVLM (5 trees)", (ex.AVERAGE, "pgd20")] == pytest.approx(45.39)
+    assert rows.loc["HRVLM (5 trees)", (AVERAGE, "pgd20")] == pytest.approx(45.39)
 
 
 def test_a_study_on_a_profile_that_cannot_run_here_has_only_the_papers_numbers(monkeypatch):
@@ -200,7 +215,7 @@ def test_a_study_on_a_profile_that_cannot_run_here_has_only_the_papers_numbers(m
                             paper="hrvlm-table10")
     assert study.runs == {} and study.frame.empty and study.table is None and study.figure is None
     assert study.shown() == [study.comparison]  # the paper's numbers only
-    assert study.comparison.frame.loc["Full (HITA + vic + gap)", (ex.AVERAGE, "PGD-20", "reported")] == \
+    assert study.comparison.frame.loc["Full (HITA + vic + gap)", (AVERAGE, "PGD-20", "reported")] == \
         pytest.approx(44.34)
 
 

@@ -35,7 +35,7 @@ def toy_tree(name, chains):
 
 
 TREES = [toy_tree("toy-a", CHAINS_A), toy_tree("toy-b", CHAINS_B)]
-SPEC = DatasetSpec(name="toy", profile="mini", classnames=tuple(LEAVES), templates=TEMPLATES,
+SPEC = DatasetSpec(name="toy", world="mini", classnames=tuple(LEAVES), templates=TEMPLATES,
                    factory=lambda **kw: None, hierarchy="toy")
 
 

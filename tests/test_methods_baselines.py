@@ -23,7 +23,7 @@ EPS = 4 / 255
 
 @pytest.fixture(scope="module")
 def train_set():
-    return MiniWorldDataset("mini-finetune", "train", profile="smoke")
+    return MiniWorldDataset("mini-finetune", "train", size="smoke")
 
 
 @pytest.fixture(scope="module")

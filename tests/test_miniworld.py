@@ -106,8 +106,8 @@ def test_glyphs_use_the_shipped_font_and_render_identically_in_other_processes()
              ("mini-outline", "test", 30), ("mini-clutter", "test", 40), ("mini-lowres", "test", 9),
              ("mini-colours", "test", 3), ("mini-pretrain", "train", 777)]
     code = ("import hashlib, sys; from hrvlm.miniworld.datasets import MiniWorldDataset as D;"
-            f"print([hashlib.sha256(D(d, s, profile='mini').render(i)[0].tobytes()).hexdigest() for d, s, i in {items!r}])")
-    here = str([hashlib.sha256(MiniWorldDataset(d, s, profile="mini").render(i)[0].tobytes()).hexdigest()
+            f"print([hashlib.sha256(D(d, s, size='mini').render(i)[0].tobytes()).hexdigest() for d, s, i in {items!r}])")
+    here = str([hashlib.sha256(MiniWorldDataset(d, s, size="mini").render(i)[0].tobytes()).hexdigest()
                 for d, s, i in items])
     for seed in ("0", "3"):
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
@@ -127,11 +127,11 @@ def test_rendering_is_deterministic_and_seed_dependent():
 
 
 def test_items_do_not_depend_on_order():
-    ds = MiniWorldDataset("mini-clutter", "test", profile="smoke")
+    ds = MiniWorldDataset("mini-clutter", "test", size="smoke")
     late = ds[40][0]
     for i in range(5):
         ds[i]
-    assert (MiniWorldDataset("mini-clutter", "test", profile="smoke")[40][0] == late).all()
+    assert (MiniWorldDataset("mini-clutter", "test", size="smoke")[40][0] == late).all()
 
 
 def test_every_shape_renders_distinctly():
@@ -184,7 +184,7 @@ def test_render_cache_keys_on_the_dataset_itself_only(monkeypatch):
 def test_documented_sizes_and_balanced_labels(name):
     for split, sizes in definition(name)["splits"].items():
         assert split_size(name, split, "mini") >= 1000 and split_size(name, split, "smoke") <= 4096
-        ds = MiniWorldDataset(name, split, profile="smoke")
+        ds = MiniWorldDataset(name, split, size="smoke")
         assert len(ds) == sizes["smoke"]
         image, label = ds[len(ds) - 1]
         assert image.shape == (3, 32, 32) and 0 <= image.min() and image.max() <= 1
@@ -193,11 +193,11 @@ def test_documented_sizes_and_balanced_labels(name):
 
 
 def test_splits_differ_and_test_items_are_fixed():
-    train = MiniWorldDataset("mini-finetune", "train", profile="smoke")
-    test = MiniWorldDataset("mini-finetune", "test", profile="smoke")
+    train = MiniWorldDataset("mini-finetune", "train", size="smoke")
+    test = MiniWorldDataset("mini-finetune", "test", size="smoke")
     assert not any(np.array_equal(train.image_uint8(i), test.image_uint8(i)) for i in range(10))
     # a larger profile extends the smaller one: item i is the same
-    assert np.array_equal(MiniWorldDataset("mini-finetune", "test", profile="mini").image_uint8(7),
+    assert np.array_equal(MiniWorldDataset("mini-finetune", "test", size="mini").image_uint8(7),
                           test.image_uint8(7))
 
 
@@ -323,8 +323,8 @@ def test_bad_inputs_are_clear_errors():
         MiniWorldDataset("mini-nothing")
     with pytest.raises(ValueError, match="split"):
         MiniWorldDataset("mini-heldout", "train")
-    with pytest.raises(ValueError, match="profile"):
-        MiniWorldDataset("mini-heldout", "test", profile="huge")
+    with pytest.raises(ValueError, match="unknown size .huge."):
+        MiniWorldDataset("mini-heldout", "test", size="huge")
     with pytest.raises(ValueError, match="unknown shape"):
         Style(shapes=("blob",))
     with pytest.raises(IndexError):
@@ -337,7 +337,7 @@ def test_registry_entries():
     assert zeroshot_names()[0] == "mini-finetune" and len(zeroshot_names()) >= 6
     for name in dataset_names():
         spec = get_spec(name)
-        assert spec.profile == "mini" and spec.hierarchy == name and spec.name.startswith("mini-")
+        assert spec.world == "mini" and spec.hierarchy == name and spec.name.startswith("mini-")
         assert list(spec.classnames) == MiniWorldDataset(name, spec.splits[0], n=1).classnames
-    ds = get_dataset("mini-colours", "test", profile="smoke")
+    ds = get_dataset("mini-colours", "test", size="smoke")
     assert len(ds) == split_size("mini-colours", "test", "smoke")

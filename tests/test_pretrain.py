@@ -68,7 +68,7 @@ def test_short_run_beats_chance(trained):
     model, _, tokenizer = load_clip(config.model, pretrained=weights)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HRVLM_CACHE", str(root))
-        request = EvalRequest("mini-colours", n=300, dataset_options={"profile": "mini"})
+        request = EvalRequest("mini-colours", n=300, dataset_options={"size": "mini"})
         accuracy = evaluate(model, tokenizer, request, progress=False)[0]["clean_acc"]
     assert accuracy >= 0.18, accuracy
 

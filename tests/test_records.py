@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 
 from hrvlm.cli import main
-from hrvlm.evaluation.records import (ENVIRONMENT_FIELDS, KEY_FIELDS, CorruptRecord, RecordStore, decode_bits, encode_bits,
-                           load_table, read_records, record_checksum, record_key, records_to_frame, verify)
+from hrvlm.evaluation.records import (ENVIRONMENT_FIELDS, KEY_FIELDS, SCHEMA, CorruptRecord, RecordStore, StaleRecord,
+                           decode_bits, encode_bits, load_table, read_records, record_checksum, record_key,
+                           records_to_frame, verify)
 
 
 def make_record(eps=1 / 255, level=0, attack=True, **extra):
     record = {f: None for f in KEY_FIELDS}
-    record.update(schema=1, dataset="d", split="test", n=10, level=level, seed=0,
+    record.update(schema=SCHEMA, dataset="d", split="test", n=10, level=level, seed=0,
                   attack={"name": "pgd", "eps": eps, "steps": 3} if attack else None,
                   code={"hrvlm": "0", "git": None}, libraries={"torch": "x"}, device="cpu", wall_time_s=1.0,
                   created="now", clean_acc=0.5, robust_acc=0.3 if attack else None,
@@ -214,3 +215,26 @@ def test_allow_unsigned_still_checks_the_rest():
         check_record({"key": "x"}, allow_unsigned=True)
     with pytest.raises(ValueError, match="clean_acc = 0.9"):
         check_record({**record, "clean_acc": 0.9, "key": record_key(record)}, allow_unsigned=True)
+
+
+def test_records_of_an_older_schema_are_refused_in_one_line_and_recomputed(tmp_path):
+    store = tmp_path / "r.jsonl"
+    RecordStore(store).append(make_record())
+    old = {k: v for k, v in make_record(eps=2 / 255, schema=1).items() if k != "weights_digest"}
+    old["checkpoint"] = None  # schema 1 named the weights digest so
+    old["key"] = "0" * 20
+    old["checksum"] = record_checksum(old)
+    with open(store, "a") as f:
+        f.write(json.dumps(old) + "\n" + json.dumps({**old, "key": "1" * 20, "checksum": None}) + "\n")
+    problems = verify(store)["problems"]
+    assert problems[0][0] == 2 and problems[0][1].startswith("another schema (record 0")
+    assert "has schema 1, not this hrvlm's 2" in problems[0][1]
+    with pytest.warns(UserWarning) as caught:
+        assert len(read_records(store)) == 1
+    messages = [str(w.message) for w in caught]
+    assert any("skipping 1 record(s) of another schema than 2" in m for m in messages)  # once, not per line
+    assert any("r.jsonl:3: skipping an incomplete or corrupt record (checksum mismatch" in m for m in messages)
+    with pytest.raises(StaleRecord, match=r"r.jsonl:2: record 0{20} has schema 1"):
+        read_records(store, strict=True)
+    with pytest.warns(UserWarning):  # the stale and the corrupt line again
+        assert RecordStore(store).append(make_record(eps=2 / 255))  # its chunk is computed and stored again

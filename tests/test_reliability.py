@@ -29,7 +29,7 @@ from hrvlm.core.environment import check_device
 from hrvlm.evaluation.evaluate import build_attacks, check_attacks
 from hrvlm.evaluation.request import EvalRequest, check_store
 from hrvlm.models.clip import load_clip
-from hrvlm.evaluation.records import RecordStore
+from hrvlm.evaluation.records import RecordStore, StaleRecord, check_record, record_checksum
 from hrvlm.data.templates import check_templates, load_templates
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,9 +98,9 @@ API = [
      "unknown precision 'half'; choose one of auto"),
     ("eval-store-folder", lambda c: check_store(c.tmp), IsADirectoryError,
      "is a folder; give a file such as"),
-    ("eval-mini-option", lambda c: EvalRequest("mini-heldout", dataset_options={"profile": "nosuch"}).check(),
+    ("eval-mini-option", lambda c: EvalRequest("mini-heldout", dataset_options={"size": "nosuch"}).check(),
      ValueError,
-     "unknown profile 'nosuch' for mini-heldout"),
+     "unknown size 'nosuch' for mini-heldout"),
     ("eval-real-dataset-absent", lambda c: EvalRequest("cifar10", dataset_options={"root": c.tmp}).check(),
      DatasetMissing, "hrvlm data fetch cifar10"),
     ("digits-split", lambda c: EvalRequest("uci-digits", split="train").check(), ValueError, "has no split 'train'"),
@@ -114,6 +114,8 @@ API = [
      "restarts >= 1"),
     # records
     ("records-store-folder", lambda c: RecordStore(c.tmp), IsADirectoryError, "is a folder"),
+    ("records-old-schema", lambda c: check_record({"key": "k", "checksum": record_checksum({"key": "k", "schema": 1}),
+                                                   "schema": 1}), StaleRecord, r"record k has schema 1, not this hrvlm's 2"),
     # tree files
     ("tree-list-leaf", lambda c: hierarchy.read_tree_file(_tree_file(c.tmp, leaves='["a", ["b"]]')),
      hierarchy.HierarchyError, "list of class names"),

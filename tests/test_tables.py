@@ -119,3 +119,13 @@ def test_no_records_gives_the_reported_table_with_its_caption():
     assert result.frame.loc["+ HITA", ("average", "AutoAttack", "reported")] == 40.59
     assert "none evaluated yet" in result.caption and "<table" in result._repr_html_()
     assert isinstance(result.frame, pd.DataFrame)
+
+
+def test_dataset_table_averages_only_complete_rows_and_refuses_disagreeing_cells():
+    cells = pd.DataFrame({"method": ["a", "a", "b", "b"], "dataset": ["x", "y", "x", "x"],
+                          "metric": ["clean"] * 4, "value": [50.0, 70.0, 40.0, 40.0]})
+    table = tables.dataset_table(cells, "method", ["x", "y"])
+    assert table.loc["a", (tables.AVERAGE, "clean")] == pytest.approx(60.0)
+    assert math.isnan(table.loc["b", (tables.AVERAGE, "clean")])  # b lacks y: no average
+    with pytest.raises(ValueError, match="records disagree on clean for b on x"):
+        tables.dataset_table(cells.assign(value=[50.0, 70.0, 40.0, 41.0]), "method", ["x", "y"])

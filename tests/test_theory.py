@@ -79,6 +79,13 @@ def test_empirical_margin_matches_closed_form_in_high_dimension():
     np.testing.assert_allclose(measured.numpy(), expected, atol=1e-6, rtol=1e-6)
 
 
+def test_logit_margin_is_the_true_logit_minus_the_best_rival():
+    logits = torch.tensor([[3.0, 1.0, 2.0], [0.0, 5.0, 1.0]])
+    assert T.logit_margin(logits, torch.tensor([0, 2])).tolist() == [1.0, -4.0]
+    batched = T.logit_margin(logits.double().expand(4, 2, 3), torch.tensor([0, 2]).expand(4, 2))  # any leading dims
+    assert batched.dtype == torch.float64 and batched.tolist() == [[1.0, -4.0]] * 4
+
+
 def test_empirical_margin_sign_and_euclidean_variant():
     protos = G.expmap0(torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]]))
     images = protos * 0.9

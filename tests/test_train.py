@@ -135,10 +135,10 @@ def test_run_folder_loads_by_path_and_name_with_its_head_and_fresh_records(tmp_p
     assert checkpoint_id(base) == record["pretrained_digest"] != record["weights_digest"]
     torch.manual_seed(0)
     store = tmp_path / "records.jsonl"
-    request = EvalRequest("mini-finetune", n=16, dataset_options={"profile": "smoke"})
+    request = EvalRequest("mini-finetune", n=16, dataset_options={"size": "smoke"})
     before, = evaluate(base, tokenizer, request, store=store, progress=False)
     after, = evaluate(tuned, tokenizer, request, store=store, progress=False)
-    assert after["checkpoint"] != before["checkpoint"] and after["head"] == record["head"]
+    assert after["weights_digest"] != before["weights_digest"] and after["head"] == record["head"]
     with pytest.raises(ValueError, match="fine-tuned 'hrvlm-tiny-cnn', not 'hrvlm-tiny'"):
         load_clip("hrvlm-tiny", pretrained=run.name)
     with pytest.raises(runs.RunNotFound):
@@ -153,7 +153,7 @@ def test_a_run_folder_keeps_its_configuration(tmp_path):
     with pytest.raises(ValueError, match=r"another configuration \(differs in \['lr'\]\)"):
         tr.train(config(steps=2, lr=0.5), tmp_path / "run", progress=False)
     # where the data lies and how many processes read it are no part of the run: it resumes after a move
-    moved = config(steps=2, num_workers=1, dataset_options={"profile": "smoke", "root": str(tmp_path / "moved")})
+    moved = config(steps=2, num_workers=1, dataset_options={"size": "smoke", "root": str(tmp_path / "moved")})
     assert moved.identified().name() == config(steps=2).identified().name()
     assert runs.read_record(tr.train(moved, tmp_path / "run", progress=False))["steps"] == 2
     assert config(decode="device").name() != config().name()  # the decoder changes the pixels, so the run
@@ -254,7 +254,7 @@ def test_training_on_local_imagenet_folders(name, tmp_path, monkeypatch):
             Image.fromarray((pixels[0].clamp(0, 1) * 255).byte().permute(1, 2, 0).numpy()).save(folder / f"{wnid}_{i}.JPEG")
     if name == "tinyimagenet":
         (tmp_path / "tiny-imagenet-200" / "wnids.txt").write_text("\n".join(wnids))
-    register(DatasetSpec(name=f"test-{name}", profile="full", classnames=("tench", "goldfish", "shark"),
+    register(DatasetSpec(name=f"test-{name}", world="real", classnames=("tench", "goldfish", "shark"),
                          templates="simple", factory=lambda split, **kw: build(name, split, **kw),
                          splits=("train",), image_files=True), replace=True)
     seen, perturb = [], _train_methods.ProbeCE.perturb
@@ -417,7 +417,7 @@ def test_hrvlm_eval_consumes_a_run(tmp_path, capsys):
     assert record["model"] == "hrvlm-tiny-cnn" and record["method"] == _train_methods.NAME
     assert record["batch_size"] == get_profile("smoke").eval_batch_size  # --batch-size's default under --profile
     assert record["head"] == runs.read_record(run)["head"]
-    assert record["checkpoint"] == runs.read_record(run)["weights_digest"]
+    assert record["weights_digest"] == runs.read_record(run)["weights_digest"]
 
 
 def test_eval_splits_datasets_across_torchrun_ranks(tmp_path):

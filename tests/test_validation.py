@@ -99,7 +99,7 @@ def test_digits_load_through_the_registry_with_shapes_and_labels():
     from sklearn.datasets import load_digits
 
     spec = get_spec("uci-digits")
-    assert "uci-digits" in list_datasets("full") and spec.bundled == "scikit-learn" and spec.splits == ("test",)
+    assert "uci-digits" in list_datasets("real") and spec.bundled == "scikit-learn" and spec.splits == ("test",)
     assert list(spec.classnames) == ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
     reference = load_digits()
     for size, frame in ((32, 2), (224, 14)):

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hrvlm.attacks.threat import ThreatModel
+from hrvlm.geometry.theory import logit_margin
 
 # Bump when an attack's semantics change (defaults, selection rules), so records stay comparable.
 ALGORITHM_VERSION = 1
@@ -28,17 +29,9 @@ def ce_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, labels, reduction="none")
 
 
-def _true_and_best_other(logits: torch.Tensor, labels: torch.Tensor):
-    # scatter, not F.one_hot: on CPU one_hot checks the label range with two host synchronisations
-    true = logits.gather(1, labels[:, None]).squeeze(1)
-    other = logits.scatter(1, labels[:, None], float("-inf")).amax(dim=1)
-    return true, other
-
-
 def margin_loss(logits: torch.Tensor, labels: torch.Tensor, kappa: float = 0.0) -> torch.Tensor:
     """CW's margin ``max_{j≠y} z_j − z_y``, capped at ``kappa`` (no push beyond a κ-confident mistake)."""
-    true, other = _true_and_best_other(logits, labels)
-    return (other - true).clamp(max=kappa)
+    return (-logit_margin(logits, labels)).clamp(max=kappa)
 
 
 def dlr_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -51,9 +44,8 @@ def dlr_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     if logits.shape[1] < 3:
         warnings.warn("DLR loss needs >= 3 classes; using cross-entropy for this 2-class problem", stacklevel=2)
         return ce_loss(logits, labels)
-    true, other = _true_and_best_other(logits, labels)
     top = logits.topk(3, dim=1).values
-    return -(true - other) / (top[:, 0] - top[:, 2] + 1e-12)
+    return -logit_margin(logits, labels) / (top[:, 0] - top[:, 2] + 1e-12)
 
 
 def misclassified(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -53,17 +53,17 @@ def choose_eps(table: dict[int, dict[str, float]], target: float = TARGET_ROBUST
     return next((k for k in sorted(table) if table[k]["average"] <= target), None)
 
 
-def eval_labels(dataset: str, n: int | None, profile: str, tree=None, level: int = 0) -> np.ndarray:
+def eval_labels(dataset: str, n: int | None, size: str, tree=None, level: int = 0) -> np.ndarray:
     """Labels (of ``level`` of ``tree``) of the fixed test images a mini-world evaluation uses."""
     from hrvlm.data.registry import fixed_subset
     from hrvlm.miniworld.datasets import MiniWorldDataset
 
-    ds = MiniWorldDataset(dataset, "test", profile=profile)
+    ds = MiniWorldDataset(dataset, "test", size=size)
     labels = np.array([ds.label(int(i)) for i in fixed_subset(dataset, len(ds), n, "test")])
     return labels if level == 0 else np.asarray(tree.level_labels(labels, level))
 
 
-def leaf_table(model, tokenizer, datasets, n: int | None, profile: str, progress: bool = False,
+def leaf_table(model, tokenizer, datasets, n: int | None, size: str, progress: bool = False,
                store=None) -> list[dict]:
     """Clean leaf top-1 per dataset with classes, majority baseline and binomial SE."""
     from hrvlm.evaluation.evaluate import EvalRequest, evaluate
@@ -71,16 +71,16 @@ def leaf_table(model, tokenizer, datasets, n: int | None, profile: str, progress
 
     rows = []
     for name in datasets:
-        request = EvalRequest(name, n=n, dataset_options={"profile": profile}, batch_size=250)
+        request = EvalRequest(name, n=n, dataset_options={"size": size}, batch_size=250)
         record = evaluate(model, tokenizer, request, store=store, progress=progress)[0]
-        labels = eval_labels(name, n, profile)
+        labels = eval_labels(name, n, size)
         rows.append({"dataset": name, "classes": record["num_classes"], "n": record["n"],
                      "majority": majority_baseline(labels), "clean": record["clean_acc"],
                      "se": binomial_se(record["clean_acc"], record["n"])})
     return rows
 
 
-def level_table(model, tokenizer, dataset: str, eps: float, n: int | None, profile: str, tree_index: int = 0,
+def level_table(model, tokenizer, dataset: str, eps: float, n: int | None, size: str, tree_index: int = 0,
                 steps: int = 10, progress: bool = False, store=None) -> list[dict]:
     """Per level (with ≥ 2 classes) of the dataset's tree ``tree_index``: classes, majority baseline, clean top-1 ± SE,
     robust top-1 ± SE under PGD-``steps`` at ``eps`` (superclass attacks above level 0) and the leaf
@@ -93,7 +93,7 @@ def level_table(model, tokenizer, dataset: str, eps: float, n: int | None, profi
     tree = forest_for_dataset(dataset).trees[tree_index]
     levels = [level for level in range(tree.depth + 1) if tree.num_classes(level) >= 2]  # a root is no task
     request = EvalRequest(dataset, [build_attack("pgd", eps=eps, steps=steps)], levels, n, tree=tree_index,
-                          dataset_options={"profile": profile}, batch_size=250)
+                          dataset_options={"size": size}, batch_size=250)
     records = evaluate(model, tokenizer, request, store=store, progress=progress)
     rows = []
     for record in records:
@@ -101,7 +101,7 @@ def level_table(model, tokenizer, dataset: str, eps: float, n: int | None, profi
         rows.append({"level": level, "classes": record["num_classes"],
                      "names": ", ".join(tree.names[level][:6]) + (f" (+{tree.num_classes(level) - 6} more)"
                                                                  if tree.num_classes(level) > 6 else ""),
-                     "majority": majority_baseline(eval_labels(dataset, n, profile, tree, level)),
+                     "majority": majority_baseline(eval_labels(dataset, n, size, tree, level)),
                      "clean": record["clean_acc"], "clean_se": binomial_se(record["clean_acc"], m),
                      "robust": record["robust_acc"], "robust_se": binomial_se(record["robust_acc"], m),
                      "transfer": record["transfer_success_rate"], "tree": tree.name})
@@ -132,7 +132,7 @@ def main(argv=None) -> int:
         parser.error(f"--n must be a positive number of images, not {args.n}")
 
     prof = get_profile(args.profile)
-    world = prof.dataset_options.get("profile", args.profile)
+    world = prof.dataset_options.get("size", args.profile)
     config = PretrainConfig.profile(args.profile, model=prof.model)
     ensure_pretrained(prof.model, args.profile, progress=False)
     record = load_record(config)

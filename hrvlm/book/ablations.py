@@ -183,9 +183,8 @@ def perturbation_cost(runs: Mapping[Variant, os.PathLike], profile: str) -> pd.D
     """Table 12's time per epoch: the paper's minutes per epoch and their ratio to the universal perturbation's,
     beside ours (:func:`epoch_minutes` of each run's record, ``runs`` from the ``perturbation`` ablation; NaN
     where a row did not run), in the paper's row order.  Hardware differs, so the ratios are what compares."""
-    from hrvlm.book.experiments import AVERAGE
     from hrvlm.models.runs import read_record
-    from hrvlm.results.tables import paper_table
+    from hrvlm.results.tables import AVERAGE, paper_table
 
     _, name, rows = ABLATIONS["perturbation"]
     universal = next(label for label, settings, _ in rows if settings["perturbation"] == "universal")
@@ -221,7 +220,8 @@ def average_bars(table: pd.DataFrame, profile: str, title: str):
     """Grouped bars of an accuracy table's averages (:func:`hrvlm.book.experiments.plot_grouped_bars`): the figure."""
     import matplotlib.pyplot as plt
 
-    from hrvlm.book.experiments import AVERAGE, plot_grouped_bars
+    from hrvlm.book.experiments import plot_grouped_bars
+    from hrvlm.results.tables import AVERAGE
 
     fig, ax = plt.subplots(figsize=(8, 3.6))
     plot_grouped_bars(ax, table[AVERAGE], title=f"{title} ({profile} profile, average)")
@@ -234,7 +234,7 @@ def trees_figure(table: pd.DataFrame, profile: str):
     :func:`tree_variants` (row ``k`` = ``k + 1`` trees); the figure."""
     import matplotlib.pyplot as plt
 
-    from hrvlm.book.experiments import AVERAGE
+    from hrvlm.results.tables import AVERAGE
 
     averages = table[AVERAGE]
     trees = range(1, len(averages) + 1)

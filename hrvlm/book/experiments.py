@@ -43,8 +43,9 @@ import pandas as pd
 from hrvlm.book.workers import map_in_workers, worker_count
 from hrvlm.evaluation.records import default_store
 from hrvlm.profiles import Profile, get_profile
+from hrvlm.results.metrics import binomial_se
+from hrvlm.results.tables import AVERAGE, dataset_table
 
-AVERAGE = "average"
 MAIN_TABLE = "hrvlm-main"  # the paper table of the main comparison (hrvlm/resources/paper)
 
 
@@ -149,12 +150,12 @@ class Setting:
                 + (f" **Not run on this machine**: {self.unavailable}" if self.unavailable else ""))
 
     def precision_note(self) -> str:
-        """How precise the numbers are: the largest standard error of one set's accuracy (50/√n points,
-        at 50 %) and of the average over the sets, and the differences that are within that noise."""
+        """How precise the numbers are: the largest standard error of one set's accuracy (its binomial SE
+        at 50 %, 50/√n points) and of the average over the sets, and the differences within that noise."""
         if not self.n:
             return ""
         sets = len(self.datasets)
-        one, mean = 50 / self.n ** 0.5, 50 / (self.n * sets) ** 0.5
+        one, mean = 100 * binomial_se(0.5, self.n), 100 * binomial_se(0.5, self.n * sets)
         average = f" and the average over the {sets} sets up to {mean:.1f}" if sets > 1 else ""
         return (f"With {self.n} images per set, one set's accuracy has a standard error of up to {one:.1f} points"
                 f"{average}: differences of less than about {2 * mean:.0f} points are within sampling noise here.")
@@ -371,28 +372,23 @@ def accuracy_table(frame: pd.DataFrame, profile: str, level: int = 0) -> pd.Data
     """Variant × (dataset, metric) accuracy (%) at ``level``, with the ``average`` over the profile's
     evaluation sets (only when every one is present).  Metrics: ``clean``, then each attack at each ε
     (``PGD-20 @ 1×``).  Clean accuracy is read from the records (every attack's record carries it);
-    records of one variant disagreeing on clean accuracy are an error (mixed subsets)."""
+    records of one variant disagreeing on one number are an error (mixed subsets:
+    :func:`hrvlm.results.tables.dataset_table`, which tabulates the paper comparison too)."""
     rows = long_results(frame, profile)
     rows = rows[rows["level"] == level]
     if rows.empty:
         return pd.DataFrame()
-    clean = rows.groupby(["variant", "dataset"], observed=True)["clean"].agg(["min", "max"])
-    if ((clean["max"] - clean["min"]).abs() > 1e-9).any():
-        raise ValueError("records of one variant and dataset disagree on clean accuracy (several subsets or "
-                         "checkpoints): pass the records of one evaluation setting")
-    cells = {(v, d, "clean"): c for (v, d), c in clean["min"].items()}
     attacked = rows[rows["attack"] != "clean"]
-    for r in attacked.itertuples():
-        cells[(r.variant, r.dataset, f"{r.attack} @ {r.eps:g}×")] = r.robust
-    table = pd.Series(cells).unstack([1, 2])
-    metrics = ["clean"] + sorted({m for _, _, m in cells if m != "clean"}, key=_metric_order)
+    cells = pd.concat([rows.assign(metric="clean", value=rows["clean"]),
+                       attacked.assign(metric=[f"{a} @ {e:g}×" for a, e in zip(attacked["attack"], attacked["eps"])],
+                                       value=attacked["robust"])])
     prof = get_profile(profile)
-    datasets = [d for d in prof.eval_datasets if d in table.columns.get_level_values(0)]
-    datasets += [d for d in table.columns.get_level_values(0).unique() if d not in datasets]
-    table = table.reindex(columns=pd.MultiIndex.from_product([datasets, metrics]))
-    for metric in metrics:
-        per_set = table.reindex(columns=[(d, metric) for d in prof.eval_datasets])
-        table[(AVERAGE, metric)] = per_set.mean(axis=1, skipna=False)
+    table = dataset_table(cells[["variant", "dataset", "metric", "value"]], "variant", prof.eval_datasets)
+    metrics = ["clean"] + sorted(set(cells["metric"]) - {"clean"}, key=_metric_order)
+    present = table.columns.get_level_values(0).unique()
+    datasets = [d for d in prof.eval_datasets if d in present]
+    datasets += [d for d in present if d not in datasets and d != AVERAGE]
+    table = table.reindex(columns=pd.MultiIndex.from_product([datasets + [AVERAGE], metrics]))
     table.columns.names = ["dataset", "metric"]
     order = [v for v in frame["variant"].cat.categories if v in table.index] if hasattr(frame["variant"], "cat") \
         else list(table.index)
@@ -514,8 +510,9 @@ def plot_against(ax, rows: pd.DataFrame, x: str, y: str, xlabel: str, ylabel: st
     return ax
 
 
-__all__ = ["AVERAGE", "MAIN_TABLE", "accuracy_table", "attack", "attack_label", "attack_table", "attackable_levels",
+__all__ = ["MAIN_TABLE", "accuracy_table", "attack", "attack_label", "attack_table", "attackable_levels",
            "book_settings", "chapter_setting", "dataset_tree", "eps_multiple", "evaluate_run", "evaluate_runs",
-           "forest_size", "level_classes", "level_table", "long_results", "main_variants", "mini_world_note", "paper_comparison",
+           "forest_size", "level_classes", "level_table", "long_results", "main_variants", "mini_world_note",
+           "paper_comparison",
            "plot_against", "plot_grouped_bars", "results_frame", "run_summary", "Setting",
            "templates_note", "train_config", "train_run", "train_runs", "train_variants", "unavailable", "Variant"]

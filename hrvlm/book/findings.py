@@ -13,14 +13,21 @@ from typing import Mapping
 
 import pandas as pd
 
-from hrvlm.book.experiments import AVERAGE, MAIN_TABLE, Setting
-from hrvlm.results.tables import paper_table
+from hrvlm.book.experiments import MAIN_TABLE, Setting
+from hrvlm.results.tables import AVERAGE, paper_table
 
-LEAF_TRAINED = ("TeCoA", "PMG-AFT", "FARE")  # the baselines trained on leaf classes only (the paper's Fig. 1a)
+LEAF_TRAINED = ("tecoa", "pmg-aft", "fare")  # the methods trained on leaf classes only (the paper's Fig. 1a)
 
 
-def _is_hrvlm(label) -> bool:
-    return str(label).startswith("HRVLM")
+def _methods(rows, setting: Setting) -> dict[str, str]:
+    """Each row label's method (its :class:`~hrvlm.book.experiments.Variant`'s): rows are picked by what they
+    run, never by how they are labelled."""
+    method = {v.label: v.method for v in setting.variants}
+    missing = [r for r in rows if r not in method]
+    if missing:
+        raise ValueError(f"rows {missing} are no variants of the chapter's setting: pass the setting the table "
+                         f"was made from")
+    return {r: method[r] for r in rows}
 
 
 def main_table(table: pd.DataFrame, setting: Setting) -> str:
@@ -35,16 +42,18 @@ def main_table(table: pd.DataFrame, setting: Setting) -> str:
         return setting.absent("No clean and robust averages to compare")
     robust = attacked[0]
     best_robust, best_clean = avg[robust].idxmax(), avg["clean"].idxmax()
-    hrvlm = [v for v in avg.index if _is_hrvlm(v)]
-    others = [v for v in avg.index if v not in hrvlm and v != "CLIP"]
+    method = _methods(avg.index, setting)
+    hrvlm = [v for v in avg.index if method[v] == "hrvlm"]
+    clip = [v for v in avg.index if method[v] == "clip"]
+    others = [v for v in avg.index if method[v] not in ("hrvlm", "clip")]
     # the paper's 15-dataset averages, by method id (clean and PGD-20, the paper's only attack here)
     reported = paper_table(MAIN_TABLE)
     paper = {row["method"]: row["values"][AVERAGE] for row in reported.rows}
     lines = [f"* Highest average {robust} accuracy: **{best_robust}** ({avg.loc[best_robust, robust]:.1f} %); "
              f"highest clean accuracy: **{best_clean}** ({avg.loc[best_clean, 'clean']:.1f} %)."]
-    if "CLIP" in avg.index:
-        lines.append(f"* CLIP without fine-tuning: {avg.loc['CLIP', 'clean']:.1f} % clean, "
-                     f"{avg.loc['CLIP', robust]:.1f} % under {robust} (the paper: {paper['clip']['clean']:.1f} % "
+    for v in clip:
+        lines.append(f"* {v} without fine-tuning: {avg.loc[v, 'clean']:.1f} % clean, "
+                     f"{avg.loc[v, robust]:.1f} % under {robust} (the paper: {paper['clip']['clean']:.1f} % "
                      f"and {paper['clip']['pgd20']:.1f} %).")
     if hrvlm and others:
         best_other = avg.loc[others, robust].idxmax()
@@ -79,7 +88,9 @@ def superclass_attacks(long: pd.DataFrame, setting: Setting) -> str:
                      f"{superclass['transfer_success'].mean():.1f} % on average.")
     # the comparison needs superclass numbers of both kinds of method
     sup = mean[mean.index.get_level_values(1) > 0].groupby(level=0, observed=True).mean()
-    leaf_only, hrvlm = [v for v in LEAF_TRAINED if v in sup.index], [v for v in sup.index if _is_hrvlm(v)]
+    method = _methods(sup.index, setting)
+    leaf_only = [v for v in sup.index if method[v] in LEAF_TRAINED]
+    hrvlm = [v for v in sup.index if method[v] == "hrvlm"]
     if leaf_only and hrvlm:
         base, hrvlm = sup.loc[leaf_only], sup.loc[hrvlm]
         lines.append(f"* Superclass robust accuracy, mean over levels ≥ 1: leaf-trained baselines "

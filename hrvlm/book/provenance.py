@@ -101,8 +101,8 @@ def profile_records(frame: pd.DataFrame, profile: str) -> pd.DataFrame:
         return frame
     mini = frame["dataset"].map(is_mini_world)
     if replica(profile) == MINI_WORLD:
-        option = frame.get("dataset_options_profile", pd.Series(None, index=frame.index))
-        return frame[mini & (option == profile)]
+        size = frame.get("dataset_options_size", pd.Series(None, index=frame.index))
+        return frame[mini & (size == get_profile(profile).base_options.get("size"))]
     fabricated = frame.get("fabricated", pd.Series(False, index=frame.index)).fillna(False).astype(bool)
     return frame[~mini & (fabricated == bool(get_profile(profile).fabricated_root))]
 
@@ -119,7 +119,7 @@ def record_table(frame: pd.DataFrame, runs: list[dict]) -> pd.DataFrame:
         return frame[name] if name in frame else pd.Series(None, index=frame.index)
 
     table = pd.DataFrame({
-        "weights": frame["checkpoint"].map(lambda d: by_digest.get(d, f"not a run ({_short(d)})")),
+        "weights": frame["weights_digest"].map(lambda d: by_digest.get(d, f"not a run ({_short(d)})")),
         "method": frame["method"], "head": column("head_kind"), "dataset": frame["dataset"], "split": frame["split"],
         "n": frame["n"], "subset": column("subset_ids_hash"), "level": frame["level"], "tree": column("tree"),
         "templates": [f"{t} ({h})" if isinstance(t, str) else None

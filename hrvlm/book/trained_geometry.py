@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 
 from hrvlm.geometry import poincare as geometry
+from hrvlm.geometry.theory import logit_margin
 
 
 def tree_head(model, tokenizer, dataset: str, tree, spec: dict | None = None):
@@ -74,14 +75,6 @@ def norm_order(head, tree, curvature: float | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("level")
 
 
-def log_margins(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """``s_y − max_{k≠y} s_k`` per row (the softmax's normaliser cancels); positive = correctly classified."""
-    logits = logits.float()
-    true = logits.gather(1, labels[:, None])[:, 0]
-    rival = logits.scatter(1, labels[:, None], float("-inf")).max(dim=1).values
-    return true - rival
-
-
 def level_margins(head, tree, images: torch.Tensor, labels: torch.Tensor, attack=None,
                   batch_size: int = 128) -> pd.DataFrame:
     """Per level with two classes or more: mean image norm, mean clean log-margin and accuracy, and,
@@ -99,11 +92,11 @@ def level_margins(head, tree, images: torch.Tensor, labels: torch.Tensor, attack
             with torch.no_grad():
                 feats = head.encode(x)
                 norms.append(feats.float().norm(dim=-1))
-                clean.append(log_margins(head.logits(feats, level), target))
+                clean.append(logit_margin(head.logits(feats, level).float(), target))
             if attack is not None:
                 x_adv, _ = superclass_attack(attack, head, tree, level, x, y)
                 with torch.no_grad():
-                    adv.append(log_margins(head.level(level)(x_adv), target))
+                    adv.append(logit_margin(head.level(level)(x_adv).float(), target))
         clean = torch.cat(clean)
         row = {"level": level, "tree depth": tree.depth - level, "classes": head.num_classes(level),
                "mean image norm": float(torch.cat(norms).mean()), "clean margin": float(clean.mean()),

@@ -12,12 +12,16 @@ from hrvlm.data import fabricate, marker
 from hrvlm.data.real import REAL, data_root, fetch
 from hrvlm.data.registry import get_spec, list_datasets
 
+# `data list --profile` keeps its two values; a dataset's world is "mini" or "real" (DatasetSpec.world)
+LIST_WORLDS = {"mini": "mini", "full": "real"}
+
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     ls = sub.add_parser("list", help="registered datasets, whether real ones are present, and how a download "
                                      "is verified")
-    ls.add_argument("--profile", choices=["mini", "full"], default=None)
+    ls.add_argument("--profile", choices=sorted(LIST_WORLDS), default=None,
+                    help="only the mini world's datasets (mini) or the real ones (full)")
     ls.add_argument("--root", default=None, help="data root (default $HRVLM_DATA or ~/.cache/hrvlm/datasets)")
     get = sub.add_parser("fetch", help="download a real dataset (md5-checked; archives extract only inside the root)")
     get.add_argument("name", help=f"one of {sorted(REAL)}")
@@ -45,10 +49,10 @@ def status(name: str, root=None) -> str:
 def run(args: argparse.Namespace) -> int:
     if args.action == "list":
         print(f"data root: {data_root(args.root)}")
-        for name in list_datasets(args.profile):
+        for name in list_datasets(LIST_WORLDS.get(args.profile)):
             spec = get_spec(name)
             verified = f"[{REAL[name].checksum}] " if name in REAL else ""
-            print(f"{name:14s} {spec.profile:4s} {','.join(spec.splits):24s} {status(name, args.root):32s} "
+            print(f"{name:14s} {spec.world:4s} {','.join(spec.splits):24s} {status(name, args.root):32s} "
                   f"{verified}{spec.description}")
         return 0
     if args.action == "fabricate":

@@ -77,7 +77,7 @@ def licence() -> str:
 
 
 register(DatasetSpec(
-    name=NAME, profile="full", classnames=tuple(load_classnames(NAME)), templates="mini", factory=build,
+    name=NAME, world="real", classnames=tuple(load_classnames(NAME)), templates="mini", factory=build,
     description="UCI handwritten digits (1,797 real 8x8 images, 10 classes; bundled with scikit-learn, "
                 "no download; CC BY 4.0)",
     bundled="scikit-learn"), replace=True)

@@ -435,7 +435,7 @@ def require_files(name: str, split: str, root: str | os.PathLike | None = None) 
 def _register_all() -> None:
     for info in REAL.values():
         register(DatasetSpec(
-            name=info.name, profile="full", classnames=LazyClassnames(info.name), templates=info.name,
+            name=info.name, world="real", classnames=LazyClassnames(info.name), templates=info.name,
             factory=functools.partial(build, info.name), hierarchy=info.name, splits=tuple(info.splits),
             description=info.description, image_files=info.loader in ("ImageFolder", "TinyImageNet")),
             replace=True)

@@ -1,7 +1,7 @@
 """The dataset registry.
 
-A dataset is registered once, as data: its name, profile (``mini`` or ``full``), class names, template
-set, hierarchy key and a factory that builds a ``torch.utils.data.Dataset`` yielding
+A dataset is registered once, as data: its name, world (``mini``: generated offline, or ``real``),
+class names, template set, hierarchy key and a factory that builds a ``torch.utils.data.Dataset`` yielding
 ``(image, label)`` with ``image`` a float tensor ``[3, S, S]`` in [0, 1].  The mini world and the real
 datasets go through the same calls, so every chapter differs between profiles only in names.
 """
@@ -20,7 +20,12 @@ import numpy as np
 from hrvlm.core.resources import RESOURCES
 
 CLASSNAME_DIR = RESOURCES / "classnames"
+# The paper's evaluation sets: ImageNet, then its 14 zero-shot sets; a profile's evaluation sets by default
+# (full, rehearsal).  Here, not in data.real: the hierarchy reads it and needs no torch.
+PAPER_DATASETS = ("imagenet", "cifar10", "cifar100", "stl10", "caltech101", "caltech256", "oxford_pets",
+                  "flowers102", "fgvc_aircraft", "stanford_cars", "sun397", "food101", "eurosat", "dtd", "pcam")
 
+WORLDS = ("mini", "real")  # where a dataset's images come from: the generated mini world, or real data
 _REGISTRY: dict[str, "DatasetSpec"] = {}
 
 
@@ -29,7 +34,7 @@ class DatasetSpec:
     """Everything the harness needs to know about a dataset, without loading it."""
 
     name: str
-    profile: str                      # "mini" (offline, generated) or "full" (real data)
+    world: str                        # "mini" (offline, generated) or "real" (real data)
     classnames: tuple[str, ...]       # readable names, as they go into prompts
     templates: str                    # a template set of hrvlm/resources/templates
     factory: Callable[..., object]    # factory(split=..., **options) -> Dataset of (image [3,S,S] in [0,1], label)
@@ -46,8 +51,8 @@ class DatasetSpec:
 
 
 def register(spec: DatasetSpec, replace: bool = False) -> DatasetSpec:
-    if spec.profile not in ("mini", "full"):
-        raise ValueError(f"dataset {spec.name!r}: profile must be 'mini' or 'full', not {spec.profile!r}")
+    if spec.world not in WORLDS:
+        raise ValueError(f"dataset {spec.name!r}: world must be one of {WORLDS}, not {spec.world!r}")
     if spec.name in _REGISTRY and not replace:
         raise KeyError(f"dataset {spec.name!r} is already registered")
     _REGISTRY[spec.name] = spec
@@ -76,9 +81,10 @@ def get_spec(name: str) -> DatasetSpec:
         raise KeyError(f"unknown dataset {name!r}.{hint} Known: {sorted(_REGISTRY)}") from None
 
 
-def list_datasets(profile: str | None = None) -> list[str]:
+def list_datasets(world: str | None = None) -> list[str]:
+    """The registered datasets' names, those of one ``world`` (:data:`WORLDS`) if given."""
     _load_builtin()
-    return sorted(n for n, s in _REGISTRY.items() if profile is None or s.profile == profile)
+    return sorted(n for n, s in _REGISTRY.items() if world is None or s.world == world)
 
 
 def accepted_options(factory, options: dict) -> dict:

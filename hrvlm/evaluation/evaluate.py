@@ -126,7 +126,7 @@ def evaluate(model, tokenizer, request: EvalRequest, *legacy, store=None, progre
 
     base = {
         "schema": SCHEMA, "hrvlm_version": __version__, "method": request.method, "model": model.name,
-        "checkpoint": checkpoint_id(model), "head": head, "dataset": dataset, "split": split,
+        "weights_digest": checkpoint_id(model), "head": head, "dataset": dataset, "split": split,
         "dataset_options": {k: v for k, v in options.items() if k not in ("root", "download")},
         "dataset_size": len(data), "n": int(ids.size), "subset_ids_hash": config_hash(ids.tolist(), length=16),
         "tree": None if hierarchy is None else hierarchy.name,
@@ -293,7 +293,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--depth", type=int, default=5, help="depth of the dataset's forest")
     parser.add_argument("--templates", default=None, help="template set (default: each dataset's)")
     parser.add_argument("--resolution", choices=RESOLUTION_POLICIES, default=DEFAULT_RESOLUTION)
-    parser.add_argument("--profile", default=None, help="dataset profile option (mini world: smoke|mini)")
+    parser.add_argument("--profile", default=None,
+                        help="profile whose dataset options (the mini world's size) and ε unit to use")
     parser.add_argument("--root", default=None, help="data root of real datasets (default $HRVLM_DATA)")
     parser.add_argument("--store", default=None, help="records file (default <cache>/records/results.jsonl)")
     parser.add_argument("--batch-size", type=int, default=None,
@@ -384,7 +385,8 @@ def run(args: argparse.Namespace) -> int:
     batch_size = args.batch_size if args.batch_size is not None else (
         get_profile(args.profile).eval_batch_size if args.profile else 64)
     store = Path(args.store) if args.store else default_store()
-    options = {k: v for k, v in (("profile", args.profile), ("root", args.root)) if v is not None}
+    options = {**(get_profile(args.profile).base_options if args.profile else {}),
+               **({"root": args.root} if args.root is not None else {})}
     if not args.datasets:
         raise ValueError("--datasets names no dataset: give comma-separated registered names, e.g. mini-heldout "
                          "(hrvlm data list shows them)")

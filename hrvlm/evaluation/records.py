@@ -44,10 +44,13 @@ try:  # POSIX; elsewhere concurrent writers are not supported (single-process us
 except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
-SCHEMA = 1
+# Bump when a key field's name or meaning changes; records of another schema are refused (StaleRecord) and
+# recomputed.  2: ``checkpoint`` became ``weights_digest`` (the evaluated weights' digest, not training state)
+# and the mini world's dataset option ``profile`` became ``size``.
+SCHEMA = 2
 
 # The configuration that determines a record's numbers: equal keys mean "already computed".
-KEY_FIELDS = ("schema", "hrvlm_version", "method", "model", "checkpoint", "head", "dataset", "split",
+KEY_FIELDS = ("schema", "hrvlm_version", "method", "model", "weights_digest", "head", "dataset", "split",
               "dataset_options", "dataset_size", "n", "subset_ids_hash", "level", "tree", "tree_hash",
               "classnames_hash", "attack", "resolution", "templates", "templates_hash", "seed", "batch_size",
               "precision")
@@ -59,6 +62,10 @@ BITMAP_FIELDS = ("clean_correct", "robust_correct", "leaf_clean_correct", "leaf_
 
 class CorruptRecord(ValueError):
     """A line of a records file is not a complete record."""
+
+
+class StaleRecord(ValueError):
+    """A record written under another :data:`SCHEMA`: intact, but its key fields are not this version's."""
 
 
 def record_key(record: dict) -> str:
@@ -108,6 +115,9 @@ def check_record(record, allow_unsigned: bool = False) -> None:
     elif record["checksum"] != record_checksum(record):
         raise ValueError(f"checksum mismatch for key {record['key']}: the record was edited or damaged "
                          f"(recompute it: delete the line and re-run)")
+    if "schema" in record and record["schema"] != SCHEMA:  # without one: it lacks provenance (below)
+        raise StaleRecord(f"record {record['key']} has schema {record['schema']!r}, not this hrvlm's {SCHEMA} "
+                          f"(its key fields changed): `hrvlm eval` recomputes it; an older hrvlm reads it")
     try:
         key = record_key(record)
     except KeyError as err:
@@ -165,6 +175,8 @@ def _parse(line: bytes, where: str, strict: bool, allow_unsigned: bool) -> dict 
         record = json.loads(line)
         check_record(record, allow_unsigned)
         return record
+    except StaleRecord as err:  # intact: the store counts and reports these once per read, not per line
+        raise StaleRecord(f"{where}: {err}") from None
     except ValueError as err:
         message = f"{where}: skipping an incomplete or corrupt record ({err}); the rest of the store is intact"
         if strict:
@@ -201,12 +213,22 @@ class RecordStore:
             f.seek(self._offset)
             data = f.read()
         end = data.rfind(b"\n") + 1
+        stale = 0
         for line in data[:end].splitlines():
             self._line_no += 1
             if line.strip():
-                record = _parse(line, f"{self.path}:{self._line_no}", self.strict, self.allow_unsigned)
+                try:
+                    record = _parse(line, f"{self.path}:{self._line_no}", self.strict, self.allow_unsigned)
+                except StaleRecord:
+                    if self.strict:
+                        raise
+                    stale += 1
+                    continue
                 if record is not None:
                     self._records.setdefault(record["key"], record)
+        if stale:
+            warnings.warn(f"{self.path}: skipping {stale} record(s) of another schema than {SCHEMA} (an older "
+                          f"hrvlm's): they are recomputed when asked for", stacklevel=3)
         self._offset += end
         # A trailing line without newline may still be being written: it counts only if it is already a
         # complete, checksummed record (it is read again, as a full line, once terminated).
@@ -296,8 +318,8 @@ def verify(path: str | os.PathLike, allow_unsigned: bool = False) -> dict:
 
     ``records`` counts records that pass :func:`check_record` with a checksum, ``unverified`` those
     without one accepted by ``allow_unsigned``; problems are torn or corrupt lines, records failing
-    :func:`check_record` (no checksum, a mismatch, a key that is not their provenance's, accuracies
-    that disagree with their bitmaps), repeated keys and a last line without its newline.
+    :func:`check_record` (no checksum, a mismatch, another schema, a key that is not their provenance's,
+    accuracies that disagree with their bitmaps), repeated keys and a last line without its newline.
     """
     path = check_store_path(path)
     if not path.is_file():
@@ -312,6 +334,9 @@ def verify(path: str | os.PathLike, allow_unsigned: bool = False) -> dict:
         try:
             record = json.loads(line)
             check_record(record, allow_unsigned)
+        except StaleRecord as err:
+            out["problems"].append((number, f"another schema ({err})"))
+            continue
         except ValueError as err:
             out["problems"].append((number, f"torn or corrupt line ({err})"))
             continue

@@ -213,9 +213,9 @@ class EvalRequest:
         _positive("num_workers", self.num_workers, allow_zero=True)
         load_templates(self.templates or spec.templates)
         options = labelled_options(dataset, {**spec.options, **(self.dataset_options or {})})
-        if dataset in REAL and spec.profile == "full":
+        if dataset in REAL and spec.world == "real":
             require_files(dataset, split, options.get("root"))
-        elif spec.profile == "mini":  # generated lazily: building it checks its options (profile, n) in milliseconds
+        elif spec.world == "mini":  # generated lazily: building it checks its options (size, n) in milliseconds
             get_dataset(dataset, split, **options)
         tree = _load_tree(spec, self.tree, self.depth) if levels[-1] > 0 else None
         if tree is not None:

@@ -27,12 +27,16 @@ Closed forms take numpy-compatible arrays (broadcast together) and return float6
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
 import torch
 from torch import Tensor
 
 from hrvlm.geometry import poincare as geometry
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _f64(*values):
@@ -118,10 +122,13 @@ def euclidean_margin_cap(eta, scale=1.0) -> np.ndarray:
     return 2 * scale * eta**2
 
 
-def _logit_margin(logits: Tensor, labels: Tensor) -> Tensor:
+def logit_margin(logits: Tensor, labels: Tensor) -> Tensor:
+    """The log-margin ``s_y − max_{k≠y} s_k`` over the last dimension, in ``logits``' dtype (the softmax's
+    normaliser cancels); positive = correctly classified.  The one definition: the attacks' CW and DLR
+    losses and the trained model's level margins use it too."""
+    # scatter, not F.one_hot: on CPU one_hot checks the label range with two host synchronisations
     true = logits.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
-    rivals = logits.scatter(-1, labels.unsqueeze(-1), float("-inf"))
-    return true - rivals.max(dim=-1).values
+    return true - logits.scatter(-1, labels.unsqueeze(-1), float("-inf")).amax(dim=-1)
 
 
 def empirical_margin(image_emb: Tensor, prototypes: Tensor, labels: Tensor, c=1.0, scale=1.0) -> Tensor:
@@ -134,7 +141,7 @@ def empirical_margin(image_emb: Tensor, prototypes: Tensor, labels: Tensor, c=1.
     fixed-angle assumption: this is what the closed forms are checked against.  Negative = misclassified.
     """
     logits = -scale * geometry.pairwise_dist(image_emb.double(), prototypes.double(), c)
-    return _logit_margin(logits, labels.long())
+    return logit_margin(logits, labels.long())
 
 
 def empirical_margin_euclidean(
@@ -151,7 +158,7 @@ def empirical_margin_euclidean(
     if cosine:
         image_emb = torch.nn.functional.normalize(image_emb, dim=-1)
         prototypes = torch.nn.functional.normalize(prototypes, dim=-1)
-    return _logit_margin(scale * image_emb @ prototypes.T, labels.long())
+    return logit_margin(scale * image_emb @ prototypes.T, labels.long())
 
 
 def margin_table(
@@ -172,6 +179,8 @@ def margin_table(
     With the defaults (c = λ = 1) the values reproduce the reconstruction's table that
     ``tests/test_theory.py`` holds to 1e-3.
     """
+    import pandas as pd  # here, not at the top: the attacks import logit_margin and need no pandas
+
     etas = np.asarray(etas, dtype=np.float64)
     betas = np.deg2rad(np.asarray(betas_true_deg, dtype=np.float64))
     rivals = np.deg2rad(rival_deg) + betas
@@ -199,6 +208,8 @@ def closed_form_check(etas, betas_true_deg=(0.0, 5.0, 20.0), rival_deg: float = 
     softmax; none of the closed form's algebra).  One row per β_c: the number of configurations, the
     largest |measured − closed form| and the η where it occurs.  Requires every η < 1/√c.
     """
+    import pandas as pd
+
     etas = torch.as_tensor(np.asarray(etas, dtype=np.float64))
     rows = []
     for deg in betas_true_deg:

@@ -64,7 +64,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from hrvlm.core.resources import RESOURCES
-from hrvlm.data.registry import classname_file
+from hrvlm.data.registry import PAPER_DATASETS, classname_file
 
 SYNSET_DIR = RESOURCES / "synsets"
 TREE_DIR = RESOURCES / "trees"
@@ -74,9 +74,7 @@ FOREST_FORMAT = "hrvlm-forest/1"
 DEFAULT_TEMPLATE = "a photo of a {c}."
 LEVEL_RULE = ("levels counted up from the leaf; chains stop at the leaves' common ancestor (the root); "
               "short chains repeat their top node; leaves without ancestors stand for themselves")
-# The 15 datasets of the paper's protocol and TinyImageNet (the `full` profile's training set).
-PAPER_DATASETS = ("imagenet", "cifar10", "cifar100", "stl10", "caltech101", "caltech256", "oxford_pets",
-                  "flowers102", "fgvc_aircraft", "stanford_cars", "sun397", "food101", "eurosat", "dtd", "pcam")
+# The real datasets with class forests: the paper's 15 and TinyImageNet.
 REAL_DATASETS = PAPER_DATASETS + ("tinyimagenet",)
 
 

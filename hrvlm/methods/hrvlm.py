@@ -518,7 +518,7 @@ class HRVLM(Method):
                     text_scale=float(geo.text_scale.detach()))
         return total, logs
 
-    # -- what each mechanism does (measured, hrvlm.md §2.5–§2.7) ------------------------------------------
+    # -- what each mechanism does, measured (Dong et al., CVPR 2026, arXiv:2604.18867, Eqs. 8–14) ----------
     def perturbation_effects(self, batch: Batch) -> dict[str, float]:
         """How much δ and δ_T raise the training objective ``Σ_trees Σ_l ω_l CE_l`` on ``batch``:
         ``clean`` (x, t), ``image`` (x + δ, t: δ maximised alone), ``text`` (x, t + δ_T: δ_T alone),

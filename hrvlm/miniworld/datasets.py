@@ -1,7 +1,7 @@
 """The mini-world datasets, registered in :mod:`hrvlm.data.registry` on import.
 
 Each dataset is data: its classes in ``resources/classnames/<name>.json`` (readable names + WordNet
-synsets), its style, label kind, seed and per-profile split sizes in ``resources/miniworld.json``.
+synsets), its style, label kind, seed and per-size (``smoke``, ``mini``) split sizes in ``resources/miniworld.json``.
 Item ``i`` of a split is rendered from ``(split seed, i)`` alone and labelled ``i mod C`` (balanced), so
 a dataset is the same on every machine and its test indices are fixed; :meth:`MiniWorldDataset.materialize`
 renders a whole split once and caches it as a compact uint8 ``.npz`` keyed by a hash of its configuration.
@@ -51,29 +51,29 @@ def rendering_inputs(name: str) -> dict:
             "render_version": RENDER_VERSION, "font": font_sha256()}
 
 
-def split_size(name: str, split: str, profile: str = "mini") -> int:
-    """The documented number of items of ``name``/``split`` in ``profile`` (``smoke`` or ``mini``)."""
+def split_size(name: str, split: str, size: str = "mini") -> int:
+    """The documented number of items of ``name``/``split`` at world ``size`` (``smoke`` or ``mini``)."""
     sizes = definition(name)["splits"]
     if split not in sizes:
         raise ValueError(f"{name} has no split {split!r}; its splits are {list(sizes)}")
-    if profile not in sizes[split]:
-        raise ValueError(f"unknown profile {profile!r} for {name}; choose one of {list(sizes[split])}")
-    return int(sizes[split][profile])
+    if size not in sizes[split]:
+        raise ValueError(f"unknown size {size!r} for {name}; choose one of {list(sizes[split])}")
+    return int(sizes[split][size])
 
 
 class MiniWorldDataset(Dataset):
     """``(image [3, S, S] float in [0, 1], label)`` items of one split of a mini-world dataset.
 
-    ``n`` overrides the profile's size; ``image_size`` the resolution (32 by default, e.g. 64).
+    ``n`` overrides the ``size``'s number of items; ``image_size`` the resolution (32 by default, e.g. 64).
     ``caption(i, quality)`` and ``factors(i)`` describe item ``i``; ``with_captions(quality)`` is a
     view yielding ``(image, label, caption)``.
     """
 
-    def __init__(self, name: str, split: str = "test", profile: str = "mini", n: int | None = None,
+    def __init__(self, name: str, split: str = "test", size: str = "mini", n: int | None = None,
                  image_size: int = 32):
         d = definition(name)
         self.name, self.split, self.image_size = name, split, int(image_size)
-        self.n = split_size(name, split, profile) if n is None else int(n)
+        self.n = split_size(name, split, size) if n is None else int(n)
         if self.n <= 0 or self.image_size < 8:
             raise ValueError(f"{name}: need n > 0 and image_size >= 8, got n={self.n}, image_size={image_size}")
         meta = json.loads((_classname_path(name)).read_text())
@@ -215,7 +215,7 @@ def _templates(name: str) -> list[str]:
 
 
 def mini_dataset(name: str, split: str = "test", **options) -> MiniWorldDataset:
-    """``get_dataset`` for mini names, typed: ``mini_dataset("mini-finetune", "train", profile="smoke")``."""
+    """``get_dataset`` for mini names, typed: ``mini_dataset("mini-finetune", "train", size="smoke")``."""
     return MiniWorldDataset(name, split, **options)
 
 
@@ -233,9 +233,9 @@ def _register_all() -> None:
     for name in dataset_names():
         d = definition(name)
         register(DatasetSpec(
-            name=name, profile="mini", classnames=tuple(load_classnames(name)), templates=d["templates"],
+            name=name, world="mini", classnames=tuple(load_classnames(name)), templates=d["templates"],
             factory=functools.partial(MiniWorldDataset, name), hierarchy=name,
-            splits=tuple(d["splits"]), description=d["description"], options={"profile": "mini"}),
+            splits=tuple(d["splits"]), description=d["description"], options={"size": "mini"}),
             replace=True)
 
 

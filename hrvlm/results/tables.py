@@ -101,7 +101,7 @@ def is_mini_world(dataset: str) -> bool:
     from hrvlm.data import get_spec
 
     try:
-        return get_spec(dataset).profile == "mini"
+        return get_spec(dataset).world == "mini"
     except KeyError:
         return dataset.startswith("mini-")
 
@@ -134,13 +134,32 @@ def _rows_for(frame: pd.DataFrame, metric: dict, eps_unit: float) -> pd.DataFram
     return frame[mask].assign(value=frame.loc[mask, "robust_acc"])
 
 
+def dataset_table(cells: pd.DataFrame, row: str, datasets) -> pd.DataFrame:
+    """Long ``cells`` (columns ``row``, ``dataset``, ``metric``, ``value``) → ``row`` × (dataset, metric), plus
+    the :data:`AVERAGE` over ``datasets`` (a profile's evaluation sets) per metric, present only when every
+    one of them is.  The one tabulation of our numbers: the paper comparison and the book's per-dataset
+    tables.  Several different values for one cell are an error (records of several checkpoints, subsets
+    or template sets)."""
+    spread = cells.groupby([row, "dataset", "metric"], observed=True)["value"].agg(["min", "max"])
+    disagree = spread.index[(spread["max"] - spread["min"]).abs() > 1e-9]
+    if len(disagree):
+        name, dataset, metric = disagree[0]
+        raise ValueError(f"records disagree on {metric} for {name} on {dataset} (several checkpoints, subsets or "
+                         f"template sets?): filter the records first")
+    table = spread["min"].unstack(["dataset", "metric"])
+    table.index = table.index.astype(object).rename(None)  # plain labels, as a row of a chapter shows them
+    for metric in table.columns.get_level_values("metric").unique():
+        table[(AVERAGE, metric)] = table.reindex(columns=[(d, metric) for d in datasets]).mean(axis=1, skipna=False)
+    return table
+
+
 def ours_from_records(records: pd.DataFrame, table: PaperTable, profile: str) -> pd.DataFrame:
     """Our accuracies (%) from a records frame: method × (dataset, metric), level-0 (leaf) records only.
 
     Each paper metric selects records by its attack (name, steps, ε as a multiple of the profile's ε
     unit; clean accuracy from any record).  Several records disagreeing on one number (e.g. two
     checkpoints or subset sizes) are an error: filter the frame first.  The ``average`` column is the
-    mean over the profile's evaluation sets, present only when every one of them is.
+    mean over the profile's evaluation sets, present only when every one of them is (:func:`dataset_table`).
     """
     from hrvlm.profiles import get_profile
 
@@ -148,24 +167,18 @@ def ours_from_records(records: pd.DataFrame, table: PaperTable, profile: str) ->
     if records.empty:
         return pd.DataFrame()
     frame = records[records["level"] == 0] if "level" in records else records
-    cells = {}
+    cells = []
     for metric_id, metric in table.metrics.items():
         if metric.get("attack") is None and metric_id != "clean":
             continue  # e.g. time per epoch: not in evaluation records
         selected = _rows_for(frame, metric, prof.eps_unit).dropna(subset=["value"])
-        for (method, dataset), group in selected.groupby(["method", "dataset"]):
-            values = group["value"].unique()
-            if len(values) > 1:
-                raise ValueError(f"{len(values)} different {metric_id} values for {method} on {dataset} "
-                                 f"(several checkpoints, subsets or template sets?): filter the records first")
-            cells[(method, dataset, metric_id)] = 100.0 * float(values[0])
-    if not cells:
+        cells.append(pd.DataFrame({"method": selected["method"], "dataset": selected["dataset"],
+                                   "metric": metric_id, "value": 100.0 * selected["value"].astype(float)}))
+    cells = pd.concat(cells, ignore_index=True) if cells else pd.DataFrame()
+    if cells.empty:
         return pd.DataFrame()
-    ours = pd.Series(cells).unstack([1, 2])
+    ours = dataset_table(cells, "method", prof.eval_datasets)
     ours.index.name, ours.columns.names = "method", ["column", "metric"]
-    for metric_id in ours.columns.get_level_values("metric").unique():
-        per_set = ours.reindex(columns=[(d, metric_id) for d in prof.eval_datasets])
-        ours[(AVERAGE, metric_id)] = per_set.mean(axis=1, skipna=False)
     return ours.sort_index(axis=1)
 
 
@@ -201,7 +214,7 @@ def compare(table: PaperTable | str, records: pd.DataFrame | None, profile: str,
     labelled columns with ours only.
     Rows: the paper's rows, then our methods the paper does not have.
     """
-    from hrvlm.profiles import get_profile
+    from hrvlm.profiles import get_profile, profile_names
 
     table = paper_table(table) if isinstance(table, str) else table
     get_profile(profile)  # an unknown profile is an error here, not a mislabelled table
@@ -214,8 +227,9 @@ def compare(table: PaperTable | str, records: pd.DataFrame | None, profile: str,
         worlds = {d: is_mini_world(d) for d in records["dataset"].unique()}
         wrong = [d for d, mini in worlds.items() if mini != (label == MINI_WORLD)]
         if wrong:
+            mini = tuple(p for p in profile_names() if replica(p) == MINI_WORLD)
             raise ValueError(f"records of {wrong} cannot be the {profile!r} profile's numbers: mini-world datasets "
-                             f"belong to mini-world profiles ('mini', 'smoke'), real datasets to the others")
+                             f"belong to mini-world profiles {mini}, real datasets to the others")
     ours = ours_from_records(records, table, profile)
 
     reported = table.reported()

@@ -723,8 +723,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({k: record[k] for k in ("steps", "train_time_s", "epoch_time_s_estimate", "images_per_s",
                                                   "head")}, indent=2))
         resolved = config.resolved()
-        where = "".join(f" --{k} {shlex.quote(str(v))}" for k, v in resolved.dataset_options.items()
-                        if k in ("profile", "root"))
+        root = resolved.dataset_options.get("root")
+        where = f" --profile {shlex.quote(config.profile)}" + (f" --root {shlex.quote(str(root))}" if root else "")
         print(f"run: {out}\nevaluate: hrvlm eval --pretrained {shlex.quote(str(out))} --datasets "
               f"{shlex.quote(resolved.dataset)}{where}")
     return 0
