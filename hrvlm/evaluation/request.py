@@ -148,7 +148,7 @@ class EvalRequest:
     ``resolution``: :data:`~hrvlm.data.real.RESOLUTION_POLICIES`.  ``tree``: index into the dataset's
     forest of depth ``depth``, or a ``hrvlm.hierarchy.trees.Tree``.  ``num_workers``: the loader's
     processes (default :func:`~hrvlm.data.default_num_workers`; no record depends on it).
-    ``dataset_options``: over the spec's (``profile`` of the mini world, ``root`` of a real dataset).
+    ``dataset_options``: over the spec's (``size`` of the mini world, ``root`` of a real dataset).
     ``precision``: :data:`hrvlm.core.precision.CHOICES`; ``"auto"`` is the device's policy
     (:func:`hrvlm.core.precision.precision_policy`), resolved by :meth:`on`, which also runs every attack
     in the policy's attack dtype (bf16 on recent GPUs, float32 otherwise: never float16).
