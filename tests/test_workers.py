@@ -58,3 +58,43 @@ def test_parallel_and_sequential_builds_give_identical_runs_and_records(tmp_cach
             shutil.rmtree(run)
     assert outcome[1] == outcome[2]
     assert len(set(outcome[1][0].values())) == 2  # two different runs, not one twice
+
+
+def test_learning_curves_train_each_budget_and_say_where_the_ranking_settles(tmp_cache):
+    from hrvlm.book import findings
+
+    loop = {"pretrained": RANDOM_INIT, "batch_size": 8}  # the budget sets the steps
+    variants = (ex.Variant.of("TeCoA", "tecoa", {"steps": 1}, paper="tecoa", loop=loop),
+                ex.Variant.of("FARE", "fare", {"steps": 1}, paper="fare", loop=loop))
+    setting = ex.Setting("smoke", variants, ("mini-finetune", "mini-heldout", "mini-colours"), 8, None)
+    curves = ex.learning_curves(setting, [2, 1], ex.attack("pgd", "smoke", 2, steps=1), n=8)
+    assert sorted(curves["steps"].unique()) == [1, 2]
+    assert set(curves["dataset"]) == {"mini-finetune", ex.ZERO_SHOT} and len(curves) == 2 * 2 * 2
+    assert curves["robust"].between(0, 100).all() and (curves["robust"] <= curves["clean"] + 1e-9).all()
+    for steps in (1, 2):  # each budget is its own run, of that many steps
+        run = ex.train_run(variants[0], "smoke", steps=steps)
+        assert json.loads((run / runs.RECORD).read_text())["steps"] == steps
+    assert findings.learning_curves(curves, 2).startswith("The ranking of the rows by robust accuracy")
+    with pytest.raises(ValueError, match="fix their own steps"):
+        ex.learning_curves(ex.Setting("smoke", (ex.Variant.of("T", "tecoa", {}, loop=TINY),), ("mini-finetune",), 8,
+                                      None), [1], None)
+
+
+def test_the_settled_budget_is_where_the_ranking_stops_moving():
+    import pandas as pd
+
+    def curves(order_by_budget):
+        rows = [{"variant": v, "steps": b, "dataset": ex.ZERO_SHOT, "robust": 10.0 * (len(order) - i), "clean": 50.0,
+                 "n": 100} for b, order in order_by_budget.items() for i, v in enumerate(order)]
+        return pd.DataFrame(rows)
+
+    assert ex.settled_budget(curves({10: "AB", 20: "BA", 40: "BA", 80: "BA"})) == 20
+    assert ex.settled_budget(curves({10: "AB", 20: "AB"})) == 10
+    assert ex.settled_budget(curves({10: "AB", 20: "BA"})) == 20  # moving at the last budget
+    assert ex.settled_budget(curves({10: "AB"})) is None
+    from hrvlm.book import findings
+
+    assert "still moves at the largest budget" in findings.learning_curves(curves({10: "AB", 20: "BA"}), 10)
+    assert "from **20 steps** on" in findings.learning_curves(curves({10: "AB", 20: "BA", 40: "BA"}), 10)
+    assert "before the ranking settles" in findings.learning_curves(curves({10: "AB", 20: "BA", 40: "BA"}), 10)
+    assert "inside that settled range" in findings.learning_curves(curves({10: "AB", 20: "BA", 40: "BA"}), 20)

@@ -304,6 +304,63 @@ def evaluate_runs(runs: Mapping, profile: str, *args, workers: int | None = None
     return dict(zip(runs, map_in_workers(job, list(runs.values()), worker_count(profile, workers))))
 
 
+# ----------------------------------------------------------------------------- learning curves
+ZERO_SHOT = "zero-shot average"
+
+
+def learning_curves(setting: Setting, budgets: Sequence[int], attack, *, n: int | None = None, seed: int = 0,
+                    templates: str | None = None) -> pd.DataFrame:
+    """Clean and robust top-1 (%) of every variant of ``setting`` against its training budget.
+
+    Each budget is its own run (the profile's loop with that many steps, its learning-rate schedule spread
+    over them): the accuracy a reader gets for that budget, not a point along one longer run.  Each run is
+    evaluated with ``attack`` on ``n`` fixed images (default ``setting.n``) of every set of the setting.
+    One row per (variant, steps, set), the set being the fine-tuning set or :data:`ZERO_SHOT`, the mean over
+    the other sets; columns ``variant, steps, dataset, clean, robust, n``."""
+    prof = get_profile(setting.profile)
+    columns = ["variant", "steps", "dataset", "clean", "robust", "n"]
+    fixed = [v.label for v in setting.variants if "steps" in dict(v.loop)]
+    if fixed:
+        raise ValueError(f"variants {fixed} fix their own steps in their loop: a learning curve needs the budget to vary")
+    if setting.unavailable or not budgets:
+        return pd.DataFrame(columns=columns)
+    rows = []
+    for steps in sorted(set(budgets)):
+        runs = train_runs(setting.variants, setting.profile, seed=seed, steps=steps)
+        results = evaluate_runs(runs, setting.profile, [attack], setting.datasets, n=n or setting.n,
+                                templates=templates, seed=seed, progress=False)
+        long = long_results(results_frame(results), setting.profile)
+        long = long[(long["attack"] != "clean") & (long["level"] == 0)]
+        for variant, group in long.groupby("variant", observed=True, sort=False):
+            own = group[group["dataset"] == prof.train_dataset]
+            others = group[group["dataset"] != prof.train_dataset]
+            for name, part in ((prof.train_dataset, own), (ZERO_SHOT, others)):
+                if not part.empty:
+                    rows.append({"variant": variant, "steps": steps, "dataset": name, "clean": part["clean"].mean(),
+                                 "robust": part["robust"].mean(), "n": n or setting.n})
+    frame = pd.DataFrame(rows, columns=columns)
+    frame["variant"] = pd.Categorical(frame["variant"], [v.label for v in setting.variants])
+    return frame
+
+
+def settled_budget(curves: pd.DataFrame, metric: str = "robust", dataset: str = ZERO_SHOT) -> int | None:
+    """The smallest budget from which the ranking of the variants by ``metric`` on ``dataset`` is the
+    ranking at every larger budget (``None`` with fewer than two budgets).  An exact ranking: two variants
+    within sampling noise of each other may swap and keep it from settling, which the chapter says."""
+    rows = curves[curves["dataset"] == dataset]
+    budgets = sorted(rows["steps"].unique())
+    if len(budgets) < 2:
+        return None
+    order = {b: tuple(rows[rows["steps"] == b].sort_values([metric, "variant"], ascending=[False, True])["variant"])
+             for b in budgets}
+    settled = budgets[-1]
+    for budget in reversed(budgets[:-1]):
+        if order[budget] != order[budgets[-1]]:
+            break
+        settled = budget
+    return int(settled)
+
+
 # ----------------------------------------------------------------------------- tables
 def results_frame(results: Mapping[Variant, Sequence[dict]]) -> pd.DataFrame:
     """The records of every variant in one frame (:func:`hrvlm.evaluation.records.records_to_frame`), with the
@@ -510,9 +567,9 @@ def plot_against(ax, rows: pd.DataFrame, x: str, y: str, xlabel: str, ylabel: st
     return ax
 
 
-__all__ = ["MAIN_TABLE", "accuracy_table", "attack", "attack_label", "attack_table", "attackable_levels",
-           "book_settings", "chapter_setting", "dataset_tree", "eps_multiple", "evaluate_run", "evaluate_runs",
-           "forest_size", "level_classes", "level_table", "long_results", "main_variants", "mini_world_note",
-           "paper_comparison",
-           "plot_against", "plot_grouped_bars", "results_frame", "run_summary", "Setting",
-           "templates_note", "train_config", "train_run", "train_runs", "train_variants", "unavailable", "Variant"]
+__all__ = ["accuracy_table", "attack", "attack_label", "attack_table", "attackable_levels", "book_settings",
+           "chapter_setting", "dataset_tree", "eps_multiple", "evaluate_run", "evaluate_runs", "forest_size",
+           "learning_curves", "level_classes", "level_table", "long_results", "MAIN_TABLE", "main_variants",
+           "mini_world_note", "paper_comparison", "plot_against", "plot_grouped_bars", "results_frame", "run_summary",
+           "Setting", "settled_budget", "templates_note", "train_config", "train_run", "train_runs", "train_variants",
+           "unavailable", "Variant", "ZERO_SHOT"]

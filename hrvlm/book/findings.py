@@ -13,7 +13,8 @@ from typing import Mapping
 
 import pandas as pd
 
-from hrvlm.book.experiments import MAIN_TABLE, Setting
+from hrvlm.book.experiments import MAIN_TABLE, ZERO_SHOT, Setting, settled_budget
+from hrvlm.results.metrics import binomial_se
 from hrvlm.results.tables import AVERAGE, paper_table
 
 LEAF_TRAINED = ("tecoa", "pmg-aft", "fare")  # the methods trained on leaf classes only (the paper's Fig. 1a)
@@ -127,6 +128,34 @@ def stronger_attacks(long: pd.DataFrame, setting: Setting) -> str:
                  "numbers; the lines above are what this build measured, whatever their order.")
     lines.append("* " + setting.precision_note())
     return "\n".join(lines)
+
+
+def learning_curves(curves: pd.DataFrame, book_steps: int | None) -> str:
+    """Where the ranking of the methods by robust accuracy stops moving with the training budget, and where
+    the book's own budget ``book_steps`` lies (computed from :func:`hrvlm.book.experiments.learning_curves`)."""
+    if curves.empty:
+        return ""
+    budgets = sorted(int(b) for b in curves["steps"].unique())
+    n = int(curves["n"].iloc[0])
+    noise = (f" With {n} images per set, one set's accuracy has a standard error of up to "
+             f"{100 * binomial_se(0.5, n):.1f} points, so rows closer than that may swap between budgets "
+             f"without either being better.")
+    settled = settled_budget(curves, "robust", ZERO_SHOT)
+    measured = ", ".join(str(b) for b in budgets)
+    if settled is None:
+        return f"Only one budget was measured ({measured} steps): no ranking can settle." + noise
+    if settled == budgets[-1]:
+        verdict = (f"The ranking of the rows by robust accuracy on the {ZERO_SHOT} still moves at the largest "
+                   f"budget measured ({budgets[-1]} steps; budgets {measured}): the book's ranking may change "
+                   f"with more training.")
+    else:
+        verdict = (f"The ranking of the rows by robust accuracy on the {ZERO_SHOT} is the same from "
+                   f"**{settled} steps** on (budgets {measured}).")
+    if book_steps is not None:
+        verdict += (f" The book trains {book_steps} steps, "
+                    + ("inside that settled range." if settled < budgets[-1] and book_steps >= settled
+                       else "before the ranking settles: read its ordering as provisional."))
+    return verdict + noise
 
 
 def reading(table: pd.DataFrame | None, title: str) -> str:
