@@ -1,4 +1,5 @@
 import json
+import warnings
 import re
 import threading
 
@@ -234,6 +235,10 @@ def test_records_of_an_older_schema_are_refused_in_one_line_and_recomputed(tmp_p
     messages = [str(w.message) for w in caught]
     assert any("skipping 1 record(s) of another schema than 2" in m for m in messages)  # once, not per line
     assert any("r.jsonl:3: skipping an incomplete or corrupt record (checksum mismatch" in m for m in messages)
+    with warnings.catch_warnings(record=True) as again:  # every evaluation reads the store: said once per process
+        warnings.simplefilter("always")
+        read_records(store)
+    assert not any("another schema" in str(w.message) for w in again)
     with pytest.raises(StaleRecord, match=r"r.jsonl:2: record 0{20} has schema 1"):
         read_records(store, strict=True)
     with pytest.warns(UserWarning):  # the stale and the corrupt line again

@@ -190,6 +190,9 @@ def read_records(path: str | os.PathLike, strict: bool = False, allow_unsigned: 
     return RecordStore(path, strict=strict, allow_unsigned=allow_unsigned).records()
 
 
+_STALE_WARNED: set[str] = set()
+
+
 class RecordStore:
     """An append-only JSON-lines file of records, unique by key.
 
@@ -226,7 +229,8 @@ class RecordStore:
                     continue
                 if record is not None:
                     self._records.setdefault(record["key"], record)
-        if stale:
+        if stale and str(self.path) not in _STALE_WARNED:  # once per store and process: every evaluation reads it
+            _STALE_WARNED.add(str(self.path))
             warnings.warn(f"{self.path}: skipping {stale} record(s) of another schema than {SCHEMA} (an older "
                           f"hrvlm's): they are recomputed when asked for", stacklevel=3)
         self._offset += end
