@@ -267,28 +267,27 @@ def level_classes(datasets: Sequence[str], tree: int = 0, depth: int = 5, shown:
     return pd.DataFrame(columns)
 
 
-def evaluate_run(run: os.PathLike, profile: str, attacks: Sequence = (), datasets: Sequence[str] | None = None,
-                 levels: Sequence[int] = (0,), n: int | None = None, *, store: os.PathLike | None = None,
-                 templates: str | None = None, tree: int = 0, depth: int = 5, seed: int = 0,
-                 batch_size: int | None = None, device: str | None = None, progress: bool = True) -> list[dict]:
+def evaluate_run(run: os.PathLike, profile: str, attacks: Sequence = (), datasets: Sequence[str] | None = None, *,
+                 store: os.PathLike | None = None, device: str | None = None, progress: bool = True,
+                 **settings) -> list[dict]:
     """Every record of ``run`` evaluated on ``datasets`` (default: the profile's evaluation sets) with
-    ``attacks`` (each also gives clean accuracy; none: clean only) at ``levels`` of tree ``tree``.
+    ``attacks`` (each also gives clean accuracy; none: clean only).
 
-    ``n`` images per set (default: the profile's ``book.eval_n``, else its ``eval_n``), the fixed subsets
-    of :func:`hrvlm.data.fixed_subset`, in batches of ``batch_size`` (default: the profile's
-    ``eval_batch_size``).  Records go to ``store`` (default :func:`~hrvlm.evaluation.records.default_store`); stored chunks are read,
-    not recomputed.
+    ``settings`` are the :class:`~hrvlm.evaluation.request.EvalRequest` fields of every set's request
+    (``levels``, ``n``, ``templates``, ``tree``, ``depth``, ``seed``, ``batch_size``, ...); the profile gives
+    ``n`` (its ``book.eval_n``, else its ``eval_n``: the fixed subsets of :func:`hrvlm.data.fixed_subset`),
+    ``batch_size`` (its ``eval_batch_size``) and the dataset options, the run its ``method``.  Records go to
+    ``store`` (default :func:`~hrvlm.evaluation.records.default_store`); stored chunks are read, not recomputed.
     """
     from hrvlm.evaluation.evaluate import EvalRequest, evaluate_weights
     from hrvlm.models.runs import read_record
 
     prof = get_profile(profile)
     record = read_record(run)
-    n = n if n is not None else (prof.book or {}).get("eval_n", prof.eval_n)
-    requests = [EvalRequest(name, attacks, levels, n, method=record["method"]["name"], templates=templates, tree=tree,
-                            depth=depth, batch_size=prof.eval_batch_size if batch_size is None else batch_size,
-                            seed=seed, dataset_options=prof.dataset_options)
-                for name in datasets or prof.eval_datasets]
+    settings = {"n": (prof.book or {}).get("eval_n", prof.eval_n), "batch_size": prof.eval_batch_size,
+                **{k: v for k, v in settings.items() if v is not None}}
+    requests = [EvalRequest(name, attacks, method=record["method"]["name"], dataset_options=prof.dataset_options,
+                            **settings) for name in datasets or prof.eval_datasets]
     return evaluate_weights(record["model"], record["path"], requests, device=device, progress=progress,
                             store=Path(store) if store is not None else default_store())
 
