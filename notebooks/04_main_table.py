@@ -141,14 +141,15 @@ table.round(1) if not table.empty else Markdown(setting.absent("Nothing was eval
 # %%
 from hrvlm.book import claims
 
-claims.average_intervals(results, setting.datasets) if table.size else Markdown(setting.absent("Nothing was evaluated"))
+estimates = claims.average_estimates(results, setting.datasets) if table.size else None
+estimates.map(lambda e: e.points()) if estimates is not None else Markdown(setting.absent("Nothing was evaluated"))
 
 # %% [markdown]
 # ## Grouped bars
 #
 # Left, the paper's reported averages (15 real datasets); right, ours (averages over the profile's
-# evaluation sets). The two panels are not on the same data and are drawn side by side only to compare
-# the orderings of the methods.
+# evaluation sets, with the 95 % intervals of the table above as error bars). The two panels are not on the
+# same data and are drawn side by side only to compare the orderings of the methods.
 
 # %%
 reported_avg = reported.known().xs("average", axis=1, level="column")
@@ -156,8 +157,9 @@ reported_avg.columns = [reported.metrics[m]["label"] for m in reported_avg.colum
 ours_avg = table[AVERAGE] if AVERAGE in table.columns.get_level_values(0) else pd.DataFrame()
 fig, axes = plt.subplots(1, 2, figsize=(13, 4.2), sharey=True)
 ex.plot_grouped_bars(axes[0], reported_avg, "the paper: average over 15 real datasets (reported)")
-ex.plot_grouped_bars(axes[1], ours_avg, f"ours: average over the {profile} profile's sets"
-                     + (f" ({replica(profile)})" if replica(profile) else ""))
+ex.plot_grouped_bars(axes[1], ours_avg, f"ours: average over the {profile} profile's sets, 95 % intervals"
+                     + (f" ({replica(profile)})" if replica(profile) else ""),
+                     intervals=None if estimates is None else estimates.set_axis(ours_avg.columns, axis=1))
 fig.tight_layout()
 
 # %% [markdown]

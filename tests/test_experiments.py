@@ -150,6 +150,18 @@ def test_figures_draw_bars_and_lines_and_say_when_there_is_nothing():
     bars = pd.DataFrame({"clean": [50.0, 60.0], "PGD-20": [10.0, float("nan")]}, index=["CLIP", "TeCoA"])
     ex.plot_grouped_bars(a, bars, "average")
     assert len(a.patches) == 4 and "not run" in [t.get_text() for t in a.texts]
+    from matplotlib.container import ErrorbarContainer
+
+    from hrvlm.results.evidence import Estimate
+
+    fig2, d = plt.subplots()
+    intervals = pd.DataFrame({"clean": [Estimate(0.5, 0.4, 0.62, 1, 100, 10), Estimate(0.6, 0.5, 0.7, 1, 100, 10)],
+                              "PGD-20": [Estimate(0.1, 0.05, 0.2, 1, 100, 10), None]}, index=["CLIP", "TeCoA"])
+    ex.plot_grouped_bars(d, bars, "average", intervals=intervals)
+    errors = [c for c in d.containers if isinstance(c, ErrorbarContainer)]
+    assert len(errors) == 2  # one per metric; CLIP's clean bar spans 40..62 %
+    segments = errors[0].lines[2][0].get_segments()
+    assert [tuple(round(float(y), 6) for y in seg[:, 1]) for seg in segments][0] == (40.0, 62.0)
     v = ex.Variant.of("TeCoA", "tecoa")
     long = ex.long_results(ex.results_frame({v: [record("mini-finetune", 0.5, 0.2, eps_multiple=m) for m in (1, 2)]}),
                            "mini")

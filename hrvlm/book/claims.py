@@ -252,11 +252,11 @@ def outcomes(runs: dict, metric: str, level, over: str, datasets: Sequence[str])
     return parts, tuple(sorted(set(subsets)))
 
 
-def average_intervals(results: dict, datasets: Sequence[str], metrics: Sequence[str] = ("clean", "robust"),
+def average_estimates(results: dict, datasets: Sequence[str], metrics: Sequence[str] = ("clean", "robust"),
                       replicates: int = evidence.REPLICATES) -> pd.DataFrame:
-    """Variant × metric: the average over ``datasets`` at the leaves with its 95 % interval (%,
-    :meth:`hrvlm.results.evidence.Estimate.points`), from a chapter's ``{variant: records}`` (one attack; the
-    records' ``seed`` groups them).  The interval accounts for seeds and images (:mod:`hrvlm.results.evidence`)."""
+    """Variant × metric: the average over ``datasets`` at the leaves as an :class:`hrvlm.results.evidence.Estimate`
+    (value and 95 % interval, fractions), from a chapter's ``{variant: records}`` (one attack; the records'
+    ``seed`` groups them).  The interval accounts for seeds and images (:mod:`hrvlm.results.evidence`)."""
     table = {}
     for variant, records in results.items():
         runs = {}
@@ -265,8 +265,15 @@ def average_intervals(results: dict, datasets: Sequence[str], metrics: Sequence[
         if not runs:
             continue
         table[variant.label] = {METRICS[m]: evidence.estimate(outcomes(runs, m, 0, "average", datasets)[0],
-                                                              replicates=replicates).points() for m in metrics}
+                                                              replicates=replicates) for m in metrics}
     return pd.DataFrame(table).T
+
+
+def average_intervals(results: dict, datasets: Sequence[str], metrics: Sequence[str] = ("clean", "robust"),
+                      replicates: int = evidence.REPLICATES) -> pd.DataFrame:
+    """:func:`average_estimates` as text: ``"41.2 [38.0, 44.1]"`` in percentage points
+    (:meth:`hrvlm.results.evidence.Estimate.points`)."""
+    return average_estimates(results, datasets, metrics, replicates).map(lambda e: e.points())
 
 
 # ---------------------------------------------------------------- verdicts
@@ -395,6 +402,6 @@ def verdict_counts(results: Sequence[ClaimResult]) -> str:
     return f"Of {len(results)} claims: {text}.{basis}"
 
 
-__all__ = ["CLAIMS_FILE", "ClaimResult", "Claims", "METRICS", "average_intervals", "check_claims", "compare", "evaluate_claims", "gather",
+__all__ = ["CLAIMS_FILE", "ClaimResult", "Claims", "METRICS", "average_estimates", "average_intervals", "check_claims", "compare", "evaluate_claims", "gather",
            "group_variants", "known_names", "load_claims", "outcomes", "protocol_setting", "resolve", "summary_html", "summary_table",
            "verdict_counts"]

@@ -522,16 +522,24 @@ def _variant_colors(labels: Sequence[str]):
     return dict(zip(labels, plt.get_cmap("tab10")(np.arange(len(labels)) % 10)))
 
 
-def plot_grouped_bars(ax, values: pd.DataFrame, title: str = ""):
+def plot_grouped_bars(ax, values: pd.DataFrame, title: str = "", intervals: pd.DataFrame | None = None):
     """Grouped bars: one group per row of ``values`` (a variant), one bar per column (a metric), e.g.
-    ``accuracy_table(...)["average"]``; returns ``ax``.  A missing value is labelled "not run"."""
+    ``accuracy_table(...)["average"]``; returns ``ax``.  A missing value is labelled "not run".
+    ``intervals``: the same rows and columns holding :class:`hrvlm.results.evidence.Estimate` objects
+    (:func:`hrvlm.book.claims.average_estimates`), drawn as 95 % error bars."""
     import numpy as np
 
     x, width = np.arange(len(values.index)), 0.8 / max(len(values.columns), 1)
     for i, metric in enumerate(values.columns):
         column = values[metric]
-        bars = ax.bar(x + (i - (len(values.columns) - 1) / 2) * width, column.fillna(0).to_numpy(), width,
-                      label=str(metric))
+        where = x + (i - (len(values.columns) - 1) / 2) * width
+        bars = ax.bar(where, column.fillna(0).to_numpy(), width, label=str(metric))
+        if intervals is not None and metric in intervals.columns:
+            found = [intervals.at[row, metric] if row in intervals.index else None for row in values.index]
+            low = [max(0.0, 100 * (v - e.low)) if e is not None and pd.notna(v) else 0.0 for v, e in zip(column / 100, found)]
+            high = [max(0.0, 100 * (e.high - v)) if e is not None and pd.notna(v) else 0.0 for v, e in zip(column / 100, found)]
+            ax.errorbar(where, column.fillna(0).to_numpy(), yerr=[low, high], fmt="none", ecolor="0.2",
+                        elinewidth=1, capsize=2)
         ax.bar_label(bars, labels=["not run" if pd.isna(v) else f"{v:.0f}" for v in column], fontsize=7)
     ax.set_xticks(x, [str(label) for label in values.index], rotation=20, ha="right")
     ax.set_ylabel("accuracy (%)")
