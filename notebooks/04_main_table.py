@@ -38,7 +38,7 @@ attack_steps = None  # PGD steps; None: the profile's book.pgd_steps (the paper:
 methods = None  # None: every main row; else a list of row labels, e.g. ["CLIP", "TeCoA"]
 trees = 5  # HRVLM's larger forest (the paper: 5); fewer if the fine-tuning set has fewer trees
 templates = None  # a template set for every dataset (e.g. "tecoa"); None: each dataset's own
-seed = 0
+seeds = None  # the seeds every row is trained and evaluated with; None: the profile's book.seeds
 
 # %% tags=["colab"]
 # On Colab only (elsewhere this cell does nothing): install hrvlm keeping Colab's torch, then check the
@@ -63,7 +63,7 @@ from hrvlm.profiles import get_profile
 from hrvlm.results.tables import AVERAGE, paper_table, replica
 
 prof = get_profile(profile)
-setting = ex.chapter_setting(profile, trees=trees, methods=methods, n=n)
+setting = ex.chapter_setting(profile, trees=trees, methods=methods, n=n, seeds=seeds)
 attack_steps = attack_steps or ex.book_settings(profile)["pgd_steps"]
 Markdown(setting.note())
 
@@ -84,26 +84,27 @@ Markdown(f"The fine-tuning set {prof.train_dataset} has **{available}** distinct
 # %% [markdown]
 # ## Training
 #
-# Each row is one run of `hrvlm train` with the profile's settings (`hrvlm/resources/profiles.json`),
-# except the number of steps, which the book shortens to the profile's `book.train_steps` (`mini`: 100
-# steps of 128, 1.3 epochs of the fine-tuning set, against `hrvlm train`'s 150; `full`: the profile's own)
-# so that the whole book builds in minutes on two CPU cores. Runs are cached by their configuration: the later
-# chapters reuse these runs.
+# Each row is trained once per seed of the profile's `book.seeds` (`mini`: three; a seed sets the data order,
+# the initialisation and the attacks' random starts), each a run of `hrvlm train` with the profile's settings
+# (`hrvlm/resources/profiles.json`), except the number of steps, which the book shortens to the profile's
+# `book.train_steps` (`mini`: 100 steps of 128, 1.3 epochs of the fine-tuning set, against `hrvlm train`'s 150;
+# `full`: the profile's own) so that the whole book builds on two CPU cores. Runs are cached by their
+# configuration: the later chapters reuse these runs.
 
 # %%
-runs = ex.train_variants(setting, seed)
+runs = ex.train_variants(setting)
 ex.run_summary(runs) if runs else Markdown(setting.absent("No runs"))
 
 # %% [markdown]
 # ## Evaluation
 #
-# Every run is evaluated on the same fixed subset of each evaluation set (seeded, identical for every
-# method), clean and under PGD; each number is a record in the records store with its provenance
-# (weights digest, head, subset, template set, attack configuration).
+# Every run is evaluated on the same fixed subset of each evaluation set (identical for every method and
+# seed), clean and under PGD with the run's own seed for the random starts; each number is a record in the
+# records store with its provenance (weights digest, head, subset, template set, attack configuration, seed).
 
 # %%
 pgd = ex.attack("pgd", profile, eps_multiple, steps=attack_steps)
-results = ex.evaluate_runs(runs, profile, [pgd], setting.datasets, n=setting.n, templates=templates, seed=seed)
+results = ex.evaluate_runs(runs, profile, [pgd], setting.datasets, n=setting.n, templates=templates)
 frame = ex.results_frame(results)
 Markdown(ex.templates_note(frame))
 
@@ -124,25 +125,33 @@ comparison
 # ## Ours per dataset
 #
 # The same numbers, one column per evaluation set (the fine-tuning set's test split first, then the
-# zero-shot sets), and their average.
+# zero-shot sets), and their average: means over the seeds.
 
 # %%
 table = ex.accuracy_table(frame, profile)
 table.round(1) if not table.empty else Markdown(setting.absent("Nothing was evaluated"))
 
 # %% [markdown]
-# ## The averages with their uncertainty
+# ## Every cell with its uncertainty
 #
-# The average over the evaluation sets of each row, with a 95 % interval that accounts for the seeds and the
-# images (a seed × image bootstrap on the records' per-image outcomes, `hrvlm/results/evidence.py`). With one seed it
-# covers image sampling only. Whether the differences between rows are more than noise is tested, paired by
-# image, in the closing chapter's verdicts.
+# The table above shows means over the seeds. Below, each cell again with its 95 % interval: a seed × image
+# bootstrap on the records' per-image outcomes (`hrvlm/results/evidence.py`) that draws seeds and, within each
+# drawn seed, images, so the interval accounts for how another training seed and other images would move the
+# number (with one seed it covers the images only). First robust, then clean accuracy (%); the last column is
+# the average over the sets. Whether the differences between rows are more than noise is tested, paired by
+# image and seed, in the closing chapter's verdicts.
 
 # %%
-from hrvlm.book import claims
+from hrvlm.book import intervals
 
-estimates = claims.average_estimates(results, setting.datasets) if table.size else None
-estimates.map(lambda e: e.points()) if estimates is not None else Markdown(setting.absent("Nothing was evaluated"))
+if table.size:
+    for metric in ("robust", "clean"):
+        display(Markdown(f"**{metric} accuracy (%), mean over {len(setting.seeds)} seed(s) [95 % interval]**"))
+        display(intervals.as_points(intervals.dataset_estimates(results, setting.datasets, metric)))
+    estimates = intervals.average_estimates(results, setting.datasets)
+else:
+    estimates = None
+    display(Markdown(setting.absent("Nothing was evaluated")))
 
 # %% [markdown]
 # ## Grouped bars
@@ -182,7 +191,7 @@ Markdown(findings.main_table(table, setting))
 
 # %%
 book = ex.book_settings(profile)
-curves = ex.learning_curves(setting, book["curve_steps"], pgd, n=book["curve_n"], seed=seed, templates=templates)
+curves = ex.learning_curves(setting, book["curve_steps"], pgd, n=book["curve_n"], templates=templates)
 if curves.empty:
     display(Markdown(setting.absent("No learning curves were measured") if setting.unavailable else
                      f"The `{profile}` profile measures no learning curves (its `book.curve_steps` is empty)."))

@@ -39,7 +39,7 @@ attack_steps = None  # PGD steps; None: the profile's book.pgd_steps (the paper:
 methods = None  # None: every main row; else a list of row labels
 trees = 5  # HRVLM's larger forest, as in the main table
 templates = None  # a template set for every dataset (e.g. "tecoa"); None: each dataset's own
-seed = 0
+seeds = None  # the seeds every row is trained and evaluated with; None: the profile's book.seeds
 
 # %% tags=["colab"]
 # On Colab only (elsewhere this cell does nothing): install hrvlm keeping Colab's torch, then check the
@@ -60,7 +60,7 @@ from IPython.display import Markdown
 from hrvlm.book import experiments as ex
 from hrvlm.book import findings
 
-setting = ex.chapter_setting(profile, trees=trees, methods=methods, datasets=datasets, n=n, focus=True)
+setting = ex.chapter_setting(profile, trees=trees, methods=methods, datasets=datasets, n=n, focus=True, seeds=seeds)
 attack_steps = attack_steps or ex.book_settings(profile)["pgd_steps"]
 Markdown(setting.note())
 
@@ -82,9 +82,9 @@ ex.level_classes(setting.datasets)
 # the same adversarial images then go to the leaf head for the transfer numbers.
 
 # %%
-runs = ex.train_variants(setting, seed)
+runs = ex.train_variants(setting)
 pgd = ex.attack("pgd", profile, eps_multiple, steps=attack_steps)
-by_set = [ex.evaluate_runs(runs, profile, [pgd], [d], levels=levels[d], n=setting.n, templates=templates, seed=seed)
+by_set = [ex.evaluate_runs(runs, profile, [pgd], [d], levels=levels[d], n=setting.n, templates=templates)
           for d in setting.datasets]
 results = {v: [r for records in by_set for r in records[v]] for v in runs}
 frame = ex.results_frame(results)
@@ -94,14 +94,17 @@ Markdown(ex.templates_note(frame))
 # %% [markdown]
 # ## Robust accuracy at the attacked level (Fig. 1a)
 #
-# Clean and robust accuracy of each level's classifier, attacked with that level's labels (%).
+# Clean and robust accuracy of each level's classifier, attacked with that level's labels (%): in every cell
+# the mean over the seeds and its 95 % seed × image interval (`hrvlm.book.intervals`).
 
 # %%
+from hrvlm.book import intervals
+
 nothing = Markdown(setting.absent("Nothing was evaluated"))
-ex.level_table(long, "clean").round(1) if not long.empty else nothing
+intervals.as_points(intervals.level_estimates(results, "clean")) if not long.empty else nothing
 
 # %%
-ex.level_table(long, "robust").round(1) if not long.empty else nothing
+intervals.as_points(intervals.level_estimates(results, "robust")) if not long.empty else nothing
 
 # %% [markdown]
 # ## Transfer of superclass adversaries to the leaf classifier (Fig. 1b)
@@ -110,10 +113,10 @@ ex.level_table(long, "robust").round(1) if not long.empty else nothing
 # success rate (leaf right on the clean image, wrong on the adversary, over the images it gets right clean).
 
 # %%
-ex.level_table(long, "leaf_robust").round(1) if not long.empty else nothing
+intervals.as_points(intervals.level_estimates(results, "leaf_robust")) if not long.empty else nothing
 
 # %%
-ex.level_table(long, "transfer_success").round(1) if not long.empty else nothing
+intervals.as_points(intervals.level_estimates(results, "transfer")) if not long.empty else nothing
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(12, 4))

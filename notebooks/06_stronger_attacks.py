@@ -38,7 +38,7 @@ autoattack_steps = None  # iterations per AutoAttack component; None: the profil
 methods = None  # None: every main row; else a list of row labels
 trees = 5  # HRVLM's larger forest, as in the main table
 templates = None  # a template set for every dataset (e.g. "tecoa"); None: each dataset's own
-seed = 0
+seeds = None  # the seeds every row is trained and evaluated with; None: the profile's book.seeds
 
 # %% tags=["colab"]
 # On Colab only (elsewhere this cell does nothing): install hrvlm keeping Colab's torch, then check the
@@ -59,17 +59,17 @@ from IPython.display import Markdown
 from hrvlm.book import experiments as ex
 from hrvlm.book import findings
 
-setting = ex.chapter_setting(profile, trees=trees, methods=methods, datasets=datasets, n=n, focus=True)
+setting = ex.chapter_setting(profile, trees=trees, methods=methods, datasets=datasets, n=n, focus=True, seeds=seeds)
 autoattack_steps = autoattack_steps or ex.book_settings(profile)["autoattack_steps"]
 attack_steps = attack_steps or ex.book_settings(profile)["pgd_steps"]
 Markdown(setting.note() + f" AutoAttack runs {autoattack_steps} iterations per component.")
 
 # %%
-runs = ex.train_variants(setting, seed)
+runs = ex.train_variants(setting)
 attacks = [ex.attack(name, profile, m, **settings) for m in eps_multiples
            for name, settings in (("pgd", {"steps": attack_steps}), ("cw", {"steps": attack_steps}),
                                   ("autoattack", {"steps": autoattack_steps}))]
-results = ex.evaluate_runs(runs, profile, attacks, setting.datasets, n=setting.n, templates=templates, seed=seed)
+results = ex.evaluate_runs(runs, profile, attacks, setting.datasets, n=setting.n, templates=templates)
 frame = ex.results_frame(results)
 long = ex.long_results(frame, profile)
 Markdown(ex.templates_note(frame))
@@ -77,14 +77,18 @@ Markdown(ex.templates_note(frame))
 # %% [markdown]
 # ## Accuracy under each attack and budget
 #
-# Per evaluated set and averaged over them (%); ε in units of the profile's ε unit.
+# Per evaluated set and averaged over them (%), the mean over the seeds; ε in units of the profile's ε unit.
+# Below it, the average over the sets of each attack with its 95 % seed × image interval (`hrvlm.book.intervals`).
 
 # %%
 table = ex.accuracy_table(frame, profile)
 table.round(1) if not table.empty else Markdown(setting.absent("Nothing was evaluated"))
 
 # %%
-ex.attack_table(long).round(1) if not long.empty else Markdown(setting.absent("Nothing was evaluated"))
+from hrvlm.book import intervals
+
+(intervals.as_points(intervals.attack_estimates(results, setting.datasets, profile)) if not long.empty
+ else Markdown(setting.absent("Nothing was evaluated")))
 
 # %% [markdown]
 # ## Accuracy against ε

@@ -33,7 +33,7 @@
 
 # %% tags=["parameters"]
 profile = "mini"  # "smoke" (CI), "mini" (default), "full": sizes from the profile's `book` entry
-seed = 0
+seeds = None  # the seeds every row is trained and evaluated with; None: the profile's book.seeds
 n = None  # images per evaluation set; None: the profile's book.eval_n (the main table's)
 eps = 1  # attack ε in units of the profile's eps_unit (the paper's tables: 1/255, i.e. 1)
 pgd_steps = None  # None: the profile's book.pgd_steps (the paper's PGD-20)
@@ -88,7 +88,7 @@ display(Markdown(
 # mainly add robustness.
 
 # %%
-components = ablations.study(ablations.variants("components", profile), profile, chosen, n, seed,
+components = ablations.study(ablations.variants("components", profile), profile, chosen, n, seeds,
                              title="components", paper="hrvlm-table10")
 display(*components.shown())
 plt.show()
@@ -108,7 +108,7 @@ plt.show()
 # the same cost", and only the per-level strategy's L+1 attacks per step are expected to stand out.
 
 # %%
-perturbation = ablations.study(ablations.variants("perturbation", profile), profile, chosen, n, seed,
+perturbation = ablations.study(ablations.variants("perturbation", profile), profile, chosen, n, seeds,
                                title="perturbation", paper="hrvlm-table12")
 display(*perturbation.shown())
 plt.show()
@@ -124,7 +124,7 @@ display(ablations.perturbation_cost(perturbation.runs, profile))
 # %%
 if not unavailable:
     method_runs = experiments.train_runs([v for v in experiments.main_variants(profile) if v.method in methods],
-                                         profile, seed=seed)
+                                         profile, seeds)
     display(ablations.training_costs(method_runs))
 
 # %% [markdown]
@@ -135,7 +135,7 @@ if not unavailable:
 # inferred from the source's word order; see the table's note).
 
 # %%
-hnsa = ablations.study(ablations.variants("hnsa", profile), profile, chosen, n, seed,
+hnsa = ablations.study(ablations.variants("hnsa", profile), profile, chosen, n, seeds,
                        title="HNSA negatives", paper="hrvlm-hnsa")
 display(*hnsa.shown())
 plt.show()
@@ -150,7 +150,7 @@ plt.show()
 # $\delta$ (ours), or none ($\epsilon_T = 0$), which measures what $\delta_T$ adds.
 
 # %%
-open_choices = ablations.study(ablations.variants("open-choices", profile), profile, chosen, n, seed,
+open_choices = ablations.study(ablations.variants("open-choices", profile), profile, chosen, n, seeds,
                                title="open choices")
 display(*open_choices.shown())
 plt.show()
@@ -165,7 +165,7 @@ plt.show()
 # %%
 tree_variants = ablations.tree_variants(profile)
 display(Markdown(f"The fine-tuning set {prof.train_dataset} has {len(tree_variants)} distinct tree(s) at depth 5."))
-trees = ablations.study(tree_variants, profile, chosen, n, seed, title="number of trees", bars=False)
+trees = ablations.study(tree_variants, profile, chosen, n, seeds, title="number of trees", bars=False)
 display(ablations.reported_trees())
 if trees.runs:
     display(trees.table)

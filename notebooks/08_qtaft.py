@@ -33,7 +33,7 @@
 
 # %% tags=["parameters"]
 profile = "mini"  # "smoke" (CI), "mini" (default), "full": sizes from the profile's `book` entry
-seed = 0
+seeds = None  # the seeds every row is trained and evaluated with; None: the profile's book.seeds
 n = None  # images per evaluation set; None: the profile's book.eval_n (full: 1,000, QT-AFT's protocol)
 eps = 4  # AutoAttack ε in units of the profile's eps_unit (QT-AFT: 4/255)
 autoattack_steps = None  # steps per AutoAttack component; None: the profile's book.autoattack_steps
@@ -89,7 +89,7 @@ display(Markdown(
 # %%
 compared = [Variant.of(v.label, v.method, dict(v.settings), paper=v.method, loop={**dict(v.loop), **train_loop})
             for v in experiments.main_variants(profile) if v.method in methods and v.method != "hrvlm"]
-qtaft = ablations.study(compared, profile, autoattack, n, seed, title="QT-AFT's comparison", paper="qtaft-main")
+qtaft = ablations.study(compared, profile, autoattack, n, seeds, title="QT-AFT's comparison", paper="qtaft-main")
 display(*qtaft.shown())
 plt.show()
 
@@ -116,7 +116,7 @@ if captions_file:
     qualities.append(Variant.of("authors' VLM captions", "qtaft", {"captions": f"file:{captions_file}"},
                                 loop=book["ablation_loop"]))
 caption_attacks = autoattack + ablations.attacks(["pgd"], profile, 1, pgd_steps=pgd_steps)
-captions = ablations.study(qualities, profile, caption_attacks, n, seed, title="caption quality")
+captions = ablations.study(qualities, profile, caption_attacks, n, seeds, title="caption quality")
 if captions.runs:
     display(captions.table)
     plt.show()

@@ -137,11 +137,11 @@ plt.show()
 # baseline of the evaluated labels and chance.
 
 # %%
-setting = ex.chapter_setting(profile, datasets=["uci-digits"], n=n)
-runs = ex.train_variants(setting, seed)
+setting = ex.chapter_setting(profile, datasets=["uci-digits"], n=n, seeds=[seed])
+runs = ex.train_variants(setting)
 pgd = ex.attack("pgd", profile, eps_multiple, steps=attack_steps)
 results = {v.label: records for v, records in
-           ex.evaluate_runs(runs, profile, [pgd], ["uci-digits"], n=setting.n, seed=seed).items()}
+           ex.evaluate_runs(runs, profile, [pgd], ["uci-digits"], n=setting.n).items()}
 transfer = validation.digits_transfer(results)
 transfer.round(1) if not transfer.empty else Markdown(setting.absent("Nothing was evaluated"))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hrvlm.book import claims
+from hrvlm.book import claims, intervals
 from hrvlm.results import evidence
 from hrvlm.book.experiments import Variant
 from hrvlm.evaluation.records import encode_bits
@@ -112,8 +112,60 @@ def test_average_intervals_give_each_variant_its_mean_and_interval():
     a, b = Variant.of("A", "hrvlm"), Variant.of("B", "tecoa")
     results = {v: [_record(d, 0, 0, rng.random(200) < p, rng.random(200) < p / 2) for d in ("d1", "d2")]
                for v, p in ((a, 0.8), (b, 0.4))}
-    table = claims.average_intervals(results, ["d1", "d2"], replicates=200)
+    table = intervals.as_points(intervals.average_estimates(results, ["d1", "d2"], replicates=200))
     assert list(table.index) == ["A", "B"] and list(table.columns) == ["clean accuracy", "robust accuracy"]
     value, low, high = (float(x) for x in table.loc["A", "clean accuracy"].replace("[", "").replace(",", "")
                         .replace("]", "").split())
     assert low < value < high and value == pytest.approx(80, abs=5)
+
+
+def test_dataset_estimates_give_every_cell_the_mean_over_seeds_and_an_interval_that_widens_with_seed_spread():
+    from hrvlm.results.tables import AVERAGE
+
+    rng = np.random.default_rng(3)
+    a = Variant.of("A", "hrvlm")
+    image = rng.random(400)  # the same images for every seed: only training (the seed) moves the outcomes
+
+    def results(spread):
+        return {a: [_record(d, 0, seed, image < 0.5 + spread * (seed - 1), image < 0.3) for d in ("d1", "d2")
+                    for seed in (0, 1, 2)]}
+
+    calm, wild = (intervals.dataset_estimates(results(s), ["d1", "d2"], "clean", replicates=300) for s in (0.0, 0.2))
+    assert list(calm.index) == ["A"] and list(calm.columns) == ["d1", "d2", AVERAGE]
+    assert calm.loc["A", "d1"].value == pytest.approx(np.mean(image < 0.5))  # mean over seeds, fractions
+    assert wild.loc["A", AVERAGE].value == pytest.approx(np.mean([np.mean(image < p) for p in (0.3, 0.5, 0.7)]))
+    width = {name: t.loc["A", "d1"].high - t.loc["A", "d1"].low for name, t in (("calm", calm), ("wild", wild))}
+    assert width["wild"] > 2 * width["calm"]  # seeds that disagree widen the interval
+    assert intervals.dataset_estimates(results(0.0), ["d1", "d2"], "robust", replicates=100).loc["A", "d2"].value == \
+        pytest.approx(np.mean(image < 0.3))
+
+
+def test_level_and_attack_estimates_give_each_level_and_attack_its_interval():
+    from hrvlm.profiles import get_profile
+
+    rng = np.random.default_rng(4)
+    a = Variant.of("A", "hrvlm")
+    image = rng.random(300)
+    levels = [_record("d1", level, seed, image < 0.8, image < 0.6 - 0.2 * level, leaf_clean=image < 0.8,
+                      leaf_robust=image < 0.8 - 0.1 * level) for level in (0, 1, 2) for seed in (0, 1, 2)]
+    robust = intervals.level_estimates({a: levels}, "robust", replicates=100)
+    assert list(robust.columns) == [("d1", 0), ("d1", 1), ("d1", 2)]
+    assert robust.loc["A", ("d1", 2)].value == pytest.approx(np.mean(image < 0.2))
+    transfer = intervals.level_estimates({a: levels}, "transfer", replicates=100)
+    assert list(transfer.columns) == [("d1", 1), ("d1", 2)]  # no transfer at the leaves
+    plain = [{**r, "leaf_clean_correct": None, "leaf_robust_correct": None} if r["level"] == 0 else r for r in levels]
+    leaf = intervals.level_estimates({a: plain}, "leaf_robust", replicates=100)  # level 0 records carry no leaf bits
+    assert list(leaf.columns) == [("d1", 1), ("d1", 2)] and leaf.loc["A", ("d1", 2)].value == pytest.approx(np.mean(image < 0.6))
+    assert transfer.loc["A", ("d1", 1)].value == pytest.approx(np.mean((image >= 0.7) & (image < 0.8)) / np.mean(image < 0.8))
+
+    unit = get_profile("mini").eps_unit
+    pgd = [{**_record(d, 0, s, image < 0.8, image < 0.5), "attack": {"name": "pgd", "steps": 20, "eps": unit}}
+           for d in ("d1", "d2") for s in (0, 1)]
+    auto = [{**_record(d, 0, s, image < 0.8, image < 0.3), "attack": {"name": "autoattack", "eps": 4 * unit}}
+            for d in ("d1", "d2") for s in (0, 1)]
+    table = intervals.attack_estimates({a: pgd + auto}, ["d1", "d2"], "mini", replicates=100)
+    assert list(table.columns) == ["clean", "PGD-20 @ 1×", "AutoAttack @ 4×"]
+    assert table.loc["A", "AutoAttack @ 4×"].value == pytest.approx(np.mean(image < 0.3))
+    assert intervals.as_points(table).loc["A", "clean"].startswith(f"{100 * np.mean(image < 0.8):.1f} [")
+    with pytest.raises(ValueError, match="unknown per-image metric"):
+        intervals.per_image(pgd[0], "accuracy")

@@ -47,6 +47,29 @@ def test_chapter_setting_sizes_come_from_the_profile_and_unknown_rows_are_refuse
     assert "average over the 6 sets" in main.precision_note() and "average" not in focus.precision_note()
     with pytest.raises(ValueError, match="not rows"):
         ex.chapter_setting("mini", methods=["AoS"])
+    assert main.seeds == tuple(book["seeds"]) and len(main.seeds) >= 3 and f"{len(main.seeds)} seeds" in main.note()
+    assert ex.chapter_setting("mini", seeds=[2, 0, 2]).seeds == (0, 2)
+    for bad in ([], 1, [0.5], [True]):
+        with pytest.raises(ValueError, match="non-empty list of integers"):
+            ex.chapter_setting("mini", seeds=bad)
+
+
+def test_every_seed_is_its_own_run_evaluated_with_its_own_seed_on_the_same_images(tmp_path, monkeypatch):
+    monkeypatch.setattr(runs, "runs_root", lambda: tmp_path / "runs")
+    variant = ex.Variant.of("TeCoA", "tecoa", {"steps": 1}, paper="tecoa", loop=TINY)
+    trained = ex.train_runs([variant], "smoke", seeds=[1, 0], workers=1)
+    assert list(trained[variant]) == [0, 1] and trained[variant][0] != trained[variant][1]
+    assert [runs.read_record(trained[variant][s])["config"]["seed"] for s in (0, 1)] == [0, 1]
+    pgd = ex.attack("pgd", "smoke", 2, steps=2)
+    store = tmp_path / "records.jsonl"
+    records = ex.evaluate_runs(trained, "smoke", [pgd], ["mini-heldout"], n=8, store=store, progress=False,
+                               workers=1)[variant]
+    assert [r["seed"] for r in records] == [0, 1] and len({r["subset_ids_hash"] for r in records}) == 1
+    with pytest.raises(TypeError, match="own training seed"):
+        ex.evaluate_runs(trained, "smoke", [pgd], ["mini-heldout"], n=8, store=store, seed=3)
+    table = ex.accuracy_table(ex.results_frame({variant: records}), "smoke")
+    assert table.loc["TeCoA", ("mini-heldout", "PGD-2 @ 2×")] == pytest.approx(
+        100 * (records[0]["robust_acc"] + records[1]["robust_acc"]) / 2)
 
 
 def test_full_profile_says_in_one_line_why_it_cannot_run_here(monkeypatch, tmp_path):
@@ -78,8 +101,8 @@ def test_a_finished_run_is_reused_not_retrained(tiny_run):
     stamp = (run / runs.RECORD).stat().st_mtime_ns
     assert ex.train_run(variant, "smoke") == run and (run / runs.RECORD).stat().st_mtime_ns == stamp
     assert run.name == ex.train_config(variant, "smoke").identified().name()
-    summary = ex.run_summary({variant: run})
-    assert summary.loc["TeCoA", "steps"] == 2 and summary.loc["TeCoA", "run"] == run.name
+    summary = ex.run_summary({variant: {0: run}})
+    assert summary.loc[("TeCoA", 0), "steps"] == 2 and summary.loc[("TeCoA", 0), "run"] == run.name
 
 
 def test_evaluation_goes_to_the_store_once_and_tabulates(tiny_run, tmp_path):
@@ -124,6 +147,21 @@ def test_tables_average_every_set_and_mini_numbers_stay_in_mini_columns():
     paper_columns = [c for c in comparison.columns if c[0] in ("average", "imagenet")]
     assert all(kind == "reported" for _, _, kind in paper_columns)  # no mini number in a paper column
     assert comparison.loc["HRVLM (1 tree)", ("average", "PGD-20", "reported")] == pytest.approx(44.34)
+
+
+def test_tables_show_the_mean_over_seeds_and_refuse_two_values_within_one_seed():
+    sets = get_profile("mini").eval_datasets
+    v = ex.Variant.of("TeCoA", "tecoa", paper="tecoa")
+    seeded = [{**record(d, 0.4 + 0.2 * seed, 0.1 * seed), "seed": seed} for seed in (0, 1, 2) for d in sets]
+    frame = ex.results_frame({v: seeded})
+    table = ex.accuracy_table(frame, "mini")
+    assert table.loc["TeCoA", (AVERAGE, "clean")] == pytest.approx(60)
+    assert table.loc["TeCoA", (sets[0], "PGD-20 @ 1×")] == pytest.approx(10)
+    assert ex.paper_comparison(frame, "mini").frame.loc["TeCoA", ("average (mini world)", "clean", "ours")] == \
+        pytest.approx(60)
+    clash = ex.results_frame({v: seeded + [{**record(sets[0], 0.9, 0.1), "seed": 1}]})
+    with pytest.raises(ValueError, match="records disagree on clean for TeCoA"):
+        ex.accuracy_table(clash, "mini")
 
 
 def test_long_results_give_levels_transfer_and_eps_multiples():

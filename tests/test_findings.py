@@ -126,28 +126,6 @@ def test_stronger_attack_findings_name_best_and_worst_per_budget_a_tie_and_the_a
     assert findings.stronger_attacks(pgd_only.iloc[0:0], OFF).startswith("Nothing to report (this profile")
 
 
-def test_attack_table_has_clean_then_one_column_per_attack_and_budget_averaged_over_sets():
-    long = pd.concat([stronger_long(), stronger_long().assign(dataset="b", robust=lambda f: f["robust"] + 10)])
-    table = ex.attack_table(long)
-    assert list(table.index) == ["TeCoA", "FARE", "HRVLM (1 tree)"]  # the variants' order
-    assert list(table.columns) == ["clean", "AutoAttack @ 1×", "PGD-20 @ 1×", "PGD-20 @ 4×"]
-    assert table.loc["TeCoA", "PGD-20 @ 1×"] == pytest.approx(35.0)  # (30 + 40) / 2
-    assert table.loc["FARE", "AutoAttack @ 1×"] == pytest.approx(30.0)
-    assert table.loc["HRVLM (1 tree)", "clean"] == pytest.approx(70.0)
-    assert ex.attack_table(long.iloc[0:0]).empty
-
-
-# ----------------------------------------------------------------------------- chapter 05's tables
-def test_level_table_is_variant_by_dataset_and_level():
-    table = ex.level_table(superclass_long(), "transfer_success")
-    assert table.shape == (2, 4)  # two variants × (2 sets × levels 1, 2): level 0 has no transfer
-    assert list(table.columns) == [("a", 1), ("a", 2), ("b", 1), ("b", 2)]
-    assert table.loc["TeCoA", ("b", 1)] == pytest.approx(50.0)
-    robust = ex.level_table(superclass_long(), "robust")
-    assert robust.shape == (2, 6) and robust.loc["HRVLM (1 tree)", ("b", 2)] == pytest.approx(60.0)
-    assert ex.level_table(superclass_long().iloc[0:0], "robust").empty
-
-
 # ----------------------------------------------------------------------------- chapters 07, 08
 def test_reading_names_best_worst_and_spread_or_a_tie():
     columns = pd.MultiIndex.from_tuples([(AVERAGE, "clean"), (AVERAGE, "AutoAttack @ 4×")])
@@ -183,8 +161,9 @@ def fake_run(folder, epoch_times, estimate=None, images_per_s=10.0):
 def test_perturbation_cost_puts_our_ratios_to_the_universal_perturbation_beside_the_papers(tmp_path):
     labels = [label for label, _, _ in ablations.ABLATIONS["perturbation"][2]]
     leaf, per_level, universal = (ex.Variant.of(label, "hrvlm") for label in labels)
-    runs = {leaf: fake_run(tmp_path / "leaf", [60.0]), universal: fake_run(tmp_path / "u", [], estimate=120.0)}
-    cost = ablations.perturbation_cost(runs, "mini")
+    runs = {leaf: {0: fake_run(tmp_path / "leaf", [60.0]), 1: fake_run(tmp_path / "leaf1", [60.0])},
+            universal: {0: fake_run(tmp_path / "u", [], estimate=100.0), 1: fake_run(tmp_path / "u1", [], estimate=140.0)}}
+    cost = ablations.perturbation_cost(runs, "mini")  # each row the mean over its seeds
     assert list(cost.index) == labels
     assert cost.loc[labels[1], "reported: × universal"] == pytest.approx(154.2 / 73.2)
     assert cost.loc[labels[0], "ours (mini): min / epoch"] == pytest.approx(1.0)
@@ -195,11 +174,15 @@ def test_perturbation_cost_puts_our_ratios_to_the_universal_perturbation_beside_
 
 
 def test_training_costs_read_each_runs_record(tmp_path):
-    runs = {ex.Variant.of("TeCoA", "tecoa"): fake_run(tmp_path / "t", [30.0, 90.0], images_per_s=12.5)}
+    runs = {ex.Variant.of("TeCoA", "tecoa"): {0: fake_run(tmp_path / "t", [30.0, 90.0], images_per_s=12.5),
+                                              1: fake_run(tmp_path / "t1", [60.0, 120.0], images_per_s=7.5)}}
     costs = ablations.training_costs(runs)
     assert list(costs.index) == ["TeCoA"] and list(costs.columns) == \
-        ["steps", "batch size", "min / epoch", "images / s", "device"]
-    assert costs.loc["TeCoA", "min / epoch"] == pytest.approx(1.0) and costs.loc["TeCoA", "images / s"] == 12.5
+        ["steps", "batch size", "min / epoch", "images / s", "device", "seeds"]
+    assert costs.loc["TeCoA", "min / epoch"] == pytest.approx(1.25) and costs.loc["TeCoA", "images / s"] == 10.0
+    assert costs.loc["TeCoA", "seeds"] == 2
+    untrained = ablations.training_costs({ex.Variant.of("CLIP", "clip"): {0: fake_run(tmp_path / "c", [], images_per_s=None)}})
+    assert math.isnan(untrained.loc["CLIP", "images / s"])  # no step, no throughput
 
 
 def test_the_tree_rows_the_paper_reports_are_its_hrvlm_rows():

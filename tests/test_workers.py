@@ -46,18 +46,21 @@ def test_parallel_and_sequential_builds_give_identical_runs_and_records(tmp_cach
     pgd = ex.attack("pgd", "smoke", 2, steps=2)
     outcome = {}
     for count in (1, 2):
-        trained = ex.train_runs(variants, "smoke", workers=count)
-        assert list(trained) == variants
+        trained = ex.train_runs(variants, "smoke", seeds=[0, 1], workers=count)
+        assert list(trained) == variants and all(list(by_seed) == [0, 1] for by_seed in trained.values())
         store = tmp_path / f"records-{count}.jsonl"
         records = ex.evaluate_runs(trained, "smoke", [pgd], ["mini-heldout"], n=8, store=store, progress=False,
                                    workers=count)
         outcome[count] = (
-            {v.label: json.loads((run / runs.RECORD).read_text())["weights_digest"] for v, run in trained.items()},
-            {v.label: [(r["key"], r["clean_correct"], r["robust_correct"]) for r in rs] for v, rs in records.items()})
-        for run in trained.values():  # the second round trains again, in two processes
-            shutil.rmtree(run)
+            {(v.label, seed): json.loads((run / runs.RECORD).read_text())["weights_digest"]
+             for v, by_seed in trained.items() for seed, run in by_seed.items()},
+            {v.label: [(r["key"], r["seed"], r["clean_correct"], r["robust_correct"]) for r in rs]
+             for v, rs in records.items()})
+        for by_seed in trained.values():  # the second round trains again, in two processes
+            for run in by_seed.values():
+                shutil.rmtree(run)
     assert outcome[1] == outcome[2]
-    assert len(set(outcome[1][0].values())) == 2  # two different runs, not one twice
+    assert len(set(outcome[1][0].values())) == 4  # four different runs (two variants, two seeds), not one twice
 
 
 def test_learning_curves_train_each_budget_and_say_where_the_ranking_settles(tmp_cache):

@@ -17,11 +17,14 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 
 from hrvlm.book.experiments import Variant
+from hrvlm.book.intervals import as_points, attack_estimates
+from hrvlm.profiles import get_profile
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -143,32 +146,39 @@ class Study:
     comparison: Comparison | None = None
     table: pd.DataFrame | None = None
     figure: Figure | None = None
+    intervals: pd.DataFrame | None = None
 
     def shown(self) -> list:
-        """What a chapter displays, in order: the paper's table beside ours (if there is one), then ours per
-        dataset (if anything ran); ``figure`` is drawn by matplotlib."""
-        return [part for part in (self.comparison, self.table) if part is not None]
+        """What a chapter displays, in order: the paper's table beside ours (if there is one), ours per dataset
+        (means over seeds) and the averages with their 95 % intervals (if anything ran); ``figure`` is drawn by
+        matplotlib, with those intervals as error bars."""
+        shown = [part for part in (self.comparison, self.table) if part is not None]
+        return shown + ([] if self.intervals is None else [as_points(self.intervals)])
 
 
-def study(variants: list[Variant], profile: str, attacks: list, n: int, seed: int = 0, *, title: str,
-          paper: str | None = None, bars: bool = True) -> Study:
-    """Train (or reuse) every variant's run and evaluate it on the profile's evaluation sets, then tabulate:
-    the :class:`Study` of ``variants`` against the paper table ``paper``.  Nothing runs when the profile
+def study(variants: list[Variant], profile: str, attacks: list, n: int, seeds: Sequence[int] | None = None, *,
+          title: str, paper: str | None = None, bars: bool = True) -> Study:
+    """Train (or reuse) every variant's run of each seed (default: the profile's ``book.seeds``) and evaluate
+    it on the profile's evaluation sets, then tabulate (means over seeds): the :class:`Study` of ``variants``
+    against the paper table ``paper``.  Nothing runs when the profile
     cannot run here (:func:`hrvlm.book.experiments.unavailable`): the study then has no runs and only the paper's
     numbers."""
-    from hrvlm.book.experiments import (accuracy_table, evaluate_runs, paper_comparison, results_frame, train_runs,
-                                        unavailable)
+    from hrvlm.book.experiments import (accuracy_table, book_seeds, evaluate_runs, paper_comparison, results_frame,
+                                        train_runs, unavailable)
 
     if unavailable(profile):
         runs, frame = {}, results_frame({})
     else:
-        runs = train_runs(variants, profile, seed=seed)
-        frame = results_frame(evaluate_runs(runs, profile, attacks, n=n, seed=seed, progress=False))
+        runs = train_runs(variants, profile, book_seeds(profile, seeds))
+        results = evaluate_runs(runs, profile, attacks, n=n, progress=False)
+        frame = results_frame(results)
     comparison = None if paper is None else paper_comparison(frame, profile, paper)
     if not runs:
         return Study(title, runs, frame, comparison)
     table = accuracy_table(frame, profile)
-    return Study(title, runs, frame, comparison, table, average_bars(table, profile, title) if bars else None)
+    estimates = attack_estimates(results, get_profile(profile).eval_datasets, profile)
+    figure = average_bars(table, profile, title, estimates) if bars else None
+    return Study(title, runs, frame, comparison, table, figure, estimates)
 
 
 def epoch_minutes(record: dict) -> float:
@@ -179,32 +189,46 @@ def epoch_minutes(record: dict) -> float:
     return math.nan if seconds is None else seconds / 60.0
 
 
-def perturbation_cost(runs: Mapping[Variant, os.PathLike], profile: str) -> pd.DataFrame:
+def perturbation_cost(runs: Mapping[Variant, Mapping[int, os.PathLike]], profile: str) -> pd.DataFrame:
     """Table 12's time per epoch: the paper's minutes per epoch and their ratio to the universal perturbation's,
-    beside ours (:func:`epoch_minutes` of each run's record, ``runs`` from the ``perturbation`` ablation; NaN
-    where a row did not run), in the paper's row order.  Hardware differs, so the ratios are what compares."""
+    beside ours (:func:`epoch_minutes` of each run's record, the mean over its seeds, ``runs`` =
+    ``{variant: {seed: run}}`` from the ``perturbation`` ablation; NaN where a row did not run), in the paper's
+    row order.  Hardware differs, so the ratios are what compares."""
     from hrvlm.models.runs import read_record
     from hrvlm.results.tables import AVERAGE, paper_table
 
     _, name, rows = ABLATIONS["perturbation"]
     universal = next(label for label, settings, _ in rows if settings["perturbation"] == "universal")
     reported = paper_table(name).reported()[(AVERAGE, "minutes_per_epoch")]
-    ours = pd.Series({v.label: epoch_minutes(read_record(run)) for v, run in runs.items()}, dtype=float)
+    ours = pd.Series({v.label: np.mean([epoch_minutes(read_record(run)) for run in by_seed.values()])
+                      for v, by_seed in runs.items()}, dtype=float)
     return pd.DataFrame({
         "reported: min / epoch": reported, "reported: × universal": reported / reported.loc[universal],
         f"ours ({profile}): min / epoch": ours.reindex(reported.index),
         f"ours ({profile}): × universal": (ours / ours.get(universal, math.nan)).reindex(reported.index)})
 
 
-def training_costs(runs: Mapping[Variant, os.PathLike]) -> pd.DataFrame:
-    """Variant × (steps, batch size, minutes per epoch, training images per second, device), from each run's
-    record: what a method costs to train on this machine (the attack included)."""
+def _mean(values: list) -> float:
+    """The mean of the defined values (a run that trained no step, as CLIP's, has no throughput): NaN if none."""
+    defined = [v for v in values if v is not None]
+    return float(np.mean(defined)) if defined else math.nan
+
+
+def training_costs(runs: Mapping[Variant, Mapping[int, os.PathLike]]) -> pd.DataFrame:
+    """Variant × (steps, batch size, minutes per epoch, training images per second, device, seeds), from the
+    run records of ``{variant: {seed: run}}``: what a method costs to train on this machine (the attack
+    included), the mean over its seeds' runs."""
     from hrvlm.models.runs import read_record
 
-    records = {v.label: read_record(run) for v, run in runs.items()}
-    return pd.DataFrame({label: {"steps": r["steps"], "batch size": r["config"]["batch_size"],
-                                 "min / epoch": epoch_minutes(r), "images / s": r["images_per_s"],
-                                 "device": r["environment"]["device"]} for label, r in records.items()}).T
+    rows = {}
+    for variant, by_seed in runs.items():
+        records = [read_record(run) for run in by_seed.values()]
+        first = records[0]
+        rows[variant.label] = {"steps": first["steps"], "batch size": first["config"]["batch_size"],
+                               "min / epoch": np.mean([epoch_minutes(r) for r in records]),
+                               "images / s": _mean([r["images_per_s"] for r in records]),
+                               "device": first["environment"]["device"], "seeds": len(records)}
+    return pd.DataFrame(rows).T
 
 
 def reported_trees() -> pd.DataFrame:
@@ -216,15 +240,17 @@ def reported_trees() -> pd.DataFrame:
     return table.known().loc[[row["row"] for row in table.rows if row["method"].startswith("hrvlm")]]
 
 
-def average_bars(table: pd.DataFrame, profile: str, title: str):
-    """Grouped bars of an accuracy table's averages (:func:`hrvlm.book.experiments.plot_grouped_bars`): the figure."""
+def average_bars(table: pd.DataFrame, profile: str, title: str, intervals: pd.DataFrame | None = None):
+    """Grouped bars of an accuracy table's averages (:func:`hrvlm.book.experiments.plot_grouped_bars`), with the
+    95 % ``intervals`` of :func:`hrvlm.book.intervals.attack_estimates` as error bars: the figure."""
     import matplotlib.pyplot as plt
 
     from hrvlm.book.experiments import plot_grouped_bars
     from hrvlm.results.tables import AVERAGE
 
     fig, ax = plt.subplots(figsize=(8, 3.6))
-    plot_grouped_bars(ax, table[AVERAGE], title=f"{title} ({profile} profile, average)")
+    plot_grouped_bars(ax, table[AVERAGE], title=f"{title} ({profile} profile, average, 95 % intervals)",
+                      intervals=intervals)
     fig.tight_layout()
     return fig
 

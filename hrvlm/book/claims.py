@@ -30,14 +30,14 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from hrvlm.results import evidence
+from hrvlm.book import intervals
 from hrvlm.core.resources import RESOURCES
+from hrvlm.results import evidence
 
 CLAIMS_FILE = RESOURCES / "claims.json"
 FORMAT = "hrvlm-claims/1"
-# metric -> (what it measures, per image). "transfer": of the images whose leaf prediction is right
-# clean, the share the superclass adversary makes wrong (hrvlm.attacks.transfer_summary's success rate).
-METRICS = {"clean": "clean accuracy", "robust": "robust accuracy", "transfer": "transfer success rate",
+# a claim's metric -> what it measures: per image (hrvlm.book.intervals), or one number per run
+METRICS = {**{m: intervals.IMAGE_METRICS[m] for m in ("clean", "robust", "transfer")},
            "minutes_per_epoch": "training minutes per epoch"}
 PER_RUN = ("minutes_per_epoch",)  # one number per run: its interval rests on seeds alone
 MIN_RUN_SEEDS = 3                  # fewer seeds cannot bound a per-run number
@@ -193,30 +193,10 @@ def gather(protocol: dict, variants: Sequence, profile: str, seeds: Sequence[int
     from hrvlm.book.experiments import evaluate_runs, train_runs
 
     datasets, n, attack, levels = protocol_setting(protocol, profile)
-    out = {variant: {} for variant in variants}
-    for seed in seeds:  # each seed's variants side by side (hrvlm.book.workers)
-        runs = train_runs(variants, profile, seed=seed)
-        by_set = [evaluate_runs(runs, profile, [attack], [d], levels=levels(d), n=n, seed=seed, progress=False)
-                  for d in datasets]
-        for variant, run in runs.items():
-            out[variant][seed] = (run, [r for records in by_set for r in records[variant]])
-    return out
-
-
-def _per_image(record: dict, metric: str) -> tuple[np.ndarray, np.ndarray]:
-    """Numerator and denominator of ``metric`` per image of one record (:mod:`hrvlm.results.evidence`)."""
-    from hrvlm.evaluation.records import decode_bits
-
-    def bits(field):
-        if record.get(field) is None:
-            raise ValueError(f"record {record.get('key')} has no {field} bitmap: it cannot give per-image {metric}")
-        return decode_bits(record[field], record["n"]).astype(np.float64)
-
-    if metric == "transfer":
-        right = bits("leaf_clean_correct")
-        return right * (1 - bits("leaf_robust_correct")), right
-    correct = bits("clean_correct" if metric == "clean" else "robust_correct")
-    return correct, np.ones_like(correct)
+    runs = train_runs(variants, profile, seeds)
+    by_set = [evaluate_runs(runs, profile, [attack], [d], levels=levels(d), n=n, progress=False) for d in datasets]
+    return {variant: {seed: (run, [r for records in by_set for r in records[variant] if r["seed"] == seed])
+                      for seed, run in by_seed.items()} for variant, by_seed in runs.items()}
 
 
 def outcomes(runs: dict, metric: str, level, over: str, datasets: Sequence[str]) -> tuple[list, tuple]:
@@ -227,53 +207,10 @@ def outcomes(runs: dict, metric: str, level, over: str, datasets: Sequence[str])
     from hrvlm.book.ablations import epoch_minutes
     from hrvlm.models.runs import read_record
 
-    seeds = sorted(runs)
     if metric in PER_RUN:
-        values = np.array([[epoch_minutes(read_record(runs[s][0]))] for s in seeds])
+        values = np.array([[epoch_minutes(read_record(runs[s][0]))] for s in sorted(runs)])
         return [evidence.Part.of(values)], ()
-    chosen = [over] if over != "average" else list(datasets)
-    parts, subsets = [], []
-    for dataset in chosen:
-        nums, dens = [], []
-        for seed in seeds:
-            records = [r for r in runs[seed][1] if r["dataset"] == dataset and
-                       (r["level"] == 0 if level == 0 else r["level"] >= 1)]
-            if not records:
-                raise ValueError(f"no records of {dataset} at level {level} for seed {seed}")
-            if len({r["level"] for r in records}) != len(records):  # e.g. several attacks' records
-                raise ValueError(f"several records of {dataset} per level for seed {seed}: pass one attack's records")
-            pairs = [_per_image(r, metric) for r in records]
-            nums.append(np.mean([p[0] for p in pairs], axis=0))
-            dens.append(np.mean([p[1] for p in pairs], axis=0))
-            subsets.append((dataset, records[0]["subset_ids_hash"]))
-        parts.append(evidence.Part.of(np.stack(nums), np.stack(dens)))
-    if len(set(subsets)) != len(chosen):  # one subset per dataset, whatever the seed
-        raise ValueError("the seeds' records of one dataset use different image subsets: they cannot be paired")
-    return parts, tuple(sorted(set(subsets)))
-
-
-def average_estimates(results: dict, datasets: Sequence[str], metrics: Sequence[str] = ("clean", "robust"),
-                      replicates: int = evidence.REPLICATES) -> pd.DataFrame:
-    """Variant × metric: the average over ``datasets`` at the leaves as an :class:`hrvlm.results.evidence.Estimate`
-    (value and 95 % interval, fractions), from a chapter's ``{variant: records}`` (one attack; the records'
-    ``seed`` groups them).  The interval accounts for seeds and images (:mod:`hrvlm.results.evidence`)."""
-    table = {}
-    for variant, records in results.items():
-        runs = {}
-        for record in records:
-            runs.setdefault(record["seed"], (None, []))[1].append(record)
-        if not runs:
-            continue
-        table[variant.label] = {METRICS[m]: evidence.estimate(outcomes(runs, m, 0, "average", datasets)[0],
-                                                              replicates=replicates) for m in metrics}
-    return pd.DataFrame(table).T
-
-
-def average_intervals(results: dict, datasets: Sequence[str], metrics: Sequence[str] = ("clean", "robust"),
-                      replicates: int = evidence.REPLICATES) -> pd.DataFrame:
-    """:func:`average_estimates` as text: ``"41.2 [38.0, 44.1]"`` in percentage points
-    (:meth:`hrvlm.results.evidence.Estimate.points`)."""
-    return average_estimates(results, datasets, metrics, replicates).map(lambda e: e.points())
+    return intervals.parts({seed: records for seed, (_, records) in runs.items()}, metric, level, over, datasets)
 
 
 # ---------------------------------------------------------------- verdicts
@@ -313,17 +250,15 @@ def compare(claim: dict, protocol: dict, gathered: dict, variants: Sequence, pro
     return ClaimResult(claim, protocol, (a.label, b.label), outcome, note)
 
 
-def evaluate_claims(profile: str, seeds: Sequence[int] = (0,), path: str | os.PathLike | None = None,
+def evaluate_claims(profile: str, seeds: Sequence[int] | None = None, path: str | os.PathLike | None = None,
                     replicates: int = evidence.REPLICATES) -> list[ClaimResult]:
-    """Every claim of the file at ``path`` tested on the profile's records of ``seeds``: runs and records
-    are the chapters' (cached), gathered once per protocol; nothing runs where the profile cannot
-    (:func:`hrvlm.book.experiments.unavailable`)."""
-    from hrvlm.book.experiments import unavailable
+    """Every claim of the file at ``path`` tested on the profile's records of ``seeds`` (default: the
+    profile's ``book.seeds``, those the chapters ran): runs and records are the chapters' (cached), gathered
+    once per protocol; nothing runs where the profile cannot (:func:`hrvlm.book.experiments.unavailable`)."""
+    from hrvlm.book.experiments import book_seeds, unavailable
 
     claims = load_claims(path)
-    seeds = sorted(set(int(s) for s in seeds))
-    if not seeds:
-        raise ValueError("give at least one seed")
+    seeds = book_seeds(profile, seeds)
     absent = check_claims(claims, profile)  # every name checked before anything trains
     why = unavailable(profile)
     results, cache = [], {}
@@ -402,6 +337,6 @@ def verdict_counts(results: Sequence[ClaimResult]) -> str:
     return f"Of {len(results)} claims: {text}.{basis}"
 
 
-__all__ = ["CLAIMS_FILE", "ClaimResult", "Claims", "METRICS", "average_estimates", "average_intervals", "check_claims", "compare", "evaluate_claims", "gather",
+__all__ = ["CLAIMS_FILE", "ClaimResult", "Claims", "METRICS", "check_claims", "compare", "evaluate_claims", "gather",
            "group_variants", "known_names", "load_claims", "outcomes", "protocol_setting", "resolve", "summary_html", "summary_table",
            "verdict_counts"]

@@ -21,14 +21,19 @@ Sizes come from the profile (:mod:`hrvlm.profiles`): its ``book`` entry holds th
 (:func:`attack`).  :func:`unavailable` says in one line why a profile cannot run here (the ``full``
 profile without its datasets), so a chapter can state it and still go through the same code.
 
+Every variant is trained once per seed of the chapter (the profile's ``book.seeds``; a seed sets the data
+order, the initialisation and the attacks' random starts, in training and in evaluation), on the same fixed
+images: :func:`train_runs` gives ``{variant: {seed: run}}``, :func:`evaluate_runs` ``{variant: records}`` with
+every seed's records, and the tables show the mean over seeds (their intervals: :mod:`hrvlm.book.claims`).
+
 Typical use (a chapter)::
 
-    variants = main_variants(profile)
-    runs = {v: train_run(v, profile) for v in variants}
+    setting = chapter_setting(profile)
+    runs = train_variants(setting)                     # {variant: {seed: run folder}}
     pgd = attack("pgd", profile, multiple=1, steps=20)
-    results = {v: evaluate_run(run, profile, [pgd]) for v, run in runs.items()}
+    results = evaluate_runs(runs, profile, [pgd], setting.datasets, n=setting.n)
     frame = results_frame(results)
-    accuracy_table(frame, profile)
+    accuracy_table(frame, profile)                     # the mean over seeds
 """
 from __future__ import annotations
 
@@ -135,18 +140,24 @@ def unavailable(profile: str) -> str | None:
 @dataclass(frozen=True)
 class Setting:
     """What a result chapter runs: the profile, the variants (rows), the evaluation sets and their size,
-    and why nothing can run here (``unavailable``, ``None`` when it can)."""
+    why nothing can run here (``unavailable``, ``None`` when it can) and the ``seeds`` every variant is
+    trained and evaluated with."""
 
     profile: str
     variants: tuple[Variant, ...]
     datasets: tuple[str, ...]
     n: int | None
     unavailable: str | None
+    seeds: tuple[int, ...] = (0,)
 
     def note(self) -> str:
         """The chapter's opening sentence: which world produced "ours", on which sets, and whether it ran."""
         sets = ", ".join(self.datasets)
-        return (mini_world_note(self.profile) + f" This chapter evaluates on {sets}, {self.n} images each."
+        seeds = len(self.seeds)
+        return (mini_world_note(self.profile) + f" This chapter evaluates on {sets}, {self.n} images each, "
+                + (f"every row trained and evaluated with {seeds} seeds ({', '.join(map(str, self.seeds))}): "
+                   "each number is the mean over the seeds." if seeds > 1 else
+                   f"every row trained and evaluated with one seed ({self.seeds[0]}): intervals cover the images only.")
                 + (f" **Not run on this machine**: {self.unavailable}" if self.unavailable else ""))
 
     def precision_note(self) -> str:
@@ -165,11 +176,22 @@ class Setting:
         return what + (" (this profile cannot run here: see the note at the top)." if self.unavailable else ".")
 
 
+def book_seeds(profile: str, seeds: Sequence[int] | None = None) -> tuple[int, ...]:
+    """``seeds`` (sorted, distinct), or the profile's ``book.seeds``: the seeds every variant of a result
+    chapter is trained and evaluated with (one run per variant and seed)."""
+    chosen = book_settings(profile).get("seeds", [0]) if seeds is None else seeds
+    if isinstance(chosen, (int, str)) or not chosen or any(isinstance(s, bool) or not isinstance(s, int) for s in chosen):
+        raise ValueError(f"seeds must be a non-empty list of integers, e.g. [0, 1, 2]; got {chosen!r}")
+    return tuple(sorted(set(chosen)))
+
+
 def chapter_setting(profile: str, *, trees: int = 5, methods: Sequence[str] | None = None,
-                    datasets: Sequence[str] | None = None, n: int | None = None, focus: bool = False) -> Setting:
+                    datasets: Sequence[str] | None = None, n: int | None = None, focus: bool = False,
+                    seeds: Sequence[int] | None = None) -> Setting:
     """The :class:`Setting` of a chapter: :func:`main_variants` (only the labels in ``methods``, if given),
-    ``datasets`` (default: every evaluation set, or with ``focus`` the profile's ``book.focus_datasets``)
-    and ``n`` images each (default ``book.eval_n``, or ``book.focus_eval_n`` with ``focus``)."""
+    ``datasets`` (default: every evaluation set, or with ``focus`` the profile's ``book.focus_datasets``),
+    ``n`` images each (default ``book.eval_n``, or ``book.focus_eval_n`` with ``focus``) and the
+    :func:`book_seeds`."""
     prof, book = get_profile(profile), book_settings(profile)
     variants = [v for v in main_variants(profile, trees) if methods is None or v.label in methods]
     if methods is not None and len(variants) < len(set(methods)):
@@ -177,12 +199,14 @@ def chapter_setting(profile: str, *, trees: int = 5, methods: Sequence[str] | No
         raise ValueError(f"methods {sorted(set(methods) - {v.label for v in variants})} are not rows; rows: {known}")
     default_sets = (book.get("focus_datasets") if focus else None) or prof.eval_datasets
     size = n if n is not None else book.get("focus_eval_n" if focus else "eval_n", prof.eval_n)
-    return Setting(profile, tuple(variants), tuple(datasets or default_sets), size, unavailable(profile))
+    return Setting(profile, tuple(variants), tuple(datasets or default_sets), size, unavailable(profile),
+                   book_seeds(profile, seeds))
 
 
-def train_variants(setting: Setting, seed: int = 0, workers: int | None = None) -> dict:
-    """``{variant: finished run folder}`` for the setting's variants (none when it cannot run here)."""
-    return {} if setting.unavailable else train_runs(setting.variants, setting.profile, seed=seed, workers=workers)
+def train_variants(setting: Setting, workers: int | None = None) -> dict:
+    """``{variant: {seed: finished run folder}}`` for the setting's variants and seeds (none when it cannot
+    run here)."""
+    return {} if setting.unavailable else train_runs(setting.variants, setting.profile, setting.seeds, workers=workers)
 
 
 # ----------------------------------------------------------------------------- training
@@ -205,26 +229,38 @@ def train_run(variant: Variant, profile: str, seed: int = 0, steps: int | None =
     return train(train_config(variant, profile, seed, steps), device=device)
 
 
-def train_runs(variants: Sequence[Variant], profile: str, seed: int = 0, steps: int | None = None,
-               workers: int | None = None) -> dict:
-    """``{variant: finished run folder}``, the variants trained side by side in
+def train_runs(variants: Sequence[Variant], profile: str, seeds: Sequence[int] | None = None,
+               steps: int | None = None, workers: int | None = None) -> dict:
+    """``{variant: {seed: finished run folder}}``, one run per variant and seed (default: :func:`book_seeds`,
+    the profile's ``book.seeds``), trained side by side in
     :func:`~hrvlm.book.workers.worker_count` processes (:mod:`hrvlm.book.workers`: the same runs as one by one)."""
-    job = functools.partial(train_run, profile=profile, seed=seed, steps=steps)
-    return dict(zip(variants, map_in_workers(job, variants, worker_count(profile, workers))))
+    seeds = book_seeds(profile, seeds)
+    jobs = [(variant, seed) for variant in variants for seed in seeds]
+    done = map_in_workers(functools.partial(_train_job, profile=profile, steps=steps), jobs, worker_count(profile, workers))
+    runs: dict = {}
+    for (variant, seed), run in zip(jobs, done):
+        runs.setdefault(variant, {})[seed] = run
+    return runs
 
 
-def run_summary(runs: Mapping[Variant, os.PathLike]) -> pd.DataFrame:
-    """One row per variant: method, its settings, steps, training time and the run's name."""
+def _train_job(job: tuple, profile: str, steps: int | None) -> Path:
+    variant, seed = job
+    return train_run(variant, profile, seed=seed, steps=steps)
+
+
+def run_summary(runs: Mapping[Variant, Mapping[int, os.PathLike]]) -> pd.DataFrame:
+    """One row per variant and seed: method, its settings, steps, training time and the run's name."""
     from hrvlm.models.runs import read_record
 
     rows = []
-    for variant, path in runs.items():
-        record = read_record(path)
-        rows.append({"variant": variant.label, "method": variant.method,
-                     "settings": ", ".join(f"{k}={v}" for k, v in variant.settings) or "profile's",
-                     "steps": record["steps"], "batch size": record["config"]["batch_size"],
-                     "train time (s)": record["train_time_s"], "run": Path(record["path"]).name})
-    return pd.DataFrame(rows).set_index("variant")
+    for variant, by_seed in runs.items():
+        for seed, path in by_seed.items():
+            record = read_record(path)
+            rows.append({"variant": variant.label, "seed": seed, "method": variant.method,
+                         "settings": ", ".join(f"{k}={v}" for k, v in variant.settings) or "profile's",
+                         "steps": record["steps"], "batch size": record["config"]["batch_size"],
+                         "train time (s)": record["train_time_s"], "run": Path(record["path"]).name})
+    return pd.DataFrame(rows).set_index(["variant", "seed"])
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -276,7 +312,8 @@ def evaluate_run(run: os.PathLike, profile: str, attacks: Sequence = (), dataset
     ``settings`` are the :class:`~hrvlm.evaluation.request.EvalRequest` fields of every set's request
     (``levels``, ``n``, ``templates``, ``tree``, ``depth``, ``seed``, ``batch_size``, ...); the profile gives
     ``n`` (its ``book.eval_n``, else its ``eval_n``: the fixed subsets of :func:`hrvlm.data.fixed_subset`),
-    ``batch_size`` (its ``eval_batch_size``) and the dataset options, the run its ``method``.  Records go to
+    ``batch_size`` (its ``eval_batch_size``) and the dataset options, the run its ``method`` and its ``seed``
+    (the attacks' random starts: a run of seed 1 is attacked with seed 1; the images are the same for every seed).  Records go to
     ``store`` (default :func:`~hrvlm.evaluation.records.default_store`); stored chunks are read, not recomputed.
     """
     from hrvlm.evaluation.evaluate import EvalRequest, evaluate_weights
@@ -285,7 +322,7 @@ def evaluate_run(run: os.PathLike, profile: str, attacks: Sequence = (), dataset
     prof = get_profile(profile)
     record = read_record(run)
     settings = {"n": (prof.book or {}).get("eval_n", prof.eval_n), "batch_size": prof.eval_batch_size,
-                **{k: v for k, v in settings.items() if v is not None}}
+                "seed": record["config"]["seed"], **{k: v for k, v in settings.items() if v is not None}}
     requests = [EvalRequest(name, attacks, method=record["method"]["name"], dataset_options=prof.dataset_options,
                             **settings) for name in datasets or prof.eval_datasets]
     return evaluate_weights(record["model"], record["path"], requests, device=device, progress=progress,
@@ -297,27 +334,37 @@ def _evaluate_job(run: os.PathLike, profile: str, args: tuple, kwargs: dict) -> 
 
 
 def evaluate_runs(runs: Mapping, profile: str, *args, workers: int | None = None, **kwargs) -> dict:
-    """``{key: evaluate_run(run, profile, *args, **kwargs)}`` for every ``key: run`` of ``runs``, the runs
-    evaluated side by side in :func:`~hrvlm.book.workers.worker_count` processes (the same records as one by one)."""
+    """``{key: records}`` for every ``key: {seed: run}`` of ``runs`` (:func:`train_runs`): the records of
+    :func:`evaluate_run` ``(run, profile, *args, **kwargs)`` of each seed's run, seed by seed, every run
+    evaluated with its own seed.  The runs are evaluated side by side in :func:`~hrvlm.book.workers.worker_count`
+    processes (the same records as one by one)."""
+    if "seed" in kwargs:
+        raise TypeError("evaluate_runs evaluates every run with its own training seed: do not pass seed")
+    jobs = [(key, run) for key, by_seed in runs.items() for _, run in sorted(by_seed.items())]
     job = functools.partial(_evaluate_job, profile=profile, args=args, kwargs=kwargs)
-    return dict(zip(runs, map_in_workers(job, list(runs.values()), worker_count(profile, workers))))
+    results: dict = {key: [] for key in runs}
+    for (key, _), records in zip(jobs, map_in_workers(job, [run for _, run in jobs], worker_count(profile, workers))):
+        results[key].extend(records)
+    return results
 
 
 # ----------------------------------------------------------------------------- learning curves
 ZERO_SHOT = "zero-shot average"
 
 
-def learning_curves(setting: Setting, budgets: Sequence[int], attack, *, n: int | None = None, seed: int = 0,
-                    templates: str | None = None) -> pd.DataFrame:
+def learning_curves(setting: Setting, budgets: Sequence[int], attack, *, n: int | None = None,
+                    seeds: Sequence[int] | None = None, templates: str | None = None) -> pd.DataFrame:
     """Clean and robust top-1 (%) of every variant of ``setting`` against its training budget.
 
     Each budget is its own run (the profile's loop with that many steps, its learning-rate schedule spread
     over them): the accuracy a reader gets for that budget, not a point along one longer run.  Each run is
     evaluated with ``attack`` on ``n`` fixed images (default ``setting.n``) of every set of the setting.
-    One row per (variant, steps, set), the set being the fine-tuning set or :data:`ZERO_SHOT`, the mean over
-    the other sets; columns ``variant, steps, dataset, clean, robust, n``."""
+    ``seeds`` (default: the setting's first seed, so that a curve costs one run per budget and variant): the
+    points are means over them.  One row per (variant, steps, set), the set being the fine-tuning set or
+    :data:`ZERO_SHOT`, the mean over the other sets; columns ``variant, steps, dataset, clean, robust, n, seeds``."""
     prof = get_profile(setting.profile)
-    columns = ["variant", "steps", "dataset", "clean", "robust", "n"]
+    columns = ["variant", "steps", "dataset", "clean", "robust", "n", "seeds"]
+    seeds = book_seeds(setting.profile, seeds if seeds is not None else setting.seeds[:1])
     fixed = [v.label for v in setting.variants if "steps" in dict(v.loop)]
     if fixed:
         raise ValueError(f"variants {fixed} fix their own steps in their loop: a learning curve needs the budget to vary")
@@ -325,9 +372,9 @@ def learning_curves(setting: Setting, budgets: Sequence[int], attack, *, n: int 
         return pd.DataFrame(columns=columns)
     rows = []
     for steps in sorted(set(budgets)):
-        runs = train_runs(setting.variants, setting.profile, seed=seed, steps=steps)
+        runs = train_runs(setting.variants, setting.profile, seeds, steps=steps)
         results = evaluate_runs(runs, setting.profile, [attack], setting.datasets, n=n or setting.n,
-                                templates=templates, seed=seed, progress=False)
+                                templates=templates, progress=False)
         long = long_results(results_frame(results), setting.profile)
         long = long[(long["attack"] != "clean") & (long["level"] == 0)]
         for variant, group in long.groupby("variant", observed=True, sort=False):
@@ -336,7 +383,7 @@ def learning_curves(setting: Setting, budgets: Sequence[int], attack, *, n: int 
             for name, part in ((prof.train_dataset, own), (ZERO_SHOT, others)):
                 if not part.empty:
                     rows.append({"variant": variant, "steps": steps, "dataset": name, "clean": part["clean"].mean(),
-                                 "robust": part["robust"].mean(), "n": n or setting.n})
+                                 "robust": part["robust"].mean(), "n": n or setting.n, "seeds": len(seeds)})
     frame = pd.DataFrame(rows, columns=columns)
     frame["variant"] = pd.Categorical(frame["variant"], [v.label for v in setting.variants])
     return frame
@@ -402,17 +449,31 @@ def attack_label(row) -> str:
     return label
 
 
+def metric_label(attack: str, eps: float) -> str:
+    """A table column of an attack at ε = ``eps`` units: ``PGD-20 @ 1×``."""
+    return f"{attack} @ {eps:g}×"
+
+
+def metric_name(record: dict, profile: str) -> str:
+    """A record's robust-accuracy column in :func:`accuracy_table` (``PGD-20 @ 1×``), ``clean`` for a clean-only one."""
+    attack = record.get("attack") or {"name": "none"}
+    label = attack_label({"attack_name": attack.get("name"), "attack_steps": attack.get("steps")})
+    return "clean" if label == "clean" else metric_label(label, eps_multiple(attack["eps"], profile))
+
+
 def eps_multiple(eps: float, profile: str) -> float:
     """ε in units of the profile's ``eps_unit`` (2/255 under ``full`` → 2)."""
     return round(float(eps) / get_profile(profile).eps_unit, 6)
 
 
 def long_results(frame: pd.DataFrame, profile: str) -> pd.DataFrame:
-    """One row per (variant, dataset, level, attack, ε multiple) with ``clean``, ``robust`` (accuracy
-    under the attack at that level), ``leaf_robust`` and ``transfer_success`` in percent."""
+    """One row per (variant, seed, dataset, level, attack, ε multiple) with ``clean``, ``robust`` (accuracy
+    under the attack at that level), ``leaf_robust`` and ``transfer_success`` in percent.  The tables built
+    on it (:func:`accuracy_table`) show the mean over seeds; :mod:`hrvlm.book.intervals` gives every cell its interval."""
+    columns = ["variant", "seed", "dataset", "level", "attack", "eps", "clean", "robust", "leaf_robust",
+               "transfer_success"]
     if frame.empty:
-        return pd.DataFrame(columns=["variant", "dataset", "level", "attack", "eps", "clean", "robust",
-                                     "leaf_robust", "transfer_success"])
+        return pd.DataFrame(columns=columns)
     rows = frame.copy()
     rows["attack"] = [attack_label(r) for r in rows.to_dict("records")]
     eps = rows["attack_eps"] if "attack_eps" in rows else pd.Series(float("nan"), index=rows.index)
@@ -420,15 +481,16 @@ def long_results(frame: pd.DataFrame, profile: str) -> pd.DataFrame:
     for source, target in (("clean_acc", "clean"), ("robust_acc", "robust"), ("leaf_robust_acc", "leaf_robust"),
                            ("transfer_success_rate", "transfer_success")):
         rows[target] = 100.0 * pd.to_numeric(rows[source], errors="coerce") if source in rows else float("nan")
-    return rows[["variant", "dataset", "level", "attack", "eps", "clean", "robust", "leaf_robust",
-                 "transfer_success"]].reset_index(drop=True)
+    if "seed" not in rows:
+        rows["seed"] = 0
+    return rows[columns].reset_index(drop=True)
 
 
 def accuracy_table(frame: pd.DataFrame, profile: str, level: int = 0) -> pd.DataFrame:
-    """Variant × (dataset, metric) accuracy (%) at ``level``, with the ``average`` over the profile's
-    evaluation sets (only when every one is present).  Metrics: ``clean``, then each attack at each ε
-    (``PGD-20 @ 1×``).  Clean accuracy is read from the records (every attack's record carries it);
-    records of one variant disagreeing on one number are an error (mixed subsets:
+    """Variant × (dataset, metric) accuracy (%) at ``level``, the mean over seeds, with the ``average`` over
+    the profile's evaluation sets (only when every one is present).  Metrics: ``clean``, then each attack at
+    each ε (``PGD-20 @ 1×``).  Clean accuracy is read from the records (every attack's record carries it);
+    records of one variant and seed disagreeing on one number are an error (mixed subsets:
     :func:`hrvlm.results.tables.dataset_table`, which tabulates the paper comparison too)."""
     rows = long_results(frame, profile)
     rows = rows[rows["level"] == level]
@@ -436,10 +498,10 @@ def accuracy_table(frame: pd.DataFrame, profile: str, level: int = 0) -> pd.Data
         return pd.DataFrame()
     attacked = rows[rows["attack"] != "clean"]
     cells = pd.concat([rows.assign(metric="clean", value=rows["clean"]),
-                       attacked.assign(metric=[f"{a} @ {e:g}×" for a, e in zip(attacked["attack"], attacked["eps"])],
+                       attacked.assign(metric=[metric_label(a, e) for a, e in zip(attacked["attack"], attacked["eps"])],
                                        value=attacked["robust"])])
     prof = get_profile(profile)
-    table = dataset_table(cells[["variant", "dataset", "metric", "value"]], "variant", prof.eval_datasets)
+    table = dataset_table(cells[["variant", "seed", "dataset", "metric", "value"]], "variant", prof.eval_datasets)
     metrics = ["clean"] + sorted(set(cells["metric"]) - {"clean"}, key=_metric_order)
     present = table.columns.get_level_values(0).unique()
     datasets = [d for d in prof.eval_datasets if d in present]
@@ -449,26 +511,6 @@ def accuracy_table(frame: pd.DataFrame, profile: str, level: int = 0) -> pd.Data
     order = [v for v in frame["variant"].cat.categories if v in table.index] if hasattr(frame["variant"], "cat") \
         else list(table.index)
     return table.loc[order].dropna(axis=1, how="all")
-
-
-def level_table(long: pd.DataFrame, value: str) -> pd.DataFrame:
-    """Variant × (dataset, attacked level) of one :func:`long_results` column (``clean``, ``robust``,
-    ``leaf_robust``, ``transfer_success``), the mean where several attacks share a cell; empty without rows."""
-    if long.empty:
-        return pd.DataFrame()
-    return long.pivot_table(index="variant", columns=["dataset", "level"], values=value, observed=True)
-
-
-def attack_table(long: pd.DataFrame) -> pd.DataFrame:
-    """Variant × (``clean``, then ``ATTACK @ ε×`` per attack and ε multiple) of :func:`long_results`: accuracy
-    (%), the mean over the evaluated sets and levels; empty without rows."""
-    if long.empty:
-        return pd.DataFrame()
-    attacked = long[long["attack"] != "clean"]
-    robust = attacked.pivot_table(index="variant", columns=["attack", "eps"], values="robust", observed=True)
-    robust.columns = [f"{a} @ {e:g}×" for a, e in robust.columns]
-    clean = long.groupby("variant", observed=True)["clean"].mean().rename("clean")
-    return pd.concat([clean, robust], axis=1)
 
 
 def _metric_order(metric: str):
@@ -526,7 +568,7 @@ def plot_grouped_bars(ax, values: pd.DataFrame, title: str = "", intervals: pd.D
     """Grouped bars: one group per row of ``values`` (a variant), one bar per column (a metric), e.g.
     ``accuracy_table(...)["average"]``; returns ``ax``.  A missing value is labelled "not run".
     ``intervals``: the same rows and columns holding :class:`hrvlm.results.evidence.Estimate` objects
-    (:func:`hrvlm.book.claims.average_estimates`), drawn as 95 % error bars."""
+    (:func:`hrvlm.book.intervals.average_estimates`), drawn as 95 % error bars."""
     import numpy as np
 
     x, width = np.arange(len(values.index)), 0.8 / max(len(values.columns), 1)
@@ -574,9 +616,9 @@ def plot_against(ax, rows: pd.DataFrame, x: str, y: str, xlabel: str, ylabel: st
     return ax
 
 
-__all__ = ["accuracy_table", "attack", "attack_label", "attack_table", "attackable_levels", "book_settings",
+__all__ = ["accuracy_table", "attack", "attack_label", "attackable_levels", "book_seeds", "book_settings",
            "chapter_setting", "dataset_tree", "eps_multiple", "evaluate_run", "evaluate_runs", "forest_size",
-           "learning_curves", "level_classes", "level_table", "long_results", "MAIN_TABLE", "main_variants",
+           "learning_curves", "level_classes", "long_results", "MAIN_TABLE", "main_variants", "metric_label", "metric_name",
            "mini_world_note", "paper_comparison", "plot_against", "plot_grouped_bars", "results_frame", "run_summary",
            "Setting", "settled_budget", "templates_note", "train_config", "train_run", "train_runs", "train_variants",
            "unavailable", "Variant", "ZERO_SHOT"]

@@ -135,18 +135,20 @@ def _rows_for(frame: pd.DataFrame, metric: dict, eps_unit: float) -> pd.DataFram
 
 
 def dataset_table(cells: pd.DataFrame, row: str, datasets) -> pd.DataFrame:
-    """Long ``cells`` (columns ``row``, ``dataset``, ``metric``, ``value``) → ``row`` × (dataset, metric), plus
-    the :data:`AVERAGE` over ``datasets`` (a profile's evaluation sets) per metric, present only when every
-    one of them is.  The one tabulation of our numbers: the paper comparison and the book's per-dataset
-    tables.  Several different values for one cell are an error (records of several checkpoints, subsets
-    or template sets)."""
-    spread = cells.groupby([row, "dataset", "metric"], observed=True)["value"].agg(["min", "max"])
+    """Long ``cells`` (columns ``row``, ``dataset``, ``metric``, ``value`` and optionally ``seed``) → ``row`` ×
+    (dataset, metric), the mean over seeds, plus the :data:`AVERAGE` over ``datasets`` (a profile's evaluation
+    sets) per metric, present only when every one of them is.  The one tabulation of our numbers: the paper
+    comparison and the book's per-dataset tables.  Several different values for one cell of one seed are an
+    error (records of several checkpoints, subsets or template sets)."""
+    seeds = ["seed"] if "seed" in cells else []
+    spread = cells.groupby([row, *seeds, "dataset", "metric"], observed=True)["value"].agg(["min", "max"])
     disagree = spread.index[(spread["max"] - spread["min"]).abs() > 1e-9]
     if len(disagree):
-        name, dataset, metric = disagree[0]
+        name, *_, dataset, metric = disagree[0]
         raise ValueError(f"records disagree on {metric} for {name} on {dataset} (several checkpoints, subsets or "
                          f"template sets?): filter the records first")
-    table = spread["min"].unstack(["dataset", "metric"])
+    values = spread["min"].groupby([row, "dataset", "metric"], observed=True).mean() if seeds else spread["min"]
+    table = values.unstack(["dataset", "metric"])
     table.index = table.index.astype(object).rename(None)  # plain labels, as a row of a chapter shows them
     for metric in table.columns.get_level_values("metric").unique():
         table[(AVERAGE, metric)] = table.reindex(columns=[(d, metric) for d in datasets]).mean(axis=1, skipna=False)
@@ -157,8 +159,8 @@ def ours_from_records(records: pd.DataFrame, table: PaperTable, profile: str) ->
     """Our accuracies (%) from a records frame: method × (dataset, metric), level-0 (leaf) records only.
 
     Each paper metric selects records by its attack (name, steps, ε as a multiple of the profile's ε
-    unit; clean accuracy from any record).  Several records disagreeing on one number (e.g. two
-    checkpoints or subset sizes) are an error: filter the frame first.  The ``average`` column is the
+    unit; clean accuracy from any record), the mean over the records' seeds.  Several records of one seed
+    disagreeing on one number (e.g. two checkpoints or subset sizes) are an error: filter the frame first.  The ``average`` column is the
     mean over the profile's evaluation sets, present only when every one of them is (:func:`dataset_table`).
     """
     from hrvlm.profiles import get_profile
@@ -173,6 +175,7 @@ def ours_from_records(records: pd.DataFrame, table: PaperTable, profile: str) ->
             continue  # e.g. time per epoch: not in evaluation records
         selected = _rows_for(frame, metric, prof.eps_unit).dropna(subset=["value"])
         cells.append(pd.DataFrame({"method": selected["method"], "dataset": selected["dataset"],
+                                   "seed": selected["seed"] if "seed" in selected else 0,
                                    "metric": metric_id, "value": 100.0 * selected["value"].astype(float)}))
     cells = pd.concat(cells, ignore_index=True) if cells else pd.DataFrame()
     if cells.empty:
