@@ -178,6 +178,22 @@ def test_killed_build_never_publishes_a_half_executed_chapter(tmp_path):
         book.build("smoke", only=["10_a"], root=tmp_path, output=out)
 
 
+def test_a_chapter_s_worker_processes_reach_the_build_log_once(tmp_path):
+    """Progress written to stderr by the kernel and by the processes it starts (the book's workers) shows
+    once each in a build log that is not a terminal (ipykernel's fd capture once doubled the workers')."""
+    code = ("import subprocess, sys\n\n# %%\nprint('kernel-line', file=sys.stderr, flush=True)\n"
+            "subprocess.run([sys.executable, '-c', 'import sys; print(\"worker-line\", file=sys.stderr)'], check=True)")
+    toy_book(tmp_path, {"10_workers": code})
+    command = [sys.executable, "-m", "hrvlm.cli", "book", "--profile", "smoke", "--book", str(tmp_path),
+               "--output", str(tmp_path / "_build")]
+    # ipykernel captures no fd output under pytest (it looks for $PYTEST_CURRENT_TEST): a build's own setting
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"} | {"PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stderr.splitlines()
+    assert lines.count("kernel-line") == 1 and lines.count("worker-line") == 1
+
+
 def parameters_notebook():
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell('profile = "mini"  # which profile\nsteps = 10\nnames = [\n    "a",\n    "b",\n]',

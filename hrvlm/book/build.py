@@ -52,6 +52,8 @@ DEFAULT_REPOSITORY = "hrvlm/hrvlm"  # owner/name in the book's links; GITHUB_REP
 # A terminal progress bar's last frame: "  40%|████      | 4/10 [00:02<00:03, 2.0it/s]".
 PROGRESS_LINE = re.compile(r"\d+%\|.*\|\s*\d+(\.\d+)?[kMG]?/|\|\s*\d+/\d+\s*\[\d|\d+(\.\d+)?\s*(it|s)/(s|it)\]")
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+# Arguments of every chapter's kernel: no fd capture (see execute_chapter: it doubled worker output).
+KERNEL_ARGUMENTS = ["--IPKernelApp.capture_fd_output=False"]
 # Run first in every chapter, hidden from the page: pandas would cut long text cells ("pairs of eve…");
 # the book's CSS wraps them instead.
 DISPLAY_SETUP = 'import pandas as pd\n\npd.set_option("display.max_colwidth", None)\npd.set_option("display.max_rows", 200)'
@@ -342,10 +344,14 @@ def execute_notebook(root: Path, stem: str, out: Path, parameters: dict, timeout
     start = time.perf_counter()
     try:
         with _kernel_environment():
-            # The kernel's stderr (progress bars of pretraining, evaluation) goes to the builder's terminal.
+            # The kernel's stderr (progress of pretraining, training, evaluation) goes to the builder's. With
+            # ipykernel's fd capture on, what a chapter's worker processes write to fd 2 reached the builder
+            # twice (the kernel echoes it to its own stderr and sends it as a stream message, which
+            # stderr_file forwards): off, the workers write to the builder's stderr directly, once.
             papermill.execute_notebook(str(staged_input), str(partial), parameters=parameters, kernel_name="python3",
                                        cwd=str(out.parent), execution_timeout=timeout,
-                                       progress_bar=sys.stderr.isatty(), stderr_file=sys.stderr)
+                                       progress_bar=sys.stderr.isatty(), stderr_file=sys.stderr,
+                                       extra_arguments=KERNEL_ARGUMENTS)
     except PapermillExecutionError as err:
         raise BookError(f"chapter {stem}.py failed in cell {err.cell_index} (execution count {err.exec_count}): "
                         f"{err.ename}: {err.evalue}\n  executed copy with the traceback: {partial}") from None
