@@ -45,6 +45,8 @@ def test_chapter_setting_sizes_come_from_the_profile_and_unknown_rows_are_refuse
     assert "mini world" in focus.note() and "Not run" not in focus.note()
     assert f"up to {50 / book['eval_n'] ** 0.5:.1f} points" in main.precision_note()
     assert "average over the 6 sets" in main.precision_note() and "average" not in focus.precision_note()
+    assert "add the spread over seeds" in main.precision_note()
+    assert "images only (one seed)" in ex.chapter_setting("mini", seeds=[0]).precision_note()
     with pytest.raises(ValueError, match="not rows"):
         ex.chapter_setting("mini", methods=["AoS"])
     assert main.seeds == tuple(book["seeds"]) and len(main.seeds) >= 3 and f"{len(main.seeds)} seeds" in main.note()

@@ -24,7 +24,7 @@ profile without its datasets), so a chapter can state it and still go through th
 Every variant is trained once per seed of the chapter (the profile's ``book.seeds``; a seed sets the data
 order, the initialisation and the attacks' random starts, in training and in evaluation), on the same fixed
 images: :func:`train_runs` gives ``{variant: {seed: run}}``, :func:`evaluate_runs` ``{variant: records}`` with
-every seed's records, and the tables show the mean over seeds (their intervals: :mod:`hrvlm.book.claims`).
+every seed's records, and the tables show the mean over seeds (their intervals: :mod:`hrvlm.book.intervals`).
 
 Typical use (a chapter)::
 
@@ -162,14 +162,17 @@ class Setting:
 
     def precision_note(self) -> str:
         """How precise the numbers are: the largest standard error of one set's accuracy (its binomial SE
-        at 50 %, 50/√n points) and of the average over the sets, and the differences within that noise."""
+        at 50 %, 50/√n points) and of the average over the sets, what the intervals add, and where a
+        difference becomes evidence (the paired tests of the claims chapter)."""
         if not self.n:
             return ""
         sets = len(self.datasets)
         one, mean = 100 * binomial_se(0.5, self.n), 100 * binomial_se(0.5, self.n * sets)
         average = f" and the average over the {sets} sets up to {mean:.1f}" if sets > 1 else ""
+        intervals = ("add the spread over seeds" if len(self.seeds) > 1 else "cover the images only (one seed)")
         return (f"With {self.n} images per set, one set's accuracy has a standard error of up to {one:.1f} points"
-                f"{average}: differences of less than about {2 * mean:.0f} points are within sampling noise here.")
+                f"{average} from the images alone; the tables' 95 % intervals {intervals}, and a difference is "
+                "evidence only where its paired test says so (chapter 11's verdicts).")
 
     def absent(self, what: str) -> str:
         """``what`` ("Nothing was evaluated") and why, for a table or a finding that has no numbers."""
