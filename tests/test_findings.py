@@ -214,3 +214,17 @@ def test_trees_figure_draws_one_line_per_metric_against_the_number_of_trees():
     assert [line.get_label() for line in ax.lines] == ["clean", "PGD-20 @ 1×"]
     assert list(ax.lines[1].get_xdata()) == [1, 2, 3] and list(ax.lines[1].get_ydata()) == [20.0, 21.0, 25.0]
     plt.close(fig)
+
+
+def test_a_study_that_ran_shows_its_averages_with_intervals_under_a_caption_naming_the_seeds():
+    from hrvlm.results.evidence import Estimate
+
+    variant = ex.Variant.of("+ HITA", "hrvlm")
+    estimates = pd.DataFrame({"clean": {"+ HITA": Estimate(0.5, 0.4, 0.6, 3, 300, 100)},
+                              "PGD-20 @ 1×": {"+ HITA": Estimate(0.2, 0.15, 0.25, 3, 300, 100)}})
+    study = ablations.Study("components", {variant: {0: "a", 1: "b", 2: "c"}}, pd.DataFrame(), None,
+                            table=pd.DataFrame({"x": [1.0]}), intervals=estimates)
+    table, shown = study.shown()
+    assert table is study.table
+    assert "components" in shown.caption and "mean over 3 seed(s)" in shown.caption
+    assert shown.data.loc["+ HITA", "PGD-20 @ 1×"] == "20.0 [15.0, 25.0]"

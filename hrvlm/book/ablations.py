@@ -153,7 +153,12 @@ class Study:
         (means over seeds) and the averages with their 95 % intervals (if anything ran); ``figure`` is drawn by
         matplotlib, with those intervals as error bars."""
         shown = [part for part in (self.comparison, self.table) if part is not None]
-        return shown + ([] if self.intervals is None else [as_points(self.intervals)])
+        if self.intervals is None:
+            return shown
+        seeds = len(next(iter(self.runs.values())))
+        caption = (f"{self.title}: accuracy (%) averaged over the evaluation sets, mean over {seeds} seed(s) "
+                   "[95 % seed × image interval]")
+        return shown + [as_points(self.intervals).style.set_caption(caption)]
 
 
 def study(variants: list[Variant], profile: str, attacks: list, n: int, seeds: Sequence[int] | None = None, *,
