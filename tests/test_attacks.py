@@ -270,6 +270,58 @@ def test_cw_and_momentum_pgd(task):
         MomentumPGD(threat, momentum=1.0)
 
 
+class RowCounter(torch.nn.Module):
+    """``forward`` that counts the images it scores: the work an attack does."""
+
+    def __init__(self, forward):
+        super().__init__()
+        self.inner, self.rows = forward, 0
+
+    def forward(self, images):
+        self.rows += images.shape[0]
+        return self.inner(images)
+
+
+EARLY = {"pgd": ("pgd", {"steps": 8}), "pgd-restarts": ("pgd", {"steps": 4, "restarts": 2}),
+         "mpgd": ("mpgd", {"steps": 8}), "cw": ("cw", {"steps": 8}), "apgd-ce": ("apgd-ce", {"steps": 8}),
+         "apgd-dlr": ("apgd-dlr", {"steps": 8}), "autoattack": ("autoattack", {"steps": 8}),
+         "pgd-l2": ("pgd", {"steps": 8, "norm": "l2"})}
+
+
+@pytest.mark.parametrize("case", sorted(EARLY))
+def test_stopping_early_misclassifies_the_same_images_with_less_work(task, case):
+    """An attack's early-stopping copy (evaluation at level 0) fools exactly the images the plain attack
+    fools, scoring fewer images, and its config says so; the plain attack's config is unchanged."""
+    clf, x, y = task
+    name, settings = EARLY[case]
+    eps = 0.4 if settings.get("norm") == "l2" else EPS
+    plain = build_attack(name, eps, **settings)
+    early = plain.stopping_early()
+    assert "stop_on_success" not in plain.config() and early.config()["stop_on_success"] is True
+    assert {k: v for k, v in early.config().items() if k != "stop_on_success"} == plain.config()
+    counted = [RowCounter(clf), RowCounter(clf)]
+    adv_plain, adv_early = plain(counted[0], x, y), early(counted[1], x, y)
+    fooled = ~correct(clf, adv_plain, y)
+    assert 0 < int(fooled.sum()) < N  # a mixed outcome, so that agreement means something
+    assert torch.equal(~correct(clf, adv_early, y), fooled)
+    assert plain.threat.contains(x, adv_early).all()
+    assert counted[1].rows < counted[0].rows
+    assert not plain.config().get("stop_on_success")  # the copy, not the attack, changed
+
+
+def test_stop_on_success_needs_keep_best_and_a_success_signal(task):
+    clf, x, y = task
+    threat = ThreatModel("linf", EPS)
+    with pytest.raises(ValueError, match="keep_best"):
+        pgd_maximize(lambda a, i: clf(a).sum(1), x, threat, 2, EPS, keep_best=False, stop_on_success=True)
+    with pytest.raises(ValueError, match="success"):
+        pgd_maximize(lambda a, i=None: F.cross_entropy(clf(a), y if i is None else y[i], reduction="none"), x,
+                     threat, 2, EPS, stop_on_success=True)
+    # an attack without an early mode returns itself
+    square = Square(threat, queries=5)
+    assert square.stopping_early() is square
+
+
 def test_registry_errors_and_bad_labels(task):
     clf, x, y = task
     with pytest.raises(KeyError, match="known attacks.*autoattack"):

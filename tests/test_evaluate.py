@@ -91,9 +91,16 @@ def test_levels_superclass_attack_and_transfer(clip, synthetic, tree):
     leaf, superclass = records
     assert [r["level"] for r in records] == [0, 1] and superclass["num_classes"] == 2
     assert superclass["tree"] == "test-tree" and leaf["leaf_robust_acc"] is None
-    # clean level-1 accuracy is that of the level-1 classifier on the ancestors of the labels
+    # level 0 reads only which images fall: its PGD stops at each image's first success, the superclass
+    # level's does not (the leaf classifier scores its images); the leaf outcome is the plain attack's
+    assert leaf["attack"]["stop_on_success"] is True and "stop_on_success" not in superclass["attack"]
     model, tokenizer = clip
     images = torch.stack([synthetic_image for synthetic_image, _ in get_spec("test-synthetic").factory()])
+    leaf_head = ZeroShotClassifier.from_classnames(model, tokenizer, CLASSES, load_templates("simple"))
+    plain = build_attack("pgd", 32 / 255, steps=3)(leaf_head, images, synthetic)
+    with torch.no_grad():
+        assert np.array_equal(decode_bits(leaf["robust_correct"], N), (leaf_head(plain).argmax(1) == synthetic).numpy())
+    # clean level-1 accuracy is that of the level-1 classifier on the ancestors of the labels
     with torch.no_grad():
         pred = ZeroShotClassifier.from_classnames(model, tokenizer, tree.names[1], load_templates("simple"))(images).argmax(1)
     expected = (pred.numpy() == tree.ancestor[1][synthetic.numpy()]).mean()
@@ -123,6 +130,10 @@ class Counting:
         if self.fail:
             raise KeyboardInterrupt
         return self.attack(forward, images, labels)
+
+    def stopping_early(self):  # counted as the one attack, as the evaluation runs it at level 0
+        self.attack = self.attack.stopping_early()
+        return self
 
     def config(self):
         return self.attack.config()
@@ -348,6 +359,21 @@ def test_evaluate_weights_checks_every_request_before_the_model_loads(synthetic,
     with pytest.raises(IsADirectoryError):
         ev.evaluate_weights("no-such-model", None, [good], store=tmp_path)
     assert not (tmp_path / "r.jsonl").exists()
+
+
+@pytest.mark.parametrize("capability, early", [((9, 0), True), ((7, 5), False)])
+def test_level_zero_stops_early_only_where_scoring_has_the_attacks_dtype(monkeypatch, capability, early):
+    """fp16 GPUs score in fp16 but attack in float32: an image just across the boundary could score correct,
+    so there the attack runs all its steps; on bf16 GPUs and the CPU it stops at each image's success."""
+    from hrvlm.core.precision import precision_policy
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    attack = build_attack("pgd", 1 / 255)
+    chosen = ev._chunk_attack(attack, 0, precision_policy("cuda"))
+    assert chosen.config().get("stop_on_success", False) is early
+    assert ev._chunk_attack(attack, 0, precision_policy("cpu")).config()["stop_on_success"] is True
+    assert ev._chunk_attack(attack, 1, precision_policy("cpu")) is attack
+    assert ev._chunk_attack(None, 0, precision_policy("cpu")) is None
 
 
 @pytest.mark.parametrize("capability, autocast", [((9, 0), torch.bfloat16), ((7, 5), None)])

@@ -24,6 +24,7 @@ datasets get APGD-CE + FAB-T + Square (``standard``) or APGD-CE only (``tecoa``,
 from __future__ import annotations
 
 import contextlib
+import copy as _copy
 import functools
 
 import torch
@@ -216,6 +217,13 @@ class AutoAttack(Attack):
         self.steps, self.restarts, self.queries, self.targets = int(steps), int(restarts), queries, targets
         self.name = "autoattack" if version == "tecoa" else f"autoattack-{version}"
 
+    def stopping_early(self) -> "AutoAttack":
+        """A copy whose APGD components stop at each image's first misclassified iterate (the
+        torchattacks components run as they are)."""
+        copy = _copy.copy(self)
+        copy.components = [a.stopping_early() for a in self.components]
+        return copy
+
     def components_for(self, num_classes: int) -> list[str]:
         """Names of the components that run on a ``num_classes``-way classifier, in order."""
         return [a.name for a in self.components if num_classes >= a.min_classes]
@@ -224,6 +232,8 @@ class AutoAttack(Attack):
         out = {"autoattack_version": self.version, "attacks": [a.name for a in self.components],
                "min_classes": {a.name: a.min_classes for a in self.components},
                "steps": self.steps, "restarts": self.restarts}
+        if any(getattr(a, "stop_on_success", False) for a in self.components):
+            out["stop_on_success"] = True
         if self.version == "standard":
             out.update(queries=self.queries, targets=self.targets,
                        implementation=f"apgd-ce: hrvlm; others: torchattacks-{torchattacks.__version__}")

@@ -138,6 +138,13 @@ class Attack:
     def perturb(self, forward: Forward, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def stopping_early(self) -> "Attack":
+        """This attack for a caller that reads only whether each image ends misclassified (a robust
+        accuracy, not the adversarial images): a copy that may stop perturbing an image once it is
+        misclassified, when the attack has such a mode (PGD, MPGD, CW, APGD, AutoAttack), else itself.
+        The copy's :meth:`config` says so."""
+        return self
+
     def logits(self, forward: Forward, images: torch.Tensor) -> torch.Tensor:
         """float32 logits, the forward run under the attack's autocast dtype."""
         with autocast_context(images.device, self.autocast):

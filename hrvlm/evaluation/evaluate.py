@@ -8,6 +8,10 @@ For each level ``l`` of a dataset's class tree (level 0 = the dataset's own clas
 * **transfer** (``l > 0``): the leaf classifier on those superclass adversaries: leaf accuracy, and the
   success rate = the fraction of images the leaf classifier gets right clean but wrong adversarially.
 
+A level-0 chunk's attack stops perturbing an image at its first misclassified iterate (only whether
+each image falls is read there; the same images fall as under the full attack, in a fraction of the
+time); a superclass level's runs every step, since the leaf classifier scores its images too.
+
 Work is split into chunks, one per (dataset, split, level, attack); each finished chunk is appended to
 a :class:`~hrvlm.evaluation.records.RecordStore` at once, and a chunk whose key is already stored is not
 recomputed, so an interrupted evaluation resumes where it stopped without duplicates.  Each chunk
@@ -136,7 +140,7 @@ def evaluate(model, tokenizer, request: EvalRequest, *legacy, store=None, progre
         "fabricated": bool(options.get("fabricated")),  # test data (hrvlm data fabricate), never a real result
     }
     store = RecordStore(store) if store is not None and not isinstance(store, RecordStore) else store
-    chunks = [(level, attack) for level in levels for attack in (attacks or [None])]
+    chunks = [(level, _chunk_attack(attack, level, policy)) for level in levels for attack in (attacks or [None])]
     provenance = [{**base, "level": level, "classnames_hash": config_hash(names[level], length=16),
                    "attack": None if attack is None else attack.config()} for level, attack in chunks]
     results = [None if store is None else store.get(record_key(p)) for p in provenance]
@@ -200,6 +204,19 @@ def evaluate_weights(model: str, pretrained, requests: Sequence[EvalRequest], *,
         if not dist.main:
             return []
     return evaluate_all(requests)
+
+
+def _chunk_attack(attack, level: int, policy):
+    """The attack a (level, attack) chunk runs.  A level-0 chunk reads only which images end misclassified
+    (robust accuracy), so its attack stops perturbing an image at the first misclassified iterate
+    (:meth:`~hrvlm.attacks.Attack.stopping_early`: the same images fall, in a fraction of the time); its
+    record's attack config says ``stop_on_success``.  Not at a superclass level, whose adversarial images the
+    leaf classifier scores too (the transfer), nor when scoring runs in another dtype than the attack (fp16
+    GPUs), where an image just across the boundary could score correct again."""
+    early = getattr(attack, "stopping_early", None)  # an attack-like callable without it runs as it is
+    if early is None or level > 0 or policy.attack_dtype != policy.dtype:
+        return attack
+    return early()
 
 
 def _run_chunk(classifier, tree, loader, prepare, level, attack, spec, seed, device, progress, precision) -> dict:
