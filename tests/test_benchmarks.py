@@ -37,8 +37,10 @@ def test_perf_runs_every_section_on_the_cpu(tmp_path, capsys):
     assert set(figures) == {"environment", "ceilings", "attacks", "step", "jpeg", "pipeline"}
     assert figures["ceilings"]["matmul_dtype"] == "float32" and figures["ceilings"]["copy_gb_s"] > 0
     labels = [r["label"] for r in figures["attacks"]["rows"]]
-    assert labels == ["hrvlm PGD, fp32", "hrvlm PGD, fp32, weights trainable", "reference loop, fp32 (plain)",
-                      "torchattacks PGD, fp32"]
+    assert labels == ["hrvlm PGD, fp32", "hrvlm PGD, fp32, stopping early", "hrvlm PGD, fp32, weights trainable",
+                      "reference loop, fp32 (plain)", "torchattacks PGD, fp32"]
+    agree = figures["attacks"]["stopping_early"]
+    assert agree["differ"] == 0 and agree["robust_early"] == agree["robust_full"] and agree["n"] == 4
     assert [(r["attack_steps"], r["label"]) for r in figures["step"]["rows"]] == [
         (0, "hrvlm, fp32"), (0, "reference, fp32"), (1, "hrvlm, fp32"), (1, "reference, fp32")]
     assert figures["step"]["rows"][0]["methods"] == ["clip"]

@@ -2,7 +2,9 @@
 
 One run, one batch, the same steps and step size for every row:
 
-* **hrvlm PGD** in the attack precision of :func:`hrvlm.core.precision.precision_policy` (bf16 autocast on an
+* **hrvlm PGD** (and the same stopping early, as a level-0 evaluation runs it: each image leaves the
+  loop at its first misclassified iterate; the run also prints whether the same images fall) in the
+  attack precision of :func:`hrvlm.core.precision.precision_policy` (bf16 autocast on an
   Ampere-or-newer GPU, float32 on older GPUs and the CPU), weights frozen, no host synchronisation, best
   iterate kept;
 * the same in float32, and the same with weights left trainable (what freezing buys);
@@ -58,7 +60,9 @@ def rows(clf, x, y, steps: int, eps: float, prec, channels_last: bool = False, c
         with clf.model.unchecked():  # hrvlm's range check costs two host synchronisations per step on a GPU
             return attack_theirs(x, y)
 
-    out = [(f"hrvlm PGD, {name}", lambda: ours(clf, x, y), pgd_eval_forwards(steps))]
+    early = ours.stopping_early()  # what a level-0 evaluation runs: each image stops at its first success
+    out = [(f"hrvlm PGD, {name}", lambda: ours(clf, x, y), pgd_eval_forwards(steps)),
+           (f"hrvlm PGD, {name}, stopping early", lambda: early(clf, x, y), pgd_eval_forwards(steps))]
     if prec.attack_dtype is not None:
         out.append(("hrvlm PGD, fp32", lambda: ours32(clf, x, y), pgd_eval_forwards(steps)))
     out.append((f"hrvlm PGD, {name}, weights trainable", trainable, pgd_eval_forwards(steps)))
@@ -96,7 +100,18 @@ def measure(args: argparse.Namespace) -> dict:
         results.append(row)
     return {"benchmark": "attacks", "environment": env, "workload": work.describe(size), "steps": args.steps,
             "eps": args.eps, "precision": prec.to_dict(), "ceilings": None if ceiling is None else vars(ceiling),
-            "rows": results, "host_syncs": host_syncs(clf, x, y, args.steps, args.eps, prec.attack_dtype)}
+            "rows": results, "host_syncs": host_syncs(clf, x, y, args.steps, args.eps, prec.attack_dtype),
+            "stopping_early": stopping_early_agreement(clf, x, y, args.steps, args.eps, prec.attack_dtype)}
+
+
+def stopping_early_agreement(clf, x, y, steps: int, eps: float, dtype) -> dict:
+    """Robust accuracy of the batch under hrvlm's PGD with and without stopping early, and how many
+    images' outcomes differ (by construction none, up to float round-off in smaller batches)."""
+    attack = PGD(ThreatModel("linf", eps), steps=steps, step_size=eps / 4, autocast=dtype)
+    with torch.no_grad():
+        full, early = (clf(a(clf, x, y)).argmax(1) == y for a in (attack, attack.stopping_early()))
+    return {"robust_full": float(full.float().mean()), "robust_early": float(early.float().mean()),
+            "differ": int((full != early).sum()), "n": int(y.numel())}
 
 
 def host_syncs(clf, x, y, steps: int, eps: float, dtype) -> str:
@@ -132,6 +147,10 @@ def report(fig: dict) -> None:
         print(f"  {r['label']:42s} {r['images_per_s']:9.1f} {rate_unit(fig['environment']['device'])}  "
               f"{reference['seconds'] / r['seconds']:5.2f}x the reference loop{extra}")
     print(f"  host synchronisations inside hrvlm's PGD: {fig['host_syncs']}")
+    agree = fig["stopping_early"]
+    print(f"  stopping early: robust {100 * agree['robust_early']:.1f} % against {100 * agree['robust_full']:.1f} % "
+          f"without; {agree['differ']} of {agree['n']} images' outcomes differ (its speed-up grows as robust "
+          f"accuracy falls)")
     if ceiling:
         best = fig["rows"][0]
         print(f"  15-dataset evaluation ({EVAL_IMAGES:,} images) at the first row's rate: "
