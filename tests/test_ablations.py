@@ -91,6 +91,55 @@ def test_norm_order_counts_parents_nearer_the_origin():
     assert table.loc[1, "parent nearer origin"] == 1.0 and table.loc[1, "parent–child pairs"] == 2
 
 
+class _PoincareHead(_Head):
+    """Fixed class points, and images that are their own points (``encode`` is the identity)."""
+
+    curvature = 1.0
+
+    def encode(self, images):
+        return images
+
+
+def test_image_order_counts_class_midpoints_nearer_the_origin_than_their_points():
+    tree = _tree()  # a, b under p; c under q; p, q under r
+    images = torch.tensor([[0.1, 0.0], [0.9, 0.0],  # two images of a
+                           [0.3, 0.6], [-0.3, 0.6],  # two of b
+                           [-0.5, 0.0]])  # c's only image
+    labels = torch.tensor([0, 0, 1, 1, 2])
+    table = trained_geometry.image_order(_PoincareHead([[[0, 0]] * 3, [[0, 0]] * 2, [[0, 0]]]), tree, images, labels, 1.0)
+    # level 0, each image against its level-1 class's midpoint: p's four images, of which only the one at
+    # 0.1 is nearer the origin than p; q's one image is q's point itself, not a pair
+    assert table.loc[0, "parent–child pairs"] == 4 and table.loc[0, "parent nearer origin"] == 0.75
+    # level 1: p and q, on opposite sides, against the root's midpoint, which lies nearer the origin than both
+    assert table.loc[1, "parent–child pairs"] == 2 and table.loc[1, "parent nearer origin"] == 1.0
+    assert trained_geometry.ordered_share(table) == pytest.approx(5 / 6)
+
+
+def test_depth_orders_pools_text_and_image_pairs_per_head():
+    tree = _tree()
+    leaves, parents = [[0.8, 0.0], [0.0, 0.8], [-0.1, 0.0]], [[0.3, 0.3], [-0.5, 0.0]]
+    head = _PoincareHead([leaves, parents, [[0.0, 0.0]]])
+    images, labels = torch.tensor([[0.1, 0.0], [0.9, 0.0], [-0.5, 0.0]]), torch.tensor([0, 0, 2])
+    table = trained_geometry.depth_orders({"toy": head}, tree, images, labels)
+    # text: 2 of 3 leaf pairs and both parent pairs (norm_order's test); images: p's two images about their
+    # midpoint (one nearer the origin than it), then p and q about the root's midpoint between them (both)
+    assert table.loc["toy", "text pairs"] == 5 and table.loc["toy", "text pairs in order"] == pytest.approx(4 / 5)
+    assert table.loc["toy", "image pairs"] == 4 and table.loc["toy", "image pairs in order"] == 0.75
+    assert table.loc["toy", "mean text norm, leaves"] == pytest.approx((0.8 + 0.8 + 0.1) / 3)
+
+
+def test_sweep_reading_applies_the_stated_criterion():
+    orders = pd.DataFrame({"text pairs in order": [0.12, 0.16, 0.4, 0.6], "image pairs in order": [0.8, 0.85, 0.9, 0.99]},
+                          index=["before", "one", "ten", "hundred"])
+    text = trained_geometry.sweep_reading(orders, {"hundred": 100, "one": 1, "ten": 10}, "before", "one")
+    assert "12 % before training, 16 % at λ₂ = 1, 40 % at λ₂ = 10, 60 % at λ₂ = 100" in text
+    assert "smallest λ₂ that puts most text pairs in order is 100" in text and "85–99 % after" in text
+    none = trained_geometry.sweep_reading(orders.drop("hundred"), {"one": 1, "ten": 10}, "before", "one")
+    assert "no λ₂ up to 10 puts most text pairs in order, so λ₂ stays at our default" in none
+    ours = trained_geometry.sweep_reading(orders, {"hundred": 100, "one": 1, "ten": 10}, "before", "hundred")
+    assert "our default λ₂ = 100 puts most text pairs in order already" in ours
+
+
 def test_disk_layout_keeps_every_points_norm_and_the_tree():
     tree = _tree()
     rng = np.random.default_rng(0)

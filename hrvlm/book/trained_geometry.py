@@ -75,6 +75,85 @@ def norm_order(head, tree, curvature: float | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("level")
 
 
+def ordered_share(frame: pd.DataFrame) -> float:
+    """The share of all parent–child pairs of a :func:`norm_order` or :func:`image_order` table whose
+    parent is nearer the origin (pairs of every level pooled)."""
+    pairs = frame["parent–child pairs"].fillna(0)
+    return float((frame["parent nearer origin"].fillna(0) * pairs).sum() / max(float(pairs.sum()), 1.0))
+
+
+def image_points(head, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """``head.encode`` of ``images`` in batches, float32 (the image points of a Poincaré head)."""
+    with torch.no_grad():
+        return torch.cat([head.encode(images[i:i + batch_size]).float() for i in range(0, len(images), batch_size)])
+
+
+def image_order(head, tree, images: torch.Tensor, labels: torch.Tensor, curvature: float) -> pd.DataFrame:
+    """The image side of "norm encodes depth", as HRVLM's L_gap^intra orders it: the images' points
+    (:func:`image_points`) are averaged per class, level by level (the Einstein midpoints of
+    :func:`hrvlm.methods.hrvlm_losses.hypavg_levels`, recursively: level 0 are the images, each standing at
+    its leaf, level l ≥ 1 one point per level-l class present), and per level the table gives the pairs of a level-l point and its level-(l+1)
+    parent (a parent with one point below it *is* that point and is not counted) and the share whose parent
+    lies nearer the origin (``d_c(0, ·)``).  A midpoint of points
+    lies nearer the origin than most of them, so a high share is partly the averaging's; the text side
+    (:func:`norm_order`) has no such help."""
+    from hrvlm.methods.hrvlm_losses import hypavg_levels
+
+    points = image_points(head, images)
+    parents = [torch.as_tensor(tree.parents(level), dtype=torch.long) for level in range(tree.depth)]
+    sizes = [tree.num_classes(level) for level in range(tree.depth + 1)]
+    levels = hypavg_levels(points, labels.long(), parents, sizes, curvature, recursive=True)
+    rows = []
+    for level in range(tree.depth):  # level-l points against their level-(l+1) parents
+        below, above = levels[level], levels[level + 1]
+        parent = above.points[below.parent]
+        counts = torch.bincount(below.parent, minlength=len(above.points))
+        counted = counts[below.parent] > 1
+        nearer = geometry.dist0(parent, curvature) < geometry.dist0(below.points, curvature)
+        pairs = int(counted.sum())
+        rows.append({"level": level, "tree depth": tree.depth - level, "points": len(below.points),
+                     "mean image-point norm": float(below.points.norm(dim=-1).mean()), "parent–child pairs": pairs,
+                     "parent nearer origin": float((nearer & counted).sum()) / pairs if pairs else float("nan")})
+    return pd.DataFrame(rows).set_index("level")
+
+
+def depth_orders(heads, tree, images: torch.Tensor, labels: torch.Tensor) -> pd.DataFrame:
+    """One row per ``label: head`` of ``heads`` (trained Poincaré heads): the pooled shares of parent–child
+    text pairs (:func:`norm_order`) and image-point pairs (:func:`image_order`) in depth order, with the
+    mean text norm at the leaves and at the root's children, so that a share can be read with the scale."""
+    rows = {}
+    for label, head in heads.items():
+        text, image = norm_order(head, tree, head.curvature), image_order(head, tree, images, labels, head.curvature)
+        rows[label] = {"text pairs in order": ordered_share(text),
+                       "text pairs": int(text["parent–child pairs"].fillna(0).sum()),
+                       "image pairs in order": ordered_share(image),
+                       "image pairs": int(image["parent–child pairs"].fillna(0).sum()),
+                       "mean text norm, leaves": float(text["mean norm"].iloc[0]),
+                       f"mean text norm, level {tree.depth - 1}": float(text["mean norm"].iloc[tree.depth - 1])}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def sweep_reading(orders: pd.DataFrame, values: dict, before: str, ours: str, most: float = 0.5) -> str:
+    """What a :func:`depth_orders` table over a λ₂ sweep shows: the text share before training and at every
+    λ₂ (``values``: row label → λ₂; ``ours``: the default's row), the smallest λ₂ whose text share exceeds
+    ``most`` (the chapter's stated criterion for changing the default) or that none does, and the range of
+    the image shares."""
+    text = orders["text pairs in order"]
+    runs = sorted(values, key=values.get)
+    shares = ", ".join(f"{100 * text[label]:.0f} % at λ₂ = {values[label]:g}" for label in runs)
+    reached = [label for label in runs if text[label] > most]
+    if not reached:
+        verdict = f"no λ₂ up to {max(values.values()):g} puts most text pairs in order, so λ₂ stays at our default"
+    elif ours in reached:
+        verdict = f"our default λ₂ = {values[ours]:g} puts most text pairs in order already"
+    else:
+        verdict = f"the smallest λ₂ that puts most text pairs in order is {values[reached[0]]:g}"
+    image = orders.loc[runs, "image pairs in order"]
+    return (f"Text pairs in depth order: {100 * text[before]:.0f} % before training, {shares}; {verdict}. "
+            f"Image pairs in depth order: {100 * orders.loc[before, 'image pairs in order']:.0f} % before training, "
+            f"{100 * image.min():.0f}–{100 * image.max():.0f} % after.")
+
+
 def level_margins(head, tree, images: torch.Tensor, labels: torch.Tensor, attack=None,
                   batch_size: int = 128) -> pd.DataFrame:
     """Per level with two classes or more: mean image norm, mean clean log-margin and accuracy, and,
