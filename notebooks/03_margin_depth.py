@@ -328,8 +328,9 @@ if not unavailable:
     values = {ours: own, **{v.label: dict(v.settings)["lambda_gap"] for v in stronger}}
     images, labels = trained_geometry.sample(prof.train_dataset, sizes["embedding_n"], model.image_size,
                                              prof.dataset_options)
-    heads = {label: trained_geometry.tree_head(load_clip(prof.model, str(path))[0], tokenizer, prof.train_dataset, tree)
-             for label, path in swept.items()}
+    heads = {ours: head, **{label: trained_geometry.tree_head(load_clip(prof.model, str(path))[0], tokenizer,
+                                                              prof.train_dataset, tree)
+                            for label, path in swept.items() if label != ours}}
     before = "pretrained, before training"
     orders = trained_geometry.depth_orders(
         {before: trained_geometry.tree_head(before_model, tokenizer, prof.train_dataset, tree,

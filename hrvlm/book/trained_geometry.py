@@ -97,7 +97,7 @@ def image_order(head, tree, images: torch.Tensor, labels: torch.Tensor, curvatur
     lies nearer the origin (``d_c(0, ·)``).  A midpoint of points
     lies nearer the origin than most of them, so a high share is partly the averaging's; the text side
     (:func:`norm_order`) has no such help."""
-    from hrvlm.methods.hrvlm_losses import hypavg_levels
+    from hrvlm.methods.hrvlm_losses import hypavg_edges, hypavg_levels
 
     points = image_points(head, images)
     parents = [torch.as_tensor(tree.parents(level), dtype=torch.long) for level in range(tree.depth)]
@@ -105,15 +105,13 @@ def image_order(head, tree, images: torch.Tensor, labels: torch.Tensor, curvatur
     levels = hypavg_levels(points, labels.long(), parents, sizes, curvature, recursive=True)
     rows = []
     for level in range(tree.depth):  # level-l points against their level-(l+1) parents
-        below, above = levels[level], levels[level + 1]
-        parent = above.points[below.parent]
-        counts = torch.bincount(below.parent, minlength=len(above.points))
-        counted = counts[below.parent] > 1
-        nearer = geometry.dist0(parent, curvature) < geometry.dist0(below.points, curvature)
-        pairs = int(counted.sum())
+        below = levels[level]
+        children, parents = hypavg_edges(levels[level:level + 2])  # the pairs L_gap^intra orders at this level
+        pairs = len(children)
+        nearer = geometry.dist0(parents, curvature) < geometry.dist0(children, curvature)
         rows.append({"level": level, "tree depth": tree.depth - level, "points": len(below.points),
                      "mean image-point norm": float(below.points.norm(dim=-1).mean()), "parent–child pairs": pairs,
-                     "parent nearer origin": float((nearer & counted).sum()) / pairs if pairs else float("nan")})
+                     "parent nearer origin": float(nearer.sum()) / pairs if pairs else float("nan")})
     return pd.DataFrame(rows).set_index("level")
 
 
