@@ -172,3 +172,12 @@ def test_the_conv_tower_runs_channels_last_and_the_vit_does_not(tiny):
     assert conv.is_contiguous() and not model.channels_last
     # other kernels, same function: equal up to float rounding
     torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", sorted({"hrvlm-tiny", "hrvlm-tiny-cnn", "ViT-B-32-quickgelu"}))
+def test_the_image_size_read_from_the_config_is_the_built_models(name):
+    from hrvlm.models.clip import load_clip, model_image_size
+
+    assert model_image_size(name) == load_clip(name, None)[0].image_size
+    with pytest.raises(KeyError, match="unknown model"):
+        model_image_size("no-such-model")

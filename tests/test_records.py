@@ -243,3 +243,35 @@ def test_records_of_an_older_schema_are_refused_in_one_line_and_recomputed(tmp_p
         read_records(store, strict=True)
     with pytest.warns(UserWarning):  # the stale and the corrupt line again
         assert RecordStore(store).append(make_record(eps=2 / 255))  # its chunk is computed and stored again
+
+
+def test_the_shared_store_reads_each_line_once_and_sees_other_writers_and_a_replaced_file(tmp_path):
+    path = tmp_path / "r.jsonl"
+    shared = RecordStore.shared(path)
+    assert RecordStore.shared(str(path)) is shared and RecordStore.shared(tmp_path / "other.jsonl") is not shared
+    RecordStore(path).append(make_record())  # another writer
+    key = record_key(make_record())
+    got = shared.get(key)
+    assert got["attack"]["eps"] == 1 / 255
+    got["attack"]["eps"] = 9.0  # a caller's edit stays the caller's
+    assert shared.get(key)["attack"]["eps"] == 1 / 255 and shared.records()[0]["attack"]["eps"] == 1 / 255
+    RecordStore(path).append(make_record(eps=2 / 255))
+    assert len(shared) == 2
+    replacement = tmp_path / "new.jsonl"
+    RecordStore(replacement).append(make_record(eps=3 / 255))
+    RecordStore(replacement).append(make_record(eps=4 / 255))
+    RecordStore(replacement).append(make_record(eps=5 / 255))
+    replacement.replace(path)  # longer than what was read: only the file's identity shows it is another
+    assert [r["attack"]["eps"] for r in shared.records()] == [3 / 255, 4 / 255, 5 / 255]
+
+
+def test_the_shared_store_sees_a_file_rewritten_in_place(tmp_path):
+    path = tmp_path / "r.jsonl"
+    shared = RecordStore.shared(path)
+    RecordStore(path).append(make_record())
+    assert len(shared) == 1
+    # the same file (same inode), rewritten longer: not an append to what was read
+    edited = {**json.loads(path.read_text()), "clean_acc": 0.25}
+    path.write_text(json.dumps(edited, indent=1).replace("\n", " ") + "\n" + json.dumps(make_record(eps=2 / 255)) + "\n")
+    with pytest.warns(UserWarning, match="skipping an incomplete or corrupt record"):
+        assert shared.records() == []  # both lines fail their checksums, read from the start

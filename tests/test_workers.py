@@ -2,6 +2,8 @@
 import json
 import os
 import shutil
+import time
+from pathlib import Path
 
 import pytest
 
@@ -101,3 +103,72 @@ def test_the_settled_budget_is_where_the_ranking_stops_moving():
     assert "from **20 steps** on" in findings.learning_curves(curves({10: "AB", 20: "BA", 40: "BA"}), 10)
     assert "before the ranking settles" in findings.learning_curves(curves({10: "AB", 20: "BA", 40: "BA"}), 10)
     assert "inside that settled range" in findings.learning_curves(curves({10: "AB", 20: "BA", 40: "BA"}), 20)
+
+
+def test_the_processes_are_kept_between_calls_and_renewed_under_another_environment(monkeypatch):
+    first = {r[1] for r in workers.map_in_workers(_pid_and_threads, range(6), 2)}
+    again = {r[1] for r in workers.map_in_workers(_pid_and_threads, range(6), 2)}
+    assert first & again  # the same processes answered
+    monkeypatch.setenv("HRVLM_TEST_WORKERS_MARK", "1")  # e.g. another HRVLM_CACHE: they read it at their start
+    renewed = {r[1] for r in workers.map_in_workers(_pid_and_threads, range(6), 2)}
+    assert not renewed & (first | again)
+    assert workers.map_in_workers(_pid_and_threads, [7], 2, done=lambda item: None)[0][1] == os.getpid()
+
+
+def test_cached_work_is_answered_here_without_a_process_or_loading_weights(tmp_cache, tmp_path, monkeypatch):
+    from hrvlm.evaluation.evaluate import Scored
+    from hrvlm.models.clip import load_clip
+
+    variants = [ex.Variant.of("TeCoA", "tecoa", {"steps": 1}, paper="tecoa", loop=TINY),
+                ex.Variant.of("FARE", "fare", {"steps": 1}, paper="fare", loop=TINY)]
+    pgd, store = ex.attack("pgd", "smoke", 2, steps=2), tmp_path / "records.jsonl"
+    assert ex._finished_job((variants[0], 0), "smoke", None) is None
+    trained = ex.train_runs(variants, "smoke", seeds=[0], workers=2)
+    run = trained[variants[0]][0]
+    assert ex._finished_job((variants[0], 0), "smoke", None) == run
+    assert ex.evaluate_run(run, "smoke", [pgd], ["mini-heldout"], n=8, store=store, stored_only=True) is None
+    records = ex.evaluate_runs(trained, "smoke", [pgd], ["mini-heldout"], n=8, store=store, progress=False, workers=2)
+    record = runs.read_record(run)
+    assert Scored.of_run(record) == Scored.of(load_clip(record["model"], run)[0])
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("cached work started a process or loaded weights")
+
+    monkeypatch.setattr(workers, "_pool", refuse)
+    monkeypatch.setattr("hrvlm.models.clip.load_clip", refuse)
+    monkeypatch.setattr("hrvlm.training.train._train", refuse)
+    assert ex.train_runs(variants, "smoke", seeds=[0], workers=2) == trained
+    assert ex.evaluate_runs(trained, "smoke", [pgd], ["mini-heldout"], n=8, store=store, progress=False,
+                            workers=2) == records
+    with pytest.raises(AssertionError, match="cached work"):  # a set never evaluated is computed
+        ex.evaluate_runs(trained, "smoke", [pgd], ["mini-colours"], n=8, store=store, progress=False, workers=2)
+
+
+def _interrupted_or_failing(item):
+    import signal
+    import time
+
+    if item == "interrupt":  # what Jupyter sends a kernel's process group as it shuts the kernel down
+        os.kill(os.getpid(), signal.SIGINT)
+        return os.getpid()
+    if item == "fail":
+        raise ValueError("this job fails")
+    Path(item).write_text(str(os.getpid()))
+    time.sleep(300)
+    return "finished"
+
+
+def test_an_interrupt_reaches_the_parent_not_the_processes_and_a_failure_stops_the_other_jobs(tmp_path):
+    pids = workers.map_in_workers(_interrupted_or_failing, ["interrupt", "interrupt"], 2)
+    assert os.getpid() not in pids
+    marker, start = tmp_path / "pid", time.monotonic()
+    with pytest.raises(ValueError, match="this job fails"):
+        workers.map_in_workers(_interrupted_or_failing, ["fail", str(marker)], 2)
+    # the 300-s job was stopped, not waited for: its process is gone by the time the error arrives
+    assert time.monotonic() - start < 150
+    if marker.exists():
+        pid = int(marker.read_text())
+        with pytest.raises(ProcessLookupError):
+            for _ in range(50):
+                os.kill(pid, 0)
+                time.sleep(0.1)

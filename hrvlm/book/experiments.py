@@ -239,7 +239,8 @@ def train_runs(variants: Sequence[Variant], profile: str, seeds: Sequence[int] |
     :func:`~hrvlm.book.workers.worker_count` processes (:mod:`hrvlm.book.workers`: the same runs as one by one)."""
     seeds = book_seeds(profile, seeds)
     jobs = [(variant, seed) for variant in variants for seed in seeds]
-    done = map_in_workers(functools.partial(_train_job, profile=profile, steps=steps), jobs, worker_count(profile, workers))
+    done = map_in_workers(functools.partial(_train_job, profile=profile, steps=steps), jobs, worker_count(profile, workers),
+                          done=functools.partial(_finished_job, profile=profile, steps=steps))
     runs: dict = {}
     for (variant, seed), run in zip(jobs, done):
         runs.setdefault(variant, {})[seed] = run
@@ -249,6 +250,13 @@ def train_runs(variants: Sequence[Variant], profile: str, seeds: Sequence[int] |
 def _train_job(job: tuple, profile: str, steps: int | None) -> Path:
     variant, seed = job
     return train_run(variant, profile, seed=seed, steps=steps)
+
+
+def _finished_job(job: tuple, profile: str, steps: int | None) -> Path | None:
+    from hrvlm.training.train import finished_run
+
+    variant, seed = job
+    return finished_run(train_config(variant, profile, seed, steps))
 
 
 def run_summary(runs: Mapping[Variant, Mapping[int, os.PathLike]]) -> pd.DataFrame:
@@ -308,7 +316,7 @@ def level_classes(datasets: Sequence[str], tree: int = 0, depth: int = 5, shown:
 
 def evaluate_run(run: os.PathLike, profile: str, attacks: Sequence = (), datasets: Sequence[str] | None = None, *,
                  store: os.PathLike | None = None, device: str | None = None, progress: bool = True,
-                 **settings) -> list[dict]:
+                 stored_only: bool = False, **settings) -> list[dict] | None:
     """Every record of ``run`` evaluated on ``datasets`` (default: the profile's evaluation sets) with
     ``attacks`` (each also gives clean accuracy; none: clean only).
 
@@ -317,23 +325,28 @@ def evaluate_run(run: os.PathLike, profile: str, attacks: Sequence = (), dataset
     ``n`` (its ``book.eval_n``, else its ``eval_n``: the fixed subsets of :func:`hrvlm.data.fixed_subset`),
     ``batch_size`` (its ``eval_batch_size``) and the dataset options, the run its ``method`` and its ``seed``
     (the attacks' random starts: a run of seed 1 is attacked with seed 1; the images are the same for every seed).  Records go to
-    ``store`` (default :func:`~hrvlm.evaluation.records.default_store`); stored chunks are read, not recomputed.
+    ``store`` (default :func:`~hrvlm.evaluation.records.default_store`); stored chunks are read, not recomputed;
+    ``stored_only``: the stored records, or ``None`` if one is missing, nothing computed.
     """
     from hrvlm.evaluation.evaluate import EvalRequest, evaluate_weights
     from hrvlm.models.runs import read_record
 
     prof = get_profile(profile)
-    record = read_record(run)
+    record = read_record(run, verify=False)  # its seed and method; loading the weights verifies them
     settings = {"n": (prof.book or {}).get("eval_n", prof.eval_n), "batch_size": prof.eval_batch_size,
                 "seed": record["config"]["seed"], **{k: v for k, v in settings.items() if v is not None}}
     requests = [EvalRequest(name, attacks, method=record["method"]["name"], dataset_options=prof.dataset_options,
                             **settings) for name in datasets or prof.eval_datasets]
     return evaluate_weights(record["model"], record["path"], requests, device=device, progress=progress,
-                            store=Path(store) if store is not None else default_store())
+                            store=Path(store) if store is not None else default_store(), stored_only=stored_only)
 
 
 def _evaluate_job(run: os.PathLike, profile: str, args: tuple, kwargs: dict) -> list[dict]:
     return evaluate_run(run, profile, *args, **kwargs)
+
+
+def _stored_job(run: os.PathLike, profile: str, args: tuple, kwargs: dict) -> list[dict] | None:
+    return evaluate_run(run, profile, *args, **kwargs, stored_only=True)
 
 
 def evaluate_runs(runs: Mapping, profile: str, *args, workers: int | None = None, **kwargs) -> dict:
@@ -344,9 +357,10 @@ def evaluate_runs(runs: Mapping, profile: str, *args, workers: int | None = None
     if "seed" in kwargs:
         raise TypeError("evaluate_runs evaluates every run with its own training seed: do not pass seed")
     jobs = [(key, run) for key, by_seed in runs.items() for _, run in sorted(by_seed.items())]
-    job = functools.partial(_evaluate_job, profile=profile, args=args, kwargs=kwargs)
+    job, stored = (functools.partial(f, profile=profile, args=args, kwargs=kwargs) for f in (_evaluate_job, _stored_job))
     results: dict = {key: [] for key in runs}
-    for (key, _), records in zip(jobs, map_in_workers(job, [run for _, run in jobs], worker_count(profile, workers))):
+    for (key, _), records in zip(jobs, map_in_workers(job, [run for _, run in jobs], worker_count(profile, workers),
+                                                      done=stored)):
         results[key].extend(records)
     return results
 

@@ -11,6 +11,7 @@ has two cores; 1 under ``full``, whose one GPU is shared), or ``$HRVLM_WORKERS``
 """
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
 import contextlib
 import multiprocessing
@@ -40,9 +41,14 @@ def worker_count(profile: str, workers: int | None = None) -> int:
 
 
 def _one_thread() -> None:
+    import signal
+
     import torch
 
     torch.set_num_threads(1)
+    # Jupyter interrupts a kernel's whole process group when it shuts the kernel down: the parent decides
+    # (an interrupted call stops its processes, :func:`map_in_workers`), not each process
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @contextlib.contextmanager
@@ -57,15 +63,60 @@ def _threads(n: int):
         torch.set_num_threads(previous)
 
 
-def map_in_workers(fn: Callable[[T], R], items: Iterable[T], workers: int) -> list[R]:
+def map_in_workers(fn: Callable[[T], R], items: Iterable[T], workers: int,
+                   done: Callable[[T], R | None] | None = None) -> list[R]:
     """``[fn(item) for item in items]``, in order, computed by ``workers`` processes (spawned: a forked
     child of a process that already ran torch threads can deadlock) or, for one worker or one item, here;
-    one torch thread either way.  ``fn`` and the items must pickle (module-level functions, dataclasses)."""
+    one torch thread either way.  ``fn`` and the items must pickle (module-level functions, dataclasses).
+
+    ``done(item)``: ``fn(item)``'s result if it already exists (a finished run, stored records), found
+    without computing, else ``None``; the items it answers are not sent to a process, so a rebuild whose
+    work is all cached starts none.  The processes persist for the next call (:func:`_pool`): starting
+    two takes seconds, and a chapter maps many times."""
     items = list(items)
-    if workers <= 1 or len(items) <= 1:
-        with _threads(1):
-            return [fn(item) for item in items]
-    context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(min(workers, len(items)), mp_context=context,
-                                                initializer=_one_thread) as pool:
-        return list(pool.map(fn, items))
+    with _threads(1):
+        results = [None if done is None else done(item) for item in items]
+        todo = [i for i, result in enumerate(results) if result is None]
+        if workers <= 1 or len(todo) <= 1:
+            for i in todo:
+                results[i] = fn(items[i])
+            return results
+    pool = _pool(workers)
+    try:
+        for i, result in zip(todo, pool.map(fn, [items[i] for i in todo])):
+            results[i] = result
+    except BaseException:
+        # an error, an interrupt or a dead process: stop the other jobs now (an interrupted run resumes from its
+        # checkpoint, a record is one whole line) and start new processes next time
+        _shutdown(kill=True)
+        raise
+    return results
+
+
+_POOL: dict = {}  # {"key": what the processes were started with, "pool": the executor}
+
+
+def _pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
+    """The process's pool of ``workers`` spawned one-thread processes, started on first use and kept until
+    exit.  A process reads its environment and working folder once, at its start, so a call made under
+    other environment variables (another ``HRVLM_CACHE``) or in another folder starts new processes."""
+    key = (workers, os.getcwd(), tuple(sorted(os.environ.items())))
+    if _POOL.get("key") != key:
+        _shutdown()
+        context = multiprocessing.get_context("spawn")
+        _POOL.update(key=key, pool=concurrent.futures.ProcessPoolExecutor(workers, mp_context=context,
+                                                                          initializer=_one_thread))
+    return _POOL["pool"]
+
+
+@atexit.register
+def _shutdown(kill: bool = False) -> None:
+    """Stop the pool's processes: idle ones at once; with ``kill`` busy ones too, mid-job."""
+    pool = _POOL.pop("pool", None)
+    _POOL.clear()
+    if pool is None:
+        return
+    if kill:  # concurrent.futures has no public way to stop a running job before Python 3.14
+        for process in list((getattr(pool, "_processes", None) or {}).values()):
+            process.terminate()
+    pool.shutdown(wait=True, cancel_futures=True)

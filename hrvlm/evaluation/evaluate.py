@@ -28,6 +28,7 @@ import datetime
 import math
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -57,6 +58,83 @@ def checkpoint_id(model) -> str:
     """Identity of the weights as evaluated: :func:`hrvlm.models.weights.state_digest` of the model's state
     (never its ``pretrained`` tag, which a fine-tuned model still carries)."""
     return state_digest(getattr(model, "clip", model))
+
+
+@dataclass(frozen=True)
+class Scored:
+    """What the records say of the weights they score: the model's name, the weights' identity
+    (:func:`checkpoint_id`), its input resolution and its head spec (``None``: cosine).  Taken from a loaded
+    model (:meth:`of`), or from a finished run's record (:meth:`of_run`), which lets stored records be found
+    without loading the weights."""
+
+    model: str
+    weights_digest: str
+    image_size: int
+    head: dict | None = None
+
+    @classmethod
+    def of(cls, model) -> "Scored":
+        return cls(model.name, checkpoint_id(model), model.image_size, getattr(model, "head_spec", None))
+
+    @classmethod
+    def of_run(cls, record: dict) -> "Scored":
+        """From a run's ``run.json`` (:func:`hrvlm.models.runs.read_record`): its ``weights_digest`` is
+        :func:`checkpoint_id` of the weights it saved (``state_digest`` of the same state)."""
+        from hrvlm.models.clip import model_image_size
+
+        return cls(record["model"], record["weights_digest"], model_image_size(record["model"]), record.get("head"))
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """One checked request for one set of weights: the data, the fixed images, the prompts, the chunks and
+    each chunk's provenance (what keys its record), all before any model runs."""
+
+    request: EvalRequest
+    policy: object
+    spec: object
+    hierarchy: object
+    data: object
+    ids: np.ndarray
+    prompts: list
+    names: list
+    head: dict
+    chunks: list
+    provenance: list
+
+    @classmethod
+    def of(cls, request: EvalRequest, scored: Scored, device: torch.device) -> "_Plan":
+        spec, split, levels, hierarchy, options = request.check()
+        request = request.on(device)
+        policy = precision_policy(device, request.precision)
+        dataset = request.dataset
+        data = get_dataset(dataset, split, **{**options, "image_size": scored.image_size,
+                                              "resolution": request.resolution})
+        ids = _subset_ids(dataset, split, len(data), request.n, request.subset)
+        template_set = request.templates or spec.templates
+        prompts = load_templates(template_set, dataset=spec.name)
+        names = [list(spec.classnames)] + [list(hierarchy.names[lv]) for lv in range(1, levels[-1] + 1)]
+        head = dict(request.head or scored.head or {"kind": "cosine"})
+        base = {
+            "schema": SCHEMA, "hrvlm_version": __version__, "method": request.method, "model": scored.model,
+            "weights_digest": scored.weights_digest, "head": head, "dataset": dataset, "split": split,
+            "dataset_options": {k: v for k, v in options.items() if k not in ("root", "download")},
+            "dataset_size": len(data), "n": int(ids.size), "subset_ids_hash": config_hash(ids.tolist(), length=16),
+            "tree": None if hierarchy is None else hierarchy.name,
+            "tree_hash": None if hierarchy is None else hierarchy.content_hash(), "resolution": request.resolution,
+            "templates": template_set, "templates_hash": config_hash(prompts, length=16), "seed": int(request.seed),
+            "batch_size": int(request.batch_size), "precision": policy.name,
+            "fabricated": bool(options.get("fabricated")),  # test data (hrvlm data fabricate), never a real result
+        }
+        chunks = [(level, _chunk_attack(attack, level, policy)) for level in levels
+                  for attack in (list(request.attacks) or [None])]
+        provenance = [{**base, "level": level, "classnames_hash": config_hash(names[level], length=16),
+                       "attack": None if attack is None else attack.config()} for level, attack in chunks]
+        return cls(request, policy, spec, hierarchy, data, ids, prompts, names, head, chunks, provenance)
+
+    def stored(self, store) -> list:
+        """Each chunk's stored record, ``None`` where the store (or no store) has none."""
+        return [None if store is None else store.get(record_key(p)) for p in self.provenance]
 
 
 def _subset_ids(dataset: str, split: str, size: int, n: int | None, subset) -> np.ndarray:
@@ -113,39 +191,15 @@ def evaluate(model, tokenizer, request: EvalRequest, *legacy, store=None, progre
     Returns one record per (level, attack) chunk (see :mod:`hrvlm.evaluation.records`), stored or new.
     """
     request = _as_request(request, legacy, settings)
-    spec, split, levels, hierarchy, options = request.check()
     check_store(store)
     device = next(model.parameters()).device
-    request = request.on(device)
-    policy = precision_policy(device, request.precision)
-    attacks, dataset, batch_size = list(request.attacks), request.dataset, request.batch_size
-    size = model.image_size
-
-    data = get_dataset(dataset, split, **{**options, "image_size": size, "resolution": request.resolution})
-    ids = _subset_ids(dataset, split, len(data), request.n, request.subset)
-    template_set = request.templates or spec.templates
-    prompts = load_templates(template_set, dataset=spec.name)
-    names = [list(spec.classnames)] + [list(hierarchy.names[lv]) for lv in range(1, levels[-1] + 1)]
-    head = dict(request.head or getattr(model, "head_spec", None) or {"kind": "cosine"})
-
-    base = {
-        "schema": SCHEMA, "hrvlm_version": __version__, "method": request.method, "model": model.name,
-        "weights_digest": checkpoint_id(model), "head": head, "dataset": dataset, "split": split,
-        "dataset_options": {k: v for k, v in options.items() if k not in ("root", "download")},
-        "dataset_size": len(data), "n": int(ids.size), "subset_ids_hash": config_hash(ids.tolist(), length=16),
-        "tree": None if hierarchy is None else hierarchy.name,
-        "tree_hash": None if hierarchy is None else hierarchy.content_hash(), "resolution": request.resolution,
-        "templates": template_set, "templates_hash": config_hash(prompts, length=16), "seed": int(request.seed),
-        "batch_size": int(batch_size), "precision": policy.name,
-        "fabricated": bool(options.get("fabricated")),  # test data (hrvlm data fabricate), never a real result
-    }
-    store = RecordStore(store) if store is not None and not isinstance(store, RecordStore) else store
-    chunks = [(level, _chunk_attack(attack, level, policy)) for level in levels for attack in (attacks or [None])]
-    provenance = [{**base, "level": level, "classnames_hash": config_hash(names[level], length=16),
-                   "attack": None if attack is None else attack.config()} for level, attack in chunks]
-    results = [None if store is None else store.get(record_key(p)) for p in provenance]
+    plan = _Plan.of(request, Scored.of(model), device)
+    store = RecordStore.shared(store) if store is not None and not isinstance(store, RecordStore) else store
+    results = plan.stored(store)
     if all(r is not None for r in results):
         return results
+    request, policy, data, ids, spec, hierarchy = plan.request, plan.policy, plan.data, plan.ids, plan.spec, plan.hierarchy
+    batch_size, chunks, provenance = request.batch_size, plan.chunks, plan.provenance
 
     workers = default_num_workers(device) if request.num_workers is None else request.num_workers
     # one loader for every (level, attack) chunk: its workers persist from one pass to the next
@@ -154,7 +208,7 @@ def evaluate(model, tokenizer, request: EvalRequest, *legacy, store=None, progre
                                          persistent_workers=workers > 0)
     input_size = tuple(data[int(ids[0])][0].shape[-2:])
     encoder, prepare = apply_resolution(model, input_size, request.resolution)
-    classifier = build_head(head, encoder, tokenizer, names, prompts)
+    classifier = build_head(plan.head, encoder, tokenizer, plan.names, plan.prompts)
     for i, (level, attack) in enumerate(chunks):
         if results[i] is not None:
             continue
@@ -171,13 +225,15 @@ def evaluate(model, tokenizer, request: EvalRequest, *legacy, store=None, progre
 
 
 def evaluate_weights(model: str, pretrained, requests: Sequence[EvalRequest], *, store=None, device=None,
-                     progress: bool = True, dist=None) -> list[dict]:
+                     progress: bool = True, dist=None, stored_only: bool = False) -> list[dict] | None:
     """Every record of ``requests`` for one model: each request checked (and its attacks run on a toy
     problem, :func:`~hrvlm.evaluation.request.check_attacks`), resolved for ``device`` and the store checked,
     all before ``load_clip(model, pretrained)`` loads the weights once; then :func:`evaluate` on each.
 
     ``pretrained``: anything :func:`hrvlm.models.clip.load_clip` takes (a run folder, a checkpoint, a tag).
-    ``device``: default :func:`hrvlm.core.environment.default_device`.  ``dist``: a
+    When it is a finished run whose records are all stored, they are returned without loading the weights
+    (the run's record names them: :meth:`Scored.of_run`); ``stored_only``: return those or ``None``, never
+    compute.  ``device``: default :func:`hrvlm.core.environment.default_device`.  ``dist``: a
     :class:`hrvlm.core.distributed.Dist` under torchrun: each rank evaluates its share of the requests into
     the shared (locked) store, then the main rank reads every record back (stored: nothing is recomputed)
     and the other ranks return none.
@@ -192,6 +248,12 @@ def evaluate_weights(model: str, pretrained, requests: Sequence[EvalRequest], *,
     check_store(store)
     device = default_device(device)
     requests = [request.on(device) for request in requests]  # an impossible precision fails here too
+    if dist is None or dist.world == 1:
+        stored = _stored_run_records(model, pretrained, requests, store, device)
+        if stored is not None or stored_only:
+            return stored
+    elif stored_only:
+        raise ValueError("stored_only is for one process; under torchrun every rank evaluates its share")
     loaded, _, tokenizer = load_clip(model, pretrained, device=device)
 
     def evaluate_all(part) -> list:
@@ -204,6 +266,27 @@ def evaluate_weights(model: str, pretrained, requests: Sequence[EvalRequest], *,
         if not dist.main:
             return []
     return evaluate_all(requests)
+
+
+def _stored_run_records(model: str, pretrained, requests: Sequence[EvalRequest], store, device) -> list[dict] | None:
+    """Every record of ``requests`` for the finished run ``pretrained`` if the store holds them all, else
+    ``None`` (also for weights that are not a run's)."""
+    from hrvlm.models import runs
+
+    if store is None or pretrained is None or not runs.is_run(pretrained) \
+            or not (runs.run_path(pretrained) / runs.RECORD).is_file():
+        return None
+    record = runs.read_record(pretrained, verify=False)  # the records are keyed by its weights' digest
+    if record["model"] != model:
+        return None  # load_clip says what is wrong
+    scored, store = Scored.of_run(record), RecordStore.shared(store)
+    found = []
+    for request in requests:
+        records = _Plan.of(request, scored, device).stored(store)
+        if any(r is None for r in records):
+            return None
+        found.extend(records)
+    return found
 
 
 def _chunk_attack(attack, level: int, policy):

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import argparse
 import base64
+import copy
+import hashlib
 import json
 import os
 import warnings
@@ -191,6 +193,7 @@ def read_records(path: str | os.PathLike, strict: bool = False, allow_unsigned: 
 
 
 _STALE_WARNED: set[str] = set()
+_SHARED: dict[str, "RecordStore"] = {}
 
 
 class RecordStore:
@@ -203,18 +206,36 @@ class RecordStore:
 
     def __init__(self, path: str | os.PathLike, strict: bool = False, allow_unsigned: bool = False):
         self.path, self.strict, self.allow_unsigned = check_store_path(path), strict, allow_unsigned
-        self._offset, self._line_no = 0, 0
+        self._start()
+
+    def _start(self) -> None:
+        self._offset, self._line_no, self._read_digest, self._stamp = 0, 0, hashlib.sha256(b"").digest(), None
         self._records: dict[str, dict] = {}
 
+    @classmethod
+    def shared(cls, path: str | os.PathLike) -> "RecordStore":
+        """The process's one store object for ``path`` (default checks): what it has read stays read, so that
+        the many evaluations of a build parse the file once, not once each."""
+        key = str(check_store_path(path).resolve())
+        if key not in _SHARED:
+            _SHARED[key] = cls(path)
+        return _SHARED[key]
+
     def _refresh(self) -> None:
-        if not self.path.is_file():
-            self._offset, self._line_no, self._records = 0, 0, {}
+        try:
+            status = os.stat(self.path)
+        except FileNotFoundError:
+            self._start()
+            return
+        stamp = (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
+        if stamp == self._stamp:  # untouched since the last read
             return
         with open(self.path, "rb") as f:
-            if os.fstat(f.fileno()).st_size < self._offset:  # replaced or truncated: start over
-                self._offset, self._line_no, self._records = 0, 0, {}
-            f.seek(self._offset)
-            data = f.read()
+            whole = f.read()
+        if hashlib.sha256(whole[:self._offset]).digest() != self._read_digest:
+            self._start()  # not an append to what was read (rewritten, truncated, replaced): read it all again
+        self._stamp = stamp
+        data = whole[self._offset:]
         end = data.rfind(b"\n") + 1
         stale = 0
         for line in data[:end].splitlines():
@@ -234,6 +255,7 @@ class RecordStore:
             warnings.warn(f"{self.path}: skipping {stale} record(s) of another schema than {SCHEMA} (an older "
                           f"hrvlm's): they are recomputed when asked for", stacklevel=3)
         self._offset += end
+        self._read_digest = hashlib.sha256(whole[:self._offset]).digest()
         # A trailing line without newline may still be being written: it counts only if it is already a
         # complete, checksummed record (it is read again, as a full line, once terminated).
         tail = _complete(data[end:])
@@ -241,12 +263,15 @@ class RecordStore:
             self._records.setdefault(tail["key"], tail)
 
     def records(self) -> list[dict]:
+        """Every record, in file order (copies, as :meth:`get`'s)."""
         self._refresh()
-        return list(self._records.values())
+        return copy.deepcopy(list(self._records.values()))
 
     def get(self, key: str) -> dict | None:
+        """The record of ``key`` (a copy: the store's own stays as read), or ``None``."""
         self._refresh()
-        return self._records.get(key)
+        record = self._records.get(key)
+        return None if record is None else copy.deepcopy(record)
 
     def __contains__(self, key: str) -> bool:
         return self.get(key) is not None

@@ -209,9 +209,16 @@ def get_wordnet():
         if root not in nltk.data.path:
             nltk.data.path.insert(0, root)
     pointer = _find_nltk_corpus()
+
+    class EnglishWordNet(WordNetCorpusReader):
+        def map_wn(self, version="wordnet"):
+            # At start NLTK maps the synsets of the corpus called "wordnet" (3.0) onto the loaded version,
+            # for multilingual (OMW) data only: half the reader's start (about 3 s), and the identity for 3.0
+            return None if version == "wordnet" else super().map_wn(version)
+
     with warnings.catch_warnings():  # "multilingual functions are not available": we use English only
         warnings.simplefilter("ignore", UserWarning)
-        reader = WordNetCorpusReader(pointer, None)
+        reader = EnglishWordNet(pointer, None)
     if reader.get_version() != "3.0":
         raise WordNetMissing(f"found WordNet {reader.get_version()} at {pointer}; hrvlm needs 3.0.\n{HOW_TO_GET}")
     return reader

@@ -361,5 +361,24 @@ def load_clip(name: str, pretrained: str | os.PathLike | None = None, device: st
                       head_spec=None if local is None else local.record.get("head"))
     model.set_channels_last(any(getattr(m, "prefers_channels_last", False) for m in clip.visual.modules()))
     model = model.to(device).eval()
-    return model, preprocess, open_clip.get_tokenizer(name)
+    return model, preprocess, _tokenizer(name)
+
+
+@functools.lru_cache(maxsize=None)
+def _tokenizer(name: str):
+    """open_clip's tokenizer for ``name``, built once per process (its BPE tables take about 0.1 s to
+    read, per model load otherwise); tokenizers hold no per-model state."""
+    import open_clip
+
+    return open_clip.get_tokenizer(name)
+
+
+def model_image_size(name: str) -> int:
+    """The input resolution of model config ``name`` without building it: its ``vision_cfg.image_size``,
+    which open_clip makes the tower's ``preprocess_cfg`` size (what :func:`load_clip`'s ``image_size`` is)."""
+    import open_clip
+
+    check_model_name(name)
+    size = open_clip.get_model_config(name)["vision_cfg"]["image_size"]
+    return int(size if isinstance(size, int) else size[0])
 

@@ -336,6 +336,19 @@ def _claim(out: Path, config: TrainConfig) -> None:
                          f"(differs in {diff}); choose another --out or delete the folder")
 
 
+def finished_run(config: TrainConfig, out: str | os.PathLike | None = None) -> Path | None:
+    """The folder :func:`train` would return at once for ``config`` (a finished run of the same identity, at
+    ``out`` or its default place), or ``None``; writes nothing.  A finished run of another identity there is
+    the same ``ValueError`` as :func:`train`'s."""
+    config.check()
+    config = config.identified()
+    out = Path(out) if out is not None else runs.runs_root() / config.name()
+    if not (out / runs.RECORD).is_file():
+        return None
+    _claim(out, config)  # a finished run only reads: its record against this identity
+    return out
+
+
 # ----------------------------------------------------------------------------- the loop
 def train(config: TrainConfig, out: str | os.PathLike | None = None, *, stop_after: int | None = None,
           progress: bool = True, device: str | torch.device | None = None) -> Path:
