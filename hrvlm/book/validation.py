@@ -127,6 +127,8 @@ def attack_rows(forward, images: torch.Tensor, labels: torch.Tensor, eps: float,
       accuracies within two standard errors of their difference (identical share reported only).
     * Our evaluation PGD (worst iterate kept, no random start) fools every image torchattacks' PGD
       fools, and never raises accuracy above clean.
+
+    Our evaluation PGD and our APGD run as the evaluation runs them at level 0 (:meth:`~hrvlm.attacks.Attack.stopping_early`).
     """
     import torchattacks
 
@@ -157,8 +159,10 @@ def _attack_rows(forward, images, labels, eps, steps, apgd_steps, seed, referenc
 
     theirs = torchattacks.PGD(forward, eps=eps, alpha=alpha, steps=steps, random_start=False)(x, y)
     rows += _pair_rows(f"PGD-{steps}, no random start", reference, forward, x, y, ours_pgd(), theirs, 0.9)
-    # the evaluation PGD keeps each image's worst iterate, of which torchattacks' last one is one
-    kept = _correct(forward, PGD(threat, steps=steps, step_size=alpha, random_start=False)(forward, x, y), y)
+    # the evaluation PGD keeps each image's worst iterate, of which torchattacks' last one is one; stopping at an
+    # image's first misclassified iterate, as the evaluation runs it at level 0
+    evaluation_pgd = PGD(threat, steps=steps, step_size=alpha, random_start=False).stopping_early()
+    kept = _correct(forward, evaluation_pgd(forward, x, y), y)
     rows.append(Row("attacks", f"PGD-{steps}: images torchattacks fools that our evaluation PGD does not", reference,
                     int((kept & ~_correct(forward, theirs, y)).sum()), 0, "max",
                     "ours keeps each image's worst iterate (torchattacks: the last)"))
@@ -173,7 +177,9 @@ def _attack_rows(forward, images, labels, eps, steps, apgd_steps, seed, referenc
         theirs = torchattacks.PGD(forward, eps=eps, alpha=alpha, steps=steps, random_start=True)(x, y)
     rows += _pair_rows(f"PGD-{steps}, same random start", reference, forward, x, y, ours_pgd(start), theirs, 0.9)
     for loss in ("ce", "dlr"):
-        ours = APGD(threat, loss, steps=apgd_steps, seed=seed)(forward, x, y)
+        # as the evaluation runs it at level 0: an image leaves at its first misclassified iterate (the same images
+        # fall as in the full loop, tests/test_attacks.py), so these rows check what the book's numbers come from
+        ours = APGD(threat, loss, steps=apgd_steps, seed=seed).stopping_early()(forward, x, y)
         with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
             theirs = torchattacks.APGD(forward, eps=eps, steps=apgd_steps, loss=loss, seed=seed)(x, y)
         rows += _pair_rows(f"APGD-{loss.upper()}-{apgd_steps}", reference, forward, x, y, ours, theirs, None)
