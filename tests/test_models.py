@@ -181,3 +181,37 @@ def test_the_image_size_read_from_the_config_is_the_built_models(name):
     assert model_image_size(name) == load_clip(name, None)[0].image_size
     with pytest.raises(KeyError, match="unknown model"):
         model_image_size("no-such-model")
+
+
+def test_the_conv_tower_folds_eval_mode_batchnorm_into_its_convolutions_without_changing_the_function():
+    """In eval mode each conv → BN → ReLU block runs as one convolution (faster): the same outputs and the
+    same gradients, for the input and for the weights, as the layers run one by one."""
+    from hrvlm.models.clip import load_clip
+
+    torch.manual_seed(0)
+    tower = load_clip("hrvlm-tiny-cnn", None)[0].clip.visual.trunk
+    for block in tower.features:  # statistics as pretraining leaves them, not BN's initial ones
+        if isinstance(block, torch.nn.Sequential):
+            block[1].running_mean.uniform_(-0.5, 0.5)
+            block[1].running_var.uniform_(0.5, 2.0)
+            block[1].weight.data.uniform_(0.5, 1.5)
+            block[1].bias.data.uniform_(-0.2, 0.2)
+    tower.eval()
+    x = torch.rand(4, 3, 32, 32, requires_grad=True)
+
+    def one_by_one(images):
+        return tower.fc(tower.pool(tower.features(images)))
+
+    outputs = []
+    for forward in (tower, one_by_one):
+        out = forward(x)
+        grads = torch.autograd.grad(out.square().sum(), [x] + list(tower.parameters()))
+        outputs.append((out.detach(), grads))
+    (a, grads_a), (b, grads_b) = outputs
+    assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+    for ga, gb in zip(grads_a, grads_b):
+        assert torch.allclose(ga, gb, rtol=1e-4, atol=1e-6)
+    tower.train()  # training mode: BN normalises by the batch and moves its statistics, as before
+    before = tower.features[0][1].running_mean.clone()
+    tower(x)
+    assert not torch.equal(tower.features[0][1].running_mean, before)
