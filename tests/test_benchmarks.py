@@ -134,3 +134,10 @@ def test_gradients_compares_each_images_half_precision_input_gradient_with_float
     for bad in ("2", "0,high"):
         with pytest.raises(SystemExit, match="--spreads value in \\[0, 1\\]"):
             gradients.main(["--device", "cpu", "--model", "hrvlm-tiny-cnn", "--spreads", bad])
+
+
+def test_bench_attacks_times_the_conv_towers_batchnorm_folded_and_unfolded(capsys):
+    assert attacks.main(["--device", "cpu", "--steps", "2", "--batch", "4", "--repeats", "1", "--warmup", "1",
+                         "--model", "hrvlm-tiny-cnn"]) == 0
+    printed = capsys.readouterr().out
+    assert "hrvlm PGD, fp32, BatchNorm unfolded" in printed and "hrvlm PGD, fp32, stopping early" in printed

@@ -7,7 +7,9 @@ One run, one batch, the same steps and step size for every row:
   attack precision of :func:`hrvlm.core.precision.precision_policy` (bf16 autocast on an
   Ampere-or-newer GPU, float32 on older GPUs and the CPU), weights frozen, no host synchronisation, best
   iterate kept;
-* the same in float32, and the same with weights left trainable (what freezing buys);
+* the same in float32, and the same with weights left trainable (what freezing buys); with a conv tower
+  (the mini world's), the same with its BatchNorm layers run one by one instead of folded into the
+  convolutions (what folding buys);
 * the **reference loop** (:func:`._measure.reference_pgd`): the peers' plain float32 loop;
 * ``torchattacks.PGD`` (float32), an independent library's loop.
 
@@ -66,6 +68,9 @@ def rows(clf, x, y, steps: int, eps: float, prec, channels_last: bool = False, c
     if prec.attack_dtype is not None:
         out.append(("hrvlm PGD, fp32", lambda: ours32(clf, x, y), pgd_eval_forwards(steps)))
     out.append((f"hrvlm PGD, {name}, weights trainable", trainable, pgd_eval_forwards(steps)))
+    unfolded = _batchnorm_unfolded(clf)
+    if unfolded is not None:
+        out.append((f"hrvlm PGD, {name}, BatchNorm unfolded", lambda: ours(unfolded, x, y), pgd_eval_forwards(steps)))
     if channels_last:
         x_cl = x.contiguous(memory_format=torch.channels_last)
         clf_cl = copy.deepcopy(clf).to(memory_format=torch.channels_last)
@@ -80,6 +85,19 @@ def rows(clf, x, y, steps: int, eps: float, prec, channels_last: bool = False, c
     out += [("reference loop, fp32 (plain)", reference, 2 * steps),
             ("torchattacks PGD, fp32", theirs, 2 * steps)]
     return out
+
+
+def _batchnorm_unfolded(clf):
+    """A copy of ``clf`` whose conv towers run conv, BatchNorm and ReLU one by one (``None`` without one)."""
+    from hrvlm.models.clip import ConvTower
+
+    if not any(isinstance(m, ConvTower) for m in clf.modules()):
+        return None
+    unfolded = copy.deepcopy(clf)
+    for m in unfolded.modules():
+        if isinstance(m, ConvTower):
+            m.fold_batchnorm = False
+    return unfolded
 
 
 def measure(args: argparse.Namespace) -> dict:

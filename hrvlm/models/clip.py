@@ -64,9 +64,14 @@ class ConvTower(nn.Module):
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()) if global_pool else nn.Identity()
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
 
+    # eval-mode BatchNorm folded into its convolution (:func:`_folded_block`); off only to measure what it buys
+    # (`hrvlm bench attacks`)
+    fold_batchnorm = True
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.features:
-            x = _folded_block(layer, x) if isinstance(layer, nn.Sequential) and not layer[1].training else layer(x)
+            fold = self.fold_batchnorm and isinstance(layer, nn.Sequential) and not layer[1].training
+            x = _folded_block(layer, x) if fold else layer(x)
         return self.fc(self.pool(x))
 
 
