@@ -169,3 +169,13 @@ def test_level_and_attack_estimates_give_each_level_and_attack_its_interval():
     assert intervals.as_points(table).loc["A", "clean"].startswith(f"{100 * np.mean(image < 0.8):.1f} [")
     with pytest.raises(ValueError, match="unknown per-image metric"):
         intervals.per_image(pgd[0], "accuracy")
+
+
+def test_the_verdict_counts_read_as_a_sentence():
+    rng = np.random.default_rng(0)
+    high, low = (evidence.Part.of((rng.random((1, 3, 400)) < p).astype(float)) for p in (0.9, 0.1))
+    agree = claims.ClaimResult({}, {}, outcome=evidence.paired(high, low, "greater", replicates=200))
+    disagree = claims.ClaimResult({}, {}, outcome=evidence.paired(low, high, "greater", replicates=200))
+    assert (agree.verdict, disagree.verdict) == ("agrees", "disagrees")
+    text = claims.verdict_counts([agree, agree, disagree, claims.ClaimResult({}, {}, note="absent")])
+    assert text.startswith("Of 4 claims: 2 agree, 1 disagrees, 1 not run. Tests rest on 3 seed(s)")

@@ -331,7 +331,8 @@ def verdict_counts(results: Sequence[ClaimResult]) -> str:
     counts = {v: sum(r.verdict == v for r in results) for v in (*evidence.VERDICTS, "not run")}
     ran = [r.outcome for r in results if r.outcome is not None]
     seeds = sorted({o.effect.seeds for o in ran})
-    text = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
+    plural = {"agrees": "agree", "disagrees": "disagree"}  # "9 agree", "1 agrees"
+    text = ", ".join(f"{n} {v if n == 1 else plural.get(v, v)}" for v, n in counts.items() if n)
     basis = (f" Tests rest on {'/'.join(map(str, seeds))} seed(s) per variant and paired per image; each interval is a "
              f"95 % seed × image bootstrap ({ran[0].effect.replicates} replicates, hrvlm.results.evidence).") if ran else ""
     return f"Of {len(results)} claims: {text}.{basis}"

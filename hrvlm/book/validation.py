@@ -22,6 +22,7 @@ algorithm (two binomial standard errors of the difference), dtype resolution for
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -209,8 +210,10 @@ def geometry_rows(c: float = 1.0, n: int = 256, dim: int = 8, seed: int = 0) -> 
     against geoopt's.
     """
     try:
-        import geoopt
-        from geoopt.manifolds.stereographic import math as gmath
+        with warnings.catch_warnings():  # geoopt compiles its math with torch.jit.script, which torch 2.14 deprecates
+            warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+            import geoopt
+            from geoopt.manifolds.stereographic import math as gmath
     except ImportError as err:
         return [Row("geometry", "hrvlm.geometry.poincare vs geoopt", "geoopt", skipped=f"geoopt is not installed ({err}): "
                     "pip install geoopt (the book extra installs it)")]

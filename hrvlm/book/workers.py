@@ -88,7 +88,7 @@ def map_in_workers(fn: Callable[[T], R], items: Iterable[T], workers: int,
     except BaseException:
         # an error, an interrupt or a dead process: stop the other jobs now (an interrupted run resumes from its
         # checkpoint, a record is one whole line) and start new processes next time
-        _shutdown(kill=True)
+        _shutdown()
         raise
     return results
 
@@ -110,13 +110,14 @@ def _pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
 
 
 @atexit.register
-def _shutdown(kill: bool = False) -> None:
-    """Stop the pool's processes: idle ones at once; with ``kill`` busy ones too, mid-job."""
+def _shutdown() -> None:
+    """Stop the pool's processes now, busy or idle: at exit (a Jupyter kernel has a few seconds to exit before
+    it is killed, and a killed process leaks the pool's semaphores), on another environment, after an error."""
     pool = _POOL.pop("pool", None)
     _POOL.clear()
     if pool is None:
         return
-    if kill:  # concurrent.futures has no public way to stop a running job before Python 3.14
-        for process in list((getattr(pool, "_processes", None) or {}).values()):
-            process.terminate()
+    # concurrent.futures has no public way to stop a process before Python 3.14
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.terminate()
     pool.shutdown(wait=True, cancel_futures=True)
