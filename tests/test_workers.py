@@ -113,6 +113,8 @@ def test_the_processes_are_kept_between_calls_and_renewed_under_another_environm
     renewed = {r[1] for r in workers.map_in_workers(_pid_and_threads, range(6), 2)}
     assert not renewed & (first | again)
     assert workers.map_in_workers(_pid_and_threads, [7], 2, done=lambda item: None)[0][1] == os.getpid()
+    # one process: fn finds cached work itself, so done is not asked (it would repeat fn's own lookup)
+    assert workers.map_in_workers(_pid_and_threads, [1, 2], 1, done=lambda item: pytest.fail("asked"))[0][0] == 1
 
 
 def test_cached_work_is_answered_here_without_a_process_or_loading_weights(tmp_cache, tmp_path, monkeypatch):

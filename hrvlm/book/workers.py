@@ -70,14 +70,16 @@ def map_in_workers(fn: Callable[[T], R], items: Iterable[T], workers: int,
     one torch thread either way.  ``fn`` and the items must pickle (module-level functions, dataclasses).
 
     ``done(item)``: ``fn(item)``'s result if it already exists (a finished run, stored records), found
-    without computing, else ``None``; the items it answers are not sent to a process, so a rebuild whose
-    work is all cached starts none.  The processes persist for the next call (:func:`_pool`): starting
+    without computing, else ``None``; with several processes, the items it answers are not sent to one, so a
+    rebuild whose work is all cached starts none.  The processes persist for the next call (:func:`_pool`): starting
     two takes seconds, and a chapter maps many times."""
     items = list(items)
     with _threads(1):
+        if workers <= 1 or len(items) <= 1:  # fn finds cached work itself: done would only repeat it
+            return [fn(item) for item in items]
         results = [None if done is None else done(item) for item in items]
         todo = [i for i, result in enumerate(results) if result is None]
-        if workers <= 1 or len(todo) <= 1:
+        if len(todo) <= 1:
             for i in todo:
                 results[i] = fn(items[i])
             return results
