@@ -215,3 +215,42 @@ def test_the_conv_tower_folds_eval_mode_batchnorm_into_its_convolutions_without_
     before = tower.features[0][1].running_mean.clone()
     tower(x)
     assert not torch.equal(tower.features[0][1].running_mean, before)
+
+
+@pytest.mark.parametrize("name", ["hrvlm-tiny", "ViT-B-32-quickgelu"])
+def test_the_text_pass_over_the_used_columns_is_open_clips_text_pass(name):
+    """Dropping the padding after the batch's longest prompt is the same function (causal mask, pooled at
+    end-of-text): features and gradients equal open_clip's full-context pass (in float64, so that only the
+    function is compared, not float32 rounding of differently shaped products)."""
+    torch.manual_seed(0)
+    model, _, tokenizer = load_clip(name, pretrained="random-init")
+    model.double()
+    tokens = tokenizer(["a", "a photo of a great white shark.", "a photo of a circle."])
+    used = int((tokens != models.PAD_TOKEN).any(0).nonzero().max()) + 1
+    assert models.trims_padding(model.clip) and used < tokens.shape[1] // 2  # a real trim, not the whole context
+    full = model.clip.encode_text(tokens)
+    mine = model.encode_text(tokens, normalize=False)
+    torch.testing.assert_close(mine, full, rtol=1e-10, atol=1e-10)
+    # the gradients reach the same weights with the same values (HRVLM and pretraining train the text tower)
+    weight = model.clip.token_embedding.weight
+    g_full, = torch.autograd.grad(full.square().sum(), weight)
+    g_mine, = torch.autograd.grad(model.encode_text(tokens, normalize=False).square().sum(), weight)
+    torch.testing.assert_close(g_mine, g_full, rtol=1e-10, atol=1e-10)
+
+
+def test_a_text_tower_that_sees_later_positions_runs_over_the_whole_context(tiny):
+    """Without a causal mask (or pooling the last position) padding changes the features: no trim."""
+    model, _, tokenizer = tiny
+    tokens = tokenizer(["a photo of a circle."])
+    mask, model.clip.attn_mask = model.clip.attn_mask, None
+    try:
+        assert not models.trims_padding(model.clip)
+        torch.testing.assert_close(model.encode_text(tokens, normalize=False), model.clip.encode_text(tokens),
+                                   rtol=0, atol=0)
+    finally:
+        model.clip.attn_mask = mask
+    pool, model.clip.text_pool_type = model.clip.text_pool_type, "last"
+    try:
+        assert not models.trims_padding(model.clip)
+    finally:
+        model.clip.text_pool_type = pool

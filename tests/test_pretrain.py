@@ -255,3 +255,20 @@ def test_pretraining_decays_the_weights_it_always_did(tmp_path, monkeypatch):
     assert seen["groups"] == [{n for n, p in named if p.ndim >= 2} - {"clip.positional_embedding"},
                               {n for n, p in named if p.ndim < 2} | {"clip.positional_embedding"}]
     assert seen["decays"] == [config.weight_decay, 0.0]
+
+
+def test_pretraining_runs_open_clips_full_context_text_pass(tmp_path, monkeypatch):
+    """The trimmed text pass (the same function, other float rounding) is off in pretraining, whose cached
+    weights were made without it under the same key; it stays on for a model loaded for anything else."""
+    from hrvlm.models import clip as models
+
+    monkeypatch.setenv("HRVLM_CACHE", str(tmp_path))
+
+    def refuse(clip, tokens):
+        raise AssertionError("pretraining ran the trimmed text pass")
+
+    monkeypatch.setattr(models, "trimmed_text_features", refuse)
+    pt.pretrain(pt.PretrainConfig.profile("smoke", **{**TINY, "corpus_size": 512, "steps": 2}), progress=False)
+    model, _, tokenizer = load_clip("hrvlm-tiny-cnn", pretrained=None)
+    with pytest.raises(AssertionError, match="trimmed"):
+        model.encode_text(tokenizer(["a photo of a circle."]))

@@ -127,6 +127,9 @@ class PixelCLIP(nn.Module):
         self.head_spec = head_spec
         self.check_inputs = True
         self.channels_last = False
+        # run the text tower over a batch's used columns only (trimmed_text_features): off where weights are
+        # made whose cache key predates it (pretraining), since the trim changes float rounding
+        self.trim_text_padding = True
 
     @property
     def logit_scale(self) -> nn.Parameter:
@@ -184,11 +187,53 @@ class PixelCLIP(nn.Module):
         return self.clip.encode_image(x, normalize=normalize)
 
     def encode_text(self, tokens: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """Text features of ``tokens`` ``[B, context_length]``, run over the batch's used columns only
+        (:func:`trimmed_text_features`) when the tower allows it and ``trim_text_padding`` is on, else
+        through open_clip as it is."""
+        if self.trim_text_padding and trims_padding(self.clip):
+            x = trimmed_text_features(self.clip, tokens)
+            return F.normalize(x, dim=-1) if normalize else x
         return self.clip.encode_text(tokens, normalize=normalize)
 
     def forward(self, images: torch.Tensor, tokens: torch.Tensor):
         """``(image_features, text_features, logit_scale.exp())``, features L2-normalised."""
         return self.encode_image(images), self.encode_text(tokens), self.logit_scale.exp()
+
+
+PAD_TOKEN = 0  # open_clip's tokenizers fill a prompt's context after its end-of-text token with 0
+
+
+def trims_padding(clip: nn.Module) -> bool:
+    """Whether the text tower's features are unchanged when trailing padding columns are dropped: an
+    open_clip ``CLIP`` whose text attention is causal (its ``attn_mask``), so no position sees a later one,
+    and which pools the end-of-text position (``argmax``/``eos``), which lies before the padding."""
+    from open_clip.model import CLIP
+
+    return isinstance(clip, CLIP) and getattr(clip, "attn_mask", None) is not None \
+        and getattr(clip, "text_pool_type", None) in ("argmax", "eos")
+
+
+def trimmed_text_features(clip: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """open_clip's ``CLIP.encode_text`` (unnormalised) on ``tokens[:, :L]``, with ``L`` the batch's last
+    column holding a non-padding token, and the positional embedding and causal mask cut to ``L``.
+
+    Why: a prompt fills a few of the 77 (or 32) context positions and the rest are padding; with a causal
+    mask the positions up to the end-of-text token, the pooled one, never attend to the padding after it,
+    so dropping it is the same function (equal up to float rounding, tested against open_clip) at a
+    fraction of the cost: a ViT-B/32 text pass over ImageNet's class prompts about 4× faster on a CPU.
+    Only for a tower :func:`trims_padding` accepts."""
+    from open_clip.transformer import text_global_pool
+
+    used = (tokens != PAD_TOKEN).any(dim=0).nonzero()
+    length = int(used.max()) + 1 if used.numel() else 1
+    tokens = tokens[:, :length]
+    cast_dtype = clip.transformer.get_cast_dtype()
+    x = clip.token_embedding(tokens).to(cast_dtype) + clip.positional_embedding[:length].to(cast_dtype)
+    x = clip.ln_final(clip.transformer(x, attn_mask=clip.attn_mask[:length, :length]))
+    x = text_global_pool(x, tokens, clip.text_pool_type, eos_token_id=getattr(clip, "text_eos_id", None))
+    if clip.text_projection is None:
+        return x
+    return clip.text_projection(x) if isinstance(clip.text_projection, nn.Linear) else x @ clip.text_projection
 
 
 class _DropMessage(logging.Filter):

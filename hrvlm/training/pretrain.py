@@ -219,6 +219,10 @@ def _pretrain(config: PretrainConfig, stop_after: int | None, progress: bool, lo
     remove_temporaries(out)  # ...so a killed writer's temporaries can go
     model.train()
     model.set_channels_last(config.channels_last)
+    # open_clip's full-context text pass, with which the cached weights were made: the trimmed pass is the
+    # same function but other float rounding, and the key would not tell the two apart (captions fill the
+    # whole 32-token context of most batches, so it saves little here)
+    model.trim_text_padding = False
     model.clip.token_embedding.weight.requires_grad_(not config.freeze_token_embedding)
     trained = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(decay_groups(trained, config.weight_decay), lr=config.lr, betas=(0.9, 0.98),
