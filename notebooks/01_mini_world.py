@@ -59,8 +59,8 @@ from hrvlm.training.pretrain import PretrainConfig, ensure_pretrained, load_reco
 from hrvlm.profiles import get_profile
 
 # The mini world exists in the smoke and mini profiles; the full profile's data are the real datasets,
-# so under it this chapter shows the mini world at the mini profile's sizes.
-prof = get_profile(profile if "size" in get_profile(profile).dataset_options else "mini")
+# so under it this chapter shows the mini world of the book's mini replicas (its `book.mini_world`).
+prof = get_profile(get_profile(profile).book["mini_world"])
 if prof.name != profile:
     display(Markdown(f"*The `{profile}` profile uses real datasets, not the mini world: this chapter shows the "
                      f"mini world at the `{prof.name}` profile's sizes.*"))
