@@ -361,6 +361,17 @@ def test_evaluate_weights_checks_every_request_before_the_model_loads(synthetic,
     assert not (tmp_path / "r.jsonl").exists()
 
 
+def test_evaluate_weights_hashes_the_weights_once_for_all_its_requests(synthetic, tmp_path, monkeypatch):
+    """The records' weight identity is computed once per loaded model, not once per request (ViT-B/32: seconds
+    each, for 15 sets), and it is the identity evaluate computes itself."""
+    real, calls = ev.state_digest, []
+    monkeypatch.setattr(ev, "state_digest", lambda module: calls.append(module) or real(module))
+    requests = [EvalRequest("test-synthetic", n=4, seed=seed) for seed in (0, 1, 2)]
+    records = ev.evaluate_weights("hrvlm-tiny", None, requests, store=tmp_path / "r.jsonl", progress=False)
+    assert len(records) == 3 and len(calls) == 1
+    assert {r["weights_digest"] for r in records} == {real(calls[0])}
+
+
 @pytest.mark.parametrize("capability, early", [((9, 0), True), ((7, 5), False)])
 def test_level_zero_stops_early_only_where_scoring_has_the_attacks_dtype(monkeypatch, capability, early):
     """fp16 GPUs score in fp16 but attack in float32: an image just across the boundary could score correct,

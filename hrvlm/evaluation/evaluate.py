@@ -174,7 +174,7 @@ def _as_request(request, legacy: tuple, settings: dict) -> EvalRequest:
 
 
 def evaluate(model, tokenizer, request: EvalRequest, *legacy, store=None, progress: bool = True,
-             **settings) -> list[dict]:
+             scored: "Scored | None" = None, **settings) -> list[dict]:
     """Evaluate ``model`` (a :class:`~hrvlm.models.clip.PixelCLIP`) zero-shot as ``request`` says
     (:class:`~hrvlm.evaluation.request.EvalRequest`: dataset, attacks, levels, sizes, ...).
 
@@ -185,7 +185,8 @@ def evaluate(model, tokenizer, request: EvalRequest, *legacy, store=None, progre
     records (the built head's parameters are stored as ``head_built``) and attacks are white-box on it.
     The weights are identified by :func:`checkpoint_id` (their values).  ``store``: a records file or
     :class:`~hrvlm.evaluation.records.RecordStore` (stored chunks are read, not recomputed) or ``None``;
-    ``progress``: a bar per chunk.  The 0.1 form ``evaluate(model, tokenizer, dataset, attacks, levels, n,
+    ``progress``: a bar per chunk.  ``scored``: :meth:`Scored.of` ``model``, for a caller that evaluates the
+    same unchanged model on many requests (hashing ViT-B/32's weights takes seconds).  The 0.1 form ``evaluate(model, tokenizer, dataset, attacks, levels, n,
     **settings)`` still works for one release (a ``DeprecationWarning``).
 
     Returns one record per (level, attack) chunk (see :mod:`hrvlm.evaluation.records`), stored or new.
@@ -193,7 +194,7 @@ def evaluate(model, tokenizer, request: EvalRequest, *legacy, store=None, progre
     request = _as_request(request, legacy, settings)
     check_store(store)
     device = next(model.parameters()).device
-    plan = _Plan.of(request, Scored.of(model), device)
+    plan = _Plan.of(request, Scored.of(model) if scored is None else scored, device)
     store = RecordStore.shared(store) if store is not None and not isinstance(store, RecordStore) else store
     results = plan.stored(store)
     if all(r is not None for r in results):
@@ -255,10 +256,11 @@ def evaluate_weights(model: str, pretrained, requests: Sequence[EvalRequest], *,
     elif stored_only:
         raise ValueError("stored_only is for one process; under torchrun every rank evaluates its share")
     loaded, _, tokenizer = load_clip(model, pretrained, device=device)
+    scored = Scored.of(loaded)  # once: evaluation never changes the weights
 
     def evaluate_all(part) -> list:
         return [record for request in part for record in evaluate(loaded, tokenizer, request, store=store,
-                                                                  progress=progress)]
+                                                                  progress=progress, scored=scored)]
 
     if dist is not None and dist.world > 1:
         evaluate_all(requests[dist.rank::dist.world])
