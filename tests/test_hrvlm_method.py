@@ -231,7 +231,7 @@ def test_cached_text_features_equal_a_fresh_encoding(template_mean, forest, clip
     model, tokenizer = clip
     method = make_method(model, tokenizer, trees=2, template_mean=template_mean)
     fresh = encode_prompts(model, tokenizer, method.bank_names, load_templates(TEMPLATES))
-    cached = hrvlm_module.project_text(model.clip, method.text_bank)
+    cached = hrvlm_module.project_text(model, method.text_bank)
     expected = fresh.mean(dim=1, keepdim=True) if template_mean == "tangent" else fresh
     torch.testing.assert_close(cached, expected, atol=1e-5, rtol=1e-5)
     # every class name of every level of both trees is in the bank once
@@ -300,7 +300,7 @@ def test_text_perturbation_stays_in_its_ball_and_is_maximised_jointly(forest, mo
     assert delta.abs().max() > 0.5 * method.settings["text_eps"]  # sign steps of ε_T reach the corners
     geo = method.current_geometry()
     with torch.no_grad():
-        feats = hrvlm_module.project_text(model.clip, method.text_bank)
+        feats = hrvlm_module.project_text(model, method.text_bank)
         perturbed = text_prototypes_of(method, feats + feats.norm(dim=-1, keepdim=True) * delta, geo)
         torch.testing.assert_close(method.prototypes(geo, delta), perturbed)  # t + ‖t‖·δ_T
         points = [method.image_points(adv, geo)] * (DEPTH + 1)

@@ -62,38 +62,84 @@ def test_template_errors(tiny):
     assert load_templates("simple") == ["a photo of a {c}."]
 
 
-def test_prompt_features_are_shared_by_equal_text_towers_and_recomputed_when_they_change():
-    import copy
-
-    import torch
-
+@pytest.fixture
+def counted_tiny(tmp_cache):
+    """A random-init tiny CLIP whose text passes are counted (prompts per call), in an empty cache, with
+    the in-memory features forgotten before and after."""
     from hrvlm.models.clip import load_clip
-    from hrvlm.text.prompts import encode_prompts
+    from hrvlm.text import prompts
 
     model, _, tokenizer = load_clip("hrvlm-tiny", "random-init")
     calls = []
     original = type(model).encode_text
 
-    def counted(self, tokens, normalize=True):
+    def counted(self, tokens, normalize=True, project=True):
         calls.append(len(tokens))
-        return original(self, tokens, normalize=normalize)
+        return original(self, tokens, normalize=normalize, project=project)
 
+    prompts._FEATURES.clear()
     type(model).encode_text = counted
     try:
-        names, templates = ["cat", "dog"], ["a photo of a {c}.", "a {c}."]
-        first = encode_prompts(model, tokenizer, names, templates)
-        other = copy.deepcopy(model)  # another model object, the same text weights, another image tower: shared
-        with torch.no_grad():
-            next(other.clip.visual.parameters()).add_(1.0)
-        again = encode_prompts(other, tokenizer, names, templates)
-        assert calls == [4] and torch.equal(first, again) and first.shape == (2, 2, first.shape[-1])
-        again.zero_()  # callers get their own copy
-        assert torch.equal(encode_prompts(model, tokenizer, names, templates), first) and calls == [4]
-        with torch.no_grad():
-            other.clip.token_embedding.weight.mul_(2.0)  # a changed text tower: recomputed
-        changed = encode_prompts(other, tokenizer, names, templates)
-        assert calls == [4, 4] and not torch.equal(changed, first)
-        encode_prompts(model, tokenizer, ["cat"], templates)  # other prompts: computed
-        assert calls == [4, 4, 2]
+        yield model, tokenizer, calls
     finally:
         type(model).encode_text = original
+        prompts._FEATURES.clear()
+
+
+def test_prompt_features_are_shared_by_equal_text_towers_and_recomputed_when_they_change(counted_tiny):
+    import copy
+
+    import torch
+
+    from hrvlm.text.prompts import encode_prompts
+
+    model, tokenizer, calls = counted_tiny
+    names, templates = ["cat", "dog"], ["a photo of a {c}.", "a {c}."]
+    first = encode_prompts(model, tokenizer, names, templates)
+    other = copy.deepcopy(model)  # another model object, the same text weights, another image tower: shared
+    with torch.no_grad():
+        next(other.clip.visual.parameters()).add_(1.0)
+    again = encode_prompts(other, tokenizer, names, templates)
+    assert calls == [4] and torch.equal(first, again) and first.shape == (2, 2, first.shape[-1])
+    again.zero_()  # callers get their own copy
+    assert torch.equal(encode_prompts(model, tokenizer, names, templates), first) and calls == [4]
+    with torch.no_grad():
+        other.clip.text_projection.mul_(2.0)  # the projection (what HRVLM trains) is applied after the cache
+    projected = encode_prompts(other, tokenizer, names, templates)
+    assert calls == [4] and torch.equal(projected, 2 * first)
+    with torch.no_grad():
+        other.clip.token_embedding.weight.mul_(2.0)  # a changed text tower: recomputed
+    changed = encode_prompts(other, tokenizer, names, templates)
+    assert calls == [4, 4] and not torch.equal(changed, projected)
+    encode_prompts(model, tokenizer, ["cat"], templates)  # other prompts: computed
+    assert calls == [4, 4, 2]
+    before = torch.get_num_threads()
+    torch.set_num_threads(1 if before > 1 else 2)  # another thread count rounds otherwise: computed
+    try:
+        encode_prompts(model, tokenizer, names, templates)
+    finally:
+        torch.set_num_threads(before)
+    assert calls == [4, 4, 2, 4]
+
+
+def test_prompt_features_are_read_back_from_the_cache_folder_after_checking_them(counted_tiny):
+    """Another process (the in-memory features forgotten) reads the stored features, the same values, with
+    no text pass; a damaged or truncated file is not used but recomputed and rewritten."""
+    import torch
+
+    from hrvlm.core.storage import cache_dir
+    from hrvlm.text import prompts
+
+    model, tokenizer, calls = counted_tiny
+    names, templates = ["cat", "dog", "bird"], ["a photo of a {c}."]
+    first = prompts.encode_prompts(model, tokenizer, names, templates)
+    stored, = cache_dir(prompts.CACHE_FOLDER).glob("*.safetensors")
+    prompts._FEATURES.clear()
+    assert torch.equal(prompts.encode_prompts(model, tokenizer, names, templates), first) and calls == [3]
+    data = bytearray(stored.read_bytes())
+    for damaged in (bytes(data[:-7]), bytes(data[:-1]) + bytes([data[-1] ^ 1]), b"import os"):
+        stored.write_bytes(damaged)
+        prompts._FEATURES.clear()
+        assert torch.equal(prompts.encode_prompts(model, tokenizer, names, templates), first)
+        assert stored.read_bytes() == bytes(data)
+    assert calls == [3, 3, 3, 3]

@@ -94,8 +94,11 @@ class InGraphResize(nn.Module):
     def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         return self.inner.encode_image(resize_images(images, self.image_size), normalize=normalize)
 
-    def encode_text(self, tokens: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-        return self.inner.encode_text(tokens, normalize=normalize)
+    def encode_text(self, tokens: torch.Tensor, normalize: bool = True, project: bool = True) -> torch.Tensor:
+        return self.inner.encode_text(tokens, normalize=normalize, project=project)
+
+    def project_text(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.inner.project_text(pooled)
 
 
 def apply_resolution(model: nn.Module, input_size: Sequence[int], policy: str = DEFAULT_RESOLUTION):

@@ -77,13 +77,11 @@ gap's job, not vic's) and :meth:`~HRVLM.depth_order` (the share of parent–chil
 """
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
 from typing import Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from hrvlm.attacks.base import attack_context, autocast_context, make_generator
@@ -140,26 +138,11 @@ class _Geometry:
     text_scale: torch.Tensor
 
 
-@contextlib.contextmanager
-def _without_text_projection(clip: nn.Module):
-    """open_clip's ``encode_text`` then returns the pooled transformer output (what HRVLM caches)."""
-    projection = clip.text_projection
-    clip.text_projection = None
-    try:
-        yield
-    finally:
-        clip.text_projection = projection
-
-
-def project_text(clip: nn.Module, pooled: torch.Tensor) -> torch.Tensor:
-    """CLIP's text projection applied to cached pooled features, in float32 with autocast off."""
-    projection = clip.text_projection
+def project_text(model: nn.Module, pooled: torch.Tensor) -> torch.Tensor:
+    """CLIP's text projection (:meth:`~hrvlm.models.clip.PixelCLIP.project_text`) of cached pooled features,
+    in float32 with autocast off: the projection is what HRVLM trains."""
     with torch.autocast(device_type=pooled.device.type, enabled=False):
-        pooled = pooled.float()
-        if isinstance(projection, nn.Linear):
-            bias = None if projection.bias is None else projection.bias.float()
-            return F.linear(pooled, projection.weight.float(), bias)
-        return pooled @ projection.float()
+        return model.project_text(pooled.float())
 
 
 @register_method("hrvlm")
@@ -224,13 +207,13 @@ class HRVLM(Method):
         level_names = [[leaf_names] + [list(t.names[l]) for l in range(1, t.depth + 1)] for t in forest]
         self.bank_names = list(dict.fromkeys(n for tree in level_names for names in tree for n in names))
         row = {name: i for i, name in enumerate(self.bank_names)}
-        with _without_text_projection(model.clip):
-            bank = encode_prompts(model, ctx.tokenizer, self.bank_names, load_templates(spec.templates)).float()
+        bank = encode_prompts(model, ctx.tokenizer, self.bank_names, load_templates(spec.templates),
+                              project=False).float()
         # the projection is linear: a class's tangent-space template mean is the projection of its mean
         self.text_bank = bank.mean(dim=1, keepdim=True) if s["template_mean"] == "tangent" else bank
         self.trees = [self._tree_tensors(tree, names, row, ctx.device) for tree, names in zip(forest, level_names)]
         with torch.no_grad():
-            leaf_feats = project_text(model.clip, self.text_bank[self.trees[0].rows[0]]).mean(dim=1)
+            leaf_feats = project_text(model, self.text_bank[self.trees[0].rows[0]]).mean(dim=1)
             log_text_scale = math.log(s["init_norm"]) - math.log(float(leaf_feats.norm(dim=-1).mean()))
         learned = {"curvature": s["learn_curvature"], "temperature": s["learn_temperature"],
                    "image_scale": s["learn_scales"], "text_scale": s["learn_scales"]}
@@ -349,7 +332,7 @@ class HRVLM(Method):
         """``[N, D]`` ball points of every bank prompt through the current text projection; with
         ``text_delta`` (δ_T, shaped as the projected features ``[N, T, D]``) each projected prompt
         feature ``t`` becomes ``t + ‖t‖·δ_T``: δ_T perturbs the L2-normalised text embedding."""
-        feats = project_text(self._context().model.clip, self.text_bank)
+        feats = project_text(self._context().model, self.text_bank)
         if text_delta is not None:
             feats = feats + feats.norm(dim=-1, keepdim=True) * text_delta
         return text_prototypes(feats, geo.text_scale, geo.c, self.settings["template_mean"])
