@@ -77,6 +77,24 @@ def test_attack_rows_agree_with_torchattacks_and_leave_modes_and_rng_alone(digit
     assert len(rows) == 8
 
 
+def test_an_image_is_identical_when_all_but_a_round_off_flip_of_its_values_agree():
+    """One value per image moved by a flipped step (two step sizes) leaves the images identical at 224 px;
+    a difference in more than 0.1 % of an image's values does not."""
+    x = torch.rand(4, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    y = torch.zeros(4, dtype=torch.long)
+
+    def forward(images):
+        return torch.zeros(len(images), 2)
+
+    flipped = x.clone()
+    flipped[:, 0, 0, 0] += 2 * (1 / 255) / 4
+    row = V._pair_rows("PGD", "torchattacks", forward, x, y, x, flipped, 0.9)[0]
+    assert row.measured == 1.0 and row.passed and "0 % of images in every value" in row.detail
+    spread = x.clone()
+    spread[:2, :, :16, :16] += 1e-3  # 768 values = 0.5 % of each of two images
+    assert V._pair_rows("PGD", "torchattacks", forward, x, y, x, spread, 0.9)[0].measured == 0.5
+
+
 def test_pgd_from_a_given_start_is_that_start_projected(digits_task):
     head, x, y = digits_task
     threat = ThreatModel("linf", 2 / 255)
