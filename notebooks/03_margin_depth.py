@@ -233,9 +233,9 @@ except WordNetMissing as err:
 #    (`trained_geometry.norm_order`). HRVLM's $L_{gap}^{label}$ term asks for exactly this order (with a
 #    margin $\zeta_{gap}$), so a high fraction is what training was told to produce, not an emergent property.
 # 2. **Margins by level.** The log-margin $s_y - \max_{k\ne y} s_k$ of `embedding_n` images of the
-#    fine-tuning set's evaluation split at every level, clean and under PGD-10 at $\epsilon$ = 1 unit made
-#    against that level (`trained_geometry.level_margins`). The reconstruction predicts larger margins
-#    where embeddings are deeper. The profile's pretrained CLIP with its cosine head is the Euclidean
+#    fine-tuning set's evaluation split at every level, clean and under PGD-10 (the profile's
+#    `margin_attack_steps`; 1 in the rehearsal) at $\epsilon$ = 1 unit made against that level
+#    (`trained_geometry.level_margins`). The reconstruction predicts larger margins where embeddings are deeper. The profile's pretrained CLIP with its cosine head is the Euclidean
 #    comparison; its logits are $\lambda\cos$ with the model's logit scale, HRVLM's $-d_c/\tau$, so
 #    compare the trends across levels and the accuracies, not the raw margin values of the two models.
 
@@ -344,7 +344,8 @@ if not unavailable:
 
 # %%
 if not unavailable:
-    attack = build_attack("pgd", prof.eps(1), steps=10)
+    attack = build_attack("pgd", prof.eps(1), steps=sizes["margin_attack_steps"])
+    pgd = f"PGD-{sizes['margin_attack_steps']}"
     clip_model, _, _ = load_clip(prof.model, prof.pretrained)
     clip_head = trained_geometry.tree_head(clip_model, tokenizer, prof.train_dataset, tree, spec={"kind": "cosine"})
     margins = pd.concat({"HRVLM (Poincaré head)": trained_geometry.level_margins(head, tree, images, labels, attack),
@@ -355,10 +356,10 @@ if not unavailable:
     for name, frame in margins.groupby(level="model"):
         frame = frame.droplevel("model")
         axes[0].plot(frame["tree depth"], frame["clean margin"], "o-", label=f"{name}, clean")
-        axes[0].plot(frame["tree depth"], frame["adversarial margin"], "o--", label=f"{name}, PGD-10")
+        axes[0].plot(frame["tree depth"], frame["adversarial margin"], "o--", label=f"{name}, {pgd}")
         axes[1].plot(frame["tree depth"], frame["robust accuracy"], "o--", label=name)
     axes[0].set(xlabel="tree depth of the level (root = 0)", ylabel="mean log-margin", title="margin against depth")
-    axes[1].set(xlabel="tree depth of the level (root = 0)", ylabel="robust accuracy", title="PGD-10 at that level")
+    axes[1].set(xlabel="tree depth of the level (root = 0)", ylabel="robust accuracy", title=f"{pgd} at that level")
     axes[0].legend(fontsize=7)
     axes[1].legend(fontsize=7)
     fig.tight_layout()

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SIZES = {"eval_n", "eval_batch_size", "train.steps", "train.batch_size", "train.warmup", "train.num_workers",
          "train.checkpoint_every", "train.checkpoint_seconds"}
 METHOD_SIZES = {"steps", "text_steps"}
-BOOK_SIZES = {"mini_world", "margin_grid", "disk_tree_depth", "disk_tree_children", "train_steps", "eval_n",
+BOOK_SIZES = {"mini_world", "margin_attack_steps", "margin_grid", "disk_tree_depth", "disk_tree_children", "train_steps", "eval_n",
               "focus_datasets", "focus_eval_n", "autoattack_steps", "pgd_steps", "embedding_n", "curve_n"}
 
 
