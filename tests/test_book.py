@@ -194,6 +194,27 @@ def test_a_chapter_s_worker_processes_reach_the_build_log_once(tmp_path):
     assert lines.count("kernel-line") == 1 and lines.count("worker-line") == 1
 
 
+def test_a_chapter_s_worker_processes_stop_before_its_kernel_without_noise_in_the_log(tmp_path):
+    """A chapter that used worker processes: the build stops them and multiprocessing's resource tracker in
+    the chapter's last cell, so the kernel exits at once (the tracker ignores the SIGTERM with which a kernel
+    stops its children: Jupyter then killed the kernel, and the log got a "leaked semaphore" warning or an
+    asyncio "Task was destroyed" traceback at almost every such chapter)."""
+    (tmp_path / "toyjob.py").write_text("HELD = []\n\n\ndef hold(i):\n    import torch\n\n"
+                                        "    HELD.append(torch.ones(64 * 2 ** 20))  # 256 MB, touched\n    return i\n")
+    code = ("import sys\n\n# %%\nsys.path.insert(0, %r)\nimport toyjob\nfrom hrvlm.book.workers import map_in_workers\n"
+            "print(map_in_workers(toyjob.hold, [0, 1], 2))" % str(tmp_path))
+    toy_book(tmp_path, {"10_pool": code})
+    command = [sys.executable, "-m", "hrvlm.cli", "book", "--profile", "smoke", "--book", str(tmp_path),
+               "--output", str(tmp_path / "_build")]
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"} | {"PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for noise in ("leaked semaphore", "Task was destroyed", "Logging error", "Traceback"):
+        assert noise not in proc.stderr, proc.stderr[-2000:]
+    published = nbformat.read(tmp_path / "_build" / "source" / "notebooks" / "10_pool.ipynb", as_version=4)
+    assert "[0, 1]" in str(published.cells)
+
+
 def parameters_notebook():
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell('profile = "mini"  # which profile\nsteps = 10\nnames = [\n    "a",\n    "b",\n]',

@@ -57,6 +57,8 @@ KERNEL_ARGUMENTS = ["--IPKernelApp.capture_fd_output=False"]
 # Run first in every chapter, hidden from the page: pandas would cut long text cells ("pairs of eve…");
 # the book's CSS wraps them instead.
 DISPLAY_SETUP = 'import pandas as pd\n\npd.set_option("display.max_colwidth", None)\npd.set_option("display.max_rows", 200)'
+# the chapter's worker processes stopped before its kernel is (hrvlm.book.workers.stop_workers)
+STOP_WORKERS = "from hrvlm.book.workers import stop_workers\n\nstop_workers()"
 
 
 class BookError(RuntimeError):
@@ -339,6 +341,7 @@ def execute_notebook(root: Path, stem: str, out: Path, parameters: dict, timeout
     partial = partial_dir / f"{Path(stem).name}.ipynb"
     notebook = jupytext.read(source)
     notebook.cells.insert(0, nbformat.v4.new_code_cell(DISPLAY_SETUP, metadata={"tags": ["remove-cell"]}))
+    notebook.cells.append(nbformat.v4.new_code_cell(STOP_WORKERS, metadata={"tags": ["remove-cell"]}))
     jupytext.write(notebook, staged_input)
     out.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

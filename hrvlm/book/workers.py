@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import concurrent.futures
 import contextlib
+import gc
 import multiprocessing
 import os
 from typing import Callable, Iterable, TypeVar
@@ -90,7 +91,7 @@ def map_in_workers(fn: Callable[[T], R], items: Iterable[T], workers: int,
     except BaseException:
         # an error, an interrupt or a dead process: stop the other jobs now (an interrupted run resumes from its
         # checkpoint, a record is one whole line) and start new processes next time
-        _shutdown()
+        stop_workers()
         raise
     return results
 
@@ -104,7 +105,7 @@ def _pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
     other environment variables (another ``HRVLM_CACHE``) or in another folder starts new processes."""
     key = (workers, os.getcwd(), tuple(sorted(os.environ.items())))
     if _POOL.get("key") != key:
-        _shutdown()
+        stop_workers()
         context = multiprocessing.get_context("spawn")
         _POOL.update(key=key, pool=concurrent.futures.ProcessPoolExecutor(workers, mp_context=context,
                                                                           initializer=_one_thread))
@@ -112,14 +113,26 @@ def _pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
 
 
 @atexit.register
-def _shutdown() -> None:
-    """Stop the pool's processes now, busy or idle: at exit (a Jupyter kernel has a few seconds to exit before
-    it is killed, and a killed process leaks the pool's semaphores), on another environment, after an error."""
+def stop_workers() -> None:
+    """Stop the pool's processes now, busy or idle (at exit, on another environment, after an error), and
+    with them multiprocessing's resource tracker, which the pool started.
+
+    A book chapter ends with this call (its last cell, :mod:`hrvlm.book.build`) because of how a Jupyter
+    kernel shuts down: it signals its children with SIGTERM, then SIGKILL, for up to 14 s, and the resource
+    tracker ignores SIGTERM; Jupyter meanwhile terminates a kernel that has not exited within 2.5 s.  With
+    the tracker alive, a chapter's log ended in asyncio's "Task was destroyed" traceback or the killed
+    tracker's "leaked semaphore" warning."""
     pool = _POOL.pop("pool", None)
     _POOL.clear()
-    if pool is None:
-        return
-    # concurrent.futures has no public way to stop a process before Python 3.14
-    for process in list((getattr(pool, "_processes", None) or {}).values()):
-        process.terminate()
-    pool.shutdown(wait=True, cancel_futures=True)
+    if pool is not None:
+        # concurrent.futures has no public way to stop a process before Python 3.14
+        for process in list((getattr(pool, "_processes", None) or {}).values()):
+            process.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
+        del pool
+        gc.collect()  # the pool's semaphores unregister themselves from the tracker as they are freed
+    from multiprocessing import resource_tracker
+
+    stop = getattr(resource_tracker._resource_tracker, "_stop", None)  # no public way either; 3.8+ has this
+    if stop is not None:
+        stop()  # the next pool starts it again
