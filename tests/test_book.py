@@ -178,18 +178,24 @@ def test_killed_build_never_publishes_a_half_executed_chapter(tmp_path):
         book.build("smoke", only=["10_a"], root=tmp_path, output=out)
 
 
+def build_as_a_log(root: Path) -> subprocess.CompletedProcess:
+    """``hrvlm book --profile smoke`` of the book at ``root`` in a subprocess whose output is not a terminal."""
+    command = [sys.executable, "-m", "hrvlm.cli", "book", "--profile", "smoke", "--book", str(root),
+               "--output", str(root / "_build")]
+    # ipykernel captures no fd output under pytest (it looks for $PYTEST_CURRENT_TEST): a build's own setting
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"} | {"PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
+
+
 def test_a_chapter_s_worker_processes_reach_the_build_log_once(tmp_path):
     """Progress written to stderr by the kernel and by the processes it starts (the book's workers) shows
     once each in a build log that is not a terminal (ipykernel's fd capture once doubled the workers')."""
     code = ("import subprocess, sys\n\n# %%\nprint('kernel-line', file=sys.stderr, flush=True)\n"
             "subprocess.run([sys.executable, '-c', 'import sys; print(\"worker-line\", file=sys.stderr)'], check=True)")
     toy_book(tmp_path, {"10_workers": code})
-    command = [sys.executable, "-m", "hrvlm.cli", "book", "--profile", "smoke", "--book", str(tmp_path),
-               "--output", str(tmp_path / "_build")]
-    # ipykernel captures no fd output under pytest (it looks for $PYTEST_CURRENT_TEST): a build's own setting
-    env = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"} | {"PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = build_as_a_log(tmp_path)
     lines = proc.stderr.splitlines()
     assert lines.count("kernel-line") == 1 and lines.count("worker-line") == 1
 
@@ -204,11 +210,7 @@ def test_a_chapter_s_worker_processes_stop_before_its_kernel_without_noise_in_th
     code = ("import sys\n\n# %%\nsys.path.insert(0, %r)\nimport toyjob\nfrom hrvlm.book.workers import map_in_workers\n"
             "print(map_in_workers(toyjob.hold, [0, 1], 2))" % str(tmp_path))
     toy_book(tmp_path, {"10_pool": code})
-    command = [sys.executable, "-m", "hrvlm.cli", "book", "--profile", "smoke", "--book", str(tmp_path),
-               "--output", str(tmp_path / "_build")]
-    env = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"} | {"PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = build_as_a_log(tmp_path)
     for noise in ("leaked semaphore", "Task was destroyed", "Logging error", "Traceback"):
         assert noise not in proc.stderr, proc.stderr[-2000:]
     published = nbformat.read(tmp_path / "_build" / "source" / "notebooks" / "10_pool.ipynb", as_version=4)
