@@ -179,3 +179,18 @@ def test_the_verdict_counts_read_as_a_sentence():
     assert (agree.verdict, disagree.verdict) == ("agrees", "disagrees")
     text = claims.verdict_counts([agree, agree, disagree, claims.ClaimResult({}, {}, note="absent")])
     assert text.startswith("Of 4 claims: 2 agree, 1 disagrees, 1 not run. Tests rest on 3 seed(s)")
+
+
+@pytest.mark.parametrize("profile, steps", [("mini", 20), ("rehearsal", 1)])
+def test_a_protocol_attacks_as_its_chapter_does_so_its_records_are_the_chapters(profile, steps):
+    """PGD's steps are the profile's book.pgd_steps, as the chapters run it: the rehearsal's chapter 11 once
+    ran PGD-20 against every run its chapters had attacked with PGD-1, 14 of its 29 minutes."""
+    from hrvlm.book.ablations import attacks
+    from hrvlm.book.experiments import book_settings
+
+    book = book_settings(profile)
+    assert book["pgd_steps"] == steps
+    for name, protocol in claims.load_claims().protocols.items():
+        spec = protocol["attack"]
+        chapter = attacks([spec["name"]], profile, spec.get("eps", 1), book["pgd_steps"], book["autoattack_steps"])[0]
+        assert claims.protocol_setting(protocol, profile)[2].config() == chapter.config(), name

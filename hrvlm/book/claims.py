@@ -173,6 +173,17 @@ def check_claims(claims: Claims, profile: str) -> dict:
     return absent
 
 
+def resolved_protocol(protocol: dict, profile: str) -> dict:
+    """``protocol`` with PGD's steps filled in where it leaves them out: the profile's ``book.pgd_steps``,
+    as the protocol's chapter runs it (the paper's 20 but in the rehearsal), so its records are the chapter's."""
+    from hrvlm.book.experiments import book_settings
+
+    attack = protocol["attack"]
+    if attack["name"] != "pgd" or "steps" in attack:
+        return protocol
+    return {**protocol, "attack": {**attack, "steps": book_settings(profile)["pgd_steps"]}}
+
+
 def protocol_setting(protocol: dict, profile: str):
     """``(datasets, n, attack, levels(dataset))`` of a protocol: the chapter's sets and sizes
     (:func:`hrvlm.book.experiments.chapter_setting`) and its attack (:func:`hrvlm.book.ablations.attacks`)."""
@@ -180,8 +191,8 @@ def protocol_setting(protocol: dict, profile: str):
     from hrvlm.book.experiments import attackable_levels, chapter_setting
 
     setting = chapter_setting(profile, focus=protocol["datasets"] == "focus")
-    spec = protocol["attack"]
-    attack = attacks([spec["name"]], profile, spec.get("eps", 1), pgd_steps=spec.get("steps", 20),
+    spec = resolved_protocol(protocol, profile)["attack"]
+    attack = attacks([spec["name"]], profile, spec.get("eps", 1), pgd_steps=spec.get("steps"),
                      autoattack_steps=sizes(profile)["autoattack_steps"])[0]
     levels = protocol["levels"]
     return setting.datasets, setting.n, attack, (attackable_levels if levels == "attackable" else lambda _: levels)
@@ -264,7 +275,7 @@ def evaluate_claims(profile: str, seeds: Sequence[int] | None = None, path: str 
     results, cache = [], {}
     for claim in claims.claims:
         name = claim["protocol"]
-        protocol = claims.protocols[name]
+        protocol = resolved_protocol(claims.protocols[name], profile)
         if why or claim["id"] in absent:
             results.append(ClaimResult(claim, protocol, note=why or absent[claim["id"]]))
             continue
@@ -282,7 +293,7 @@ def _where(result: ClaimResult) -> str:
     level = "leaves" if claim["level"] == 0 else "superclass levels"
     over = "average over the sets" if claim["over"] == "average" else claim["over"]
     attack = result.protocol["attack"]
-    name = {"pgd": f"PGD-{attack.get('steps', 20)}", "autoattack": "AutoAttack"}[attack["name"]]
+    name = {"pgd": f"PGD-{attack.get('steps')}", "autoattack": "AutoAttack"}[attack["name"]]
     if claim["metric"] in PER_RUN:
         return METRICS[claim["metric"]]
     return f"{METRICS[claim['metric']]}, {name} @ {attack.get('eps', 1):g}×, {level}, {over}"
