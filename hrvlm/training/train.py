@@ -592,7 +592,7 @@ def _loop(config: TrainConfig, out: Path, d: Dist, setup: _Setup, optimisation: 
           done: _Progress, batches: Iterator, end: int, progress: bool) -> None:
     """Steps ``done.step .. end-1``: attack in eval mode, the loss in training mode, one update; ``done``
     gains the losses, figures and timings (``elapsed`` and ``steps_per_epoch`` once the run ends); a
-    checkpoint every ``checkpoint_every`` steps, every ``checkpoint_seconds`` and at ``end``."""
+    checkpoint every ``checkpoint_every`` steps, every ``checkpoint_seconds`` and at ``end`` unless the run ends there."""
     start, timing, model, method = done.step, done.timing, setup.model, setup.method
     per_epoch = len(setup.data) // config.batch_size
     bar = _progress(progress and d.main, start, config)
@@ -614,8 +614,11 @@ def _loop(config: TrainConfig, out: Path, d: Dist, setup: _Setup, optimisation: 
             bar.update(1)
             bar.set_postfix(loss=f"{done.losses[-1]:.4f}",
                             **{"img/s": f"{(step + 1 - start) * config.batch_size / (elapsed - base):.1f}"})
+        # no checkpoint after the last step: _finish writes the weights next (ViT-B/32's checkpoint is 1.8 GB),
+        # and a kill during it loses no more than one anywhere else would
         due = (step + 1) % config.checkpoint_every == 0 or step + 1 == end
-        if d.broadcast(due or time.perf_counter() - last_save >= config.checkpoint_seconds):
+        timely = time.perf_counter() - last_save >= config.checkpoint_seconds
+        if step + 1 < config.steps and d.broadcast(due or timely):
             _save(out, d, setup, optimisation, done, step + 1, elapsed)
             last_save = time.perf_counter()
     if bar is not None:
