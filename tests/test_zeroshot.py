@@ -143,3 +143,25 @@ def test_prompt_features_are_read_back_from_the_cache_folder_after_checking_them
         assert torch.equal(prompts.encode_prompts(model, tokenizer, names, templates), first)
         assert stored.read_bytes() == bytes(data)
     assert calls == [3, 3, 3, 3]
+
+
+def test_a_wrapped_model_shares_its_inner_models_features_and_text_pass(counted_tiny):
+    """The resolution policy's wrapper reads the features of the model it wraps, and the text pass (trimmed
+    or open_clip's full one) is part of what they are kept under."""
+    import torch
+
+    from hrvlm.data.real import InGraphResize
+    from hrvlm.text import prompts
+
+    model, tokenizer, calls = counted_tiny
+    names, templates = ["cat", "dog"], ["a photo of a {c}."]
+    device = torch.device("cpu")
+    first = prompts.encode_prompts(model, tokenizer, names, templates)
+    assert torch.equal(prompts.encode_prompts(InGraphResize(model), tokenizer, names, templates), first)
+    assert calls == [2]
+    trimmed = prompts._features_key(InGraphResize(model), ["a cat"], device)
+    model.trim_text_padding = False
+    try:
+        assert prompts._features_key(InGraphResize(model), ["a cat"], device) != trimmed
+    finally:
+        model.trim_text_padding = True

@@ -244,6 +244,7 @@ class ClaimResult:
 def compare(claim: dict, protocol: dict, gathered: dict, variants: Sequence, profile: str,
             replicates: int = evidence.REPLICATES) -> ClaimResult:
     """The paired test of one claim from its protocol's ``gathered`` runs and records."""
+    protocol = resolved_protocol(protocol, profile)  # the result names the attack as it ran
     a, b = (resolve(claim[side], variants) for side in ("a", "b"))
     datasets = protocol_setting(protocol, profile)[0]
     (parts_a, ids_a), (parts_b, ids_b) = (outcomes(gathered[v], claim["metric"], claim["level"], claim["over"], datasets)

@@ -6,7 +6,7 @@ They are fixed for fixed text weights, and one ViT-B/32 text pass over a dataset
 on a CPU, while a book evaluates many runs whose text towers are the same frozen weights (every method
 fine-tunes the image tower; HRVLM trains only the text projection) in many processes.  So the pooled
 features (before the projection, which HRVLM changes) are kept per (text tower, prompts, numerics): in
-memory, and in the cache folder ``text-features/`` as safetensors files (data, never code) whose sha256
+memory, and in the cache folder ``text-features/`` as safetensors files (data, never code) whose digest
 is checked before use.
 """
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Sequence
 import torch
 
 from hrvlm.data.templates import check_templates
+from hrvlm.models.weights import tensors_digest
 
 _FEATURES: "collections.OrderedDict[str, torch.Tensor]" = collections.OrderedDict()  # key -> pooled [P, D]
 _FEATURES_KEPT = 64
@@ -29,54 +30,53 @@ _NOT_POOLED = ("visual.", "text_projection", "logit_scale", "logit_bias")
 CACHE_FOLDER = "text-features"
 
 
-def _pooled_digest(model) -> str | None:
-    """The sha256 of the weights the pooled text pass reads (the open_clip model's tensors but
-    :data:`_NOT_POOLED`), recomputed only when a tensor changed (its version counter) or was replaced;
-    ``None`` for a model that is not a :class:`~hrvlm.models.clip.PixelCLIP` (or one wrapped by the
-    resolution policy)."""
-    clip = getattr(model, "clip", None) or getattr(getattr(model, "inner", None), "clip", None)
-    if clip is None:
-        return None
+def _pixel_clip(model):
+    """The :class:`~hrvlm.models.clip.PixelCLIP` of ``model`` (itself, or the one the resolution policy
+    wraps), ``None`` for anything else (whose features are then not kept)."""
+    for candidate in (model, getattr(model, "inner", None)):
+        if hasattr(candidate, "clip") and hasattr(candidate, "trim_text_padding"):
+            return candidate
+    return None
+
+
+def _pooled_digest(clip) -> str:
+    """The sha256 of the weights the pooled text pass of open_clip model ``clip`` reads (its tensors but
+    :data:`_NOT_POOLED`), recomputed only when a tensor changed (its version counter) or was replaced."""
     tensors = [(k, t) for k, t in clip.state_dict(keep_vars=True).items() if not k.startswith(_NOT_POOLED)]
     versions = tuple((k, t._version) for k, t in tensors)
     held = _DIGESTS.get(clip)
     if held is None or held[0] != versions or any(ref() is not t for ref, (_, t) in zip(held[1], tensors)):
-        from hrvlm.models.weights import tensors_digest
-
         held = (versions, [weakref.ref(t) for _, t in tensors], tensors_digest(tensors))
         _DIGESTS[clip] = held
     return held[2]
 
 
 def _features_key(model, prompts: Sequence[str], device: torch.device) -> str | None:
-    """What the pooled features of ``prompts`` are a function of: the model, its text weights, the prompts
-    and the numerics (device type, autocast dtype, and on the CPU the thread count, which changes how
-    reductions round)."""
-    digest = _pooled_digest(model)
-    if digest is None:
+    """What the pooled features of ``prompts`` are a function of: the model, its text weights, the text pass
+    (trimmed or not), the prompts and the numerics (device type, autocast dtype, and on the CPU the thread
+    count, which changes how reductions round)."""
+    pixel = _pixel_clip(model)
+    if pixel is None:
         return None
     autocast = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
     numerics = [device.type, str(autocast), torch.get_num_threads() if device.type == "cpu" else None,
-                getattr(model, "trim_text_padding", None)]
-    text = "\0".join([getattr(model, "name", ""), digest, repr(numerics), *prompts])
+                pixel.trim_text_padding]
+    text = "\0".join([pixel.name, _pooled_digest(pixel.clip), repr(numerics), *prompts])
     return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _read_cached(path: Path, rows: int) -> torch.Tensor | None:
-    """The features stored at ``path`` if the file is whole and its sha256 and shape are what it says,
+    """The features stored at ``path`` if the file is whole and its digest and shape are what it says,
     else ``None`` (then recomputed and rewritten)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load
+    from safetensors import SafetensorError, safe_open
 
     try:
-        data = path.read_bytes()
-        tensors = load(data)
-        feats = tensors["pooled"]
-        stored = tensors["sha256"]
-    except (OSError, SafetensorError, KeyError, ValueError):
+        with safe_open(str(path), framework="pt") as f:
+            stored = (f.metadata() or {}).get("digest")
+            feats = f.get_tensor("pooled")
+    except (OSError, SafetensorError, ValueError):
         return None
-    digest = hashlib.sha256(feats.contiguous().view(-1).view(torch.uint8).numpy().tobytes()).digest()
-    if feats.ndim != 2 or feats.shape[0] != rows or bytes(stored.tolist()) != digest:
+    if feats.ndim != 2 or feats.shape[0] != rows or stored != tensors_digest([("pooled", feats)]):
         return None
     return feats
 
@@ -87,9 +87,8 @@ def _write_cached(path: Path, feats: torch.Tensor) -> None:
     from hrvlm.core.storage import atomic_write_bytes
 
     feats = feats.detach().cpu().contiguous()
-    digest = hashlib.sha256(feats.view(-1).view(torch.uint8).numpy().tobytes()).digest()
     try:
-        atomic_write_bytes(path, save({"pooled": feats, "sha256": torch.tensor(list(digest), dtype=torch.uint8)}))
+        atomic_write_bytes(path, save({"pooled": feats}, metadata={"digest": tensors_digest([("pooled", feats)])}))
     except OSError:
         pass  # a read-only or full cache: the features are still returned, only not kept
 
