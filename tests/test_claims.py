@@ -92,6 +92,7 @@ def test_compare_tests_the_claim_on_the_gathered_records():
     claim = {"id": "x", "a": "A", "b": "B", "metric": "robust", "level": 0, "over": "average", "direction": "greater"}
     result = claims.compare(claim, protocol, gathered, [a, b], "smoke", replicates=300)
     assert result.verdict == "agrees" and result.labels == ("A", "B")
+    assert "PGD-20 @" in claims._where(result)  # the attack as it ran: the protocol leaves steps to the profile
     assert result.outcome.effect.value == pytest.approx(0.4, abs=0.05) and result.outcome.effect.seeds == 3
     again = claims.compare({**claim, "direction": "less"}, protocol, gathered, [a, b], "smoke", replicates=300)
     assert again.verdict == "disagrees"
@@ -194,3 +195,4 @@ def test_a_protocol_attacks_as_its_chapter_does_so_its_records_are_the_chapters(
         spec = protocol["attack"]
         chapter = attacks([spec["name"]], profile, spec.get("eps", 1), book["pgd_steps"], book["autoattack_steps"])[0]
         assert claims.protocol_setting(protocol, profile)[2].config() == chapter.config(), name
+

@@ -186,8 +186,9 @@ def evaluate(model, tokenizer, request: EvalRequest, *legacy, store=None, progre
     The weights are identified by :func:`checkpoint_id` (their values).  ``store``: a records file or
     :class:`~hrvlm.evaluation.records.RecordStore` (stored chunks are read, not recomputed) or ``None``;
     ``progress``: a bar per chunk.  ``scored``: :meth:`Scored.of` ``model``, for a caller that evaluates the
-    same unchanged model on many requests (hashing ViT-B/32's weights takes seconds).  The 0.1 form ``evaluate(model, tokenizer, dataset, attacks, levels, n,
-    **settings)`` still works for one release (a ``DeprecationWarning``).
+    same unchanged model on many requests (hashing ViT-B/32's weights takes seconds).  The 0.1 form
+    ``evaluate(model, tokenizer, dataset, attacks, levels, n, **settings)`` still works for one release (a
+    ``DeprecationWarning``).
 
     Returns one record per (level, attack) chunk (see :mod:`hrvlm.evaluation.records`), stored or new.
     """
