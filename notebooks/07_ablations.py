@@ -35,6 +35,7 @@
 profile = "mini"  # "smoke" (CI), "mini" (default), "full": sizes from the profile's `book` entry
 seeds = None  # the seeds every row is trained and evaluated with; None: the profile's book.seeds
 n = None  # images per evaluation set; None: the profile's book.eval_n (the main table's)
+datasets = None  # evaluation sets; None: the profile's book.ablation_datasets (every evaluation set but in the rehearsal)
 eps = 1  # attack ε in units of the profile's eps_unit (the paper's tables: 1/255, i.e. 1)
 pgd_steps = None  # None: the profile's book.pgd_steps (the paper's PGD-20)
 attacks = None  # None: the profile's book.ablation_attacks ("pgd", "autoattack"; AutoAttack under full)
@@ -64,6 +65,7 @@ from hrvlm.profiles import get_profile
 prof = get_profile(profile)
 book = ablations.sizes(profile)
 n = n or book["eval_n"]
+sets = list(datasets or ablations.datasets(profile))
 attack_names = list(attacks or book["ablation_attacks"])
 steps = autoattack_steps if autoattack_steps is not None else book["autoattack_steps"]
 pgd_steps = pgd_steps or book["pgd_steps"]
@@ -73,7 +75,8 @@ pd.set_option("display.precision", 2)
 pd.set_option("display.max_columns", None)  # wide per-dataset tables are shown whole
 loop = book["ablation_loop"] or "the book's loop (the main table's)"
 display(Markdown(
-    f"{experiments.mini_world_note(profile)} Ablation runs: {loop}; {n} images per evaluation set; "
+    f"{experiments.mini_world_note(profile)} Ablation runs: {loop}; {n} images per evaluation set"
+    f"{ablations.sets_note(sets, profile)}; "
     f"attacks: {', '.join(a.config()['name'] for a in chosen)} at ε = {eps} unit(s)."
     + (f"\n\n*The runs do not apply on this machine: {unavailable} Only the paper's numbers are shown.*"
        if unavailable else "")))
@@ -89,7 +92,7 @@ display(Markdown(
 
 # %%
 components = ablations.study(ablations.variants("components", profile), profile, chosen, n, seeds,
-                             title="components", paper="hrvlm-table10")
+                             sets=sets, title="components", paper="hrvlm-table10")
 display(*components.shown())
 plt.show()
 
@@ -109,7 +112,7 @@ plt.show()
 
 # %%
 perturbation = ablations.study(ablations.variants("perturbation", profile), profile, chosen, n, seeds,
-                               title="perturbation", paper="hrvlm-table12")
+                               sets=sets, title="perturbation", paper="hrvlm-table12")
 display(*perturbation.shown())
 plt.show()
 
@@ -136,7 +139,7 @@ if not unavailable:
 
 # %%
 hnsa = ablations.study(ablations.variants("hnsa", profile), profile, chosen, n, seeds,
-                       title="HNSA negatives", paper="hrvlm-hnsa")
+                       sets=sets, title="HNSA negatives", paper="hrvlm-hnsa")
 display(*hnsa.shown())
 plt.show()
 
@@ -151,7 +154,7 @@ plt.show()
 
 # %%
 open_choices = ablations.study(ablations.variants("open-choices", profile), profile, chosen, n, seeds,
-                               title="open choices")
+                               sets=sets, title="open choices")
 display(*open_choices.shown())
 plt.show()
 
@@ -165,7 +168,8 @@ plt.show()
 # %%
 tree_variants = ablations.tree_variants(profile)
 display(Markdown(f"The fine-tuning set {prof.train_dataset} has {len(tree_variants)} distinct tree(s) at depth 5."))
-trees = ablations.study(tree_variants, profile, chosen, n, seeds, title="number of trees", bars=False)
+trees = ablations.study(tree_variants, profile, chosen, n, seeds, sets=sets, title="number of trees",
+                        bars=False)
 display(ablations.reported_trees())
 if trees.runs:
     display(trees.table)

@@ -39,6 +39,7 @@ eps = 4  # AutoAttack ε in units of the profile's eps_unit (QT-AFT: 4/255)
 autoattack_steps = None  # steps per AutoAttack component; None: the profile's book.autoattack_steps
 train_eps = 1  # training ε of the compared runs, in units (1: the main table's runs)
 pgd_steps = None  # the caption ablation also reports PGD at 1 unit (a non-saturated attack); None: book.pgd_steps
+caption_sets = None  # the caption ablation's sets; None: the profile's book.ablation_datasets (every set but in the rehearsal)
 methods = ["clip", "tecoa", "pmg-aft", "fare", "qtaft"]  # QT-AFT's comparison rows
 captions_file = None  # a path to the authors' captions (their JSON format): adds a 'file:' caption variant
 
@@ -116,8 +117,10 @@ if captions_file:
     qualities.append(Variant.of("authors' VLM captions", "qtaft", {"captions": f"file:{captions_file}"},
                                 loop=book["ablation_loop"]))
 caption_attacks = autoattack + ablations.attacks(["pgd"], profile, 1, pgd_steps=pgd_steps)
-captions = ablations.study(qualities, profile, caption_attacks, n, seeds, title="caption quality")
+caption_sets = list(caption_sets or ablations.datasets(profile))
+captions = ablations.study(qualities, profile, caption_attacks, n, seeds, sets=caption_sets, title="caption quality")
 if captions.runs:
+    display(Markdown(f"Caption-quality runs evaluated{ablations.sets_note(caption_sets, profile) or ' on every set'}."))
     display(captions.table)
     plt.show()
 else:

@@ -182,17 +182,36 @@ def test_the_verdict_counts_read_as_a_sentence():
     assert text.startswith("Of 4 claims: 2 agree, 1 disagrees, 1 not run. Tests rest on 3 seed(s)")
 
 
-@pytest.mark.parametrize("profile, steps", [("mini", 20), ("rehearsal", 1)])
-def test_a_protocol_attacks_as_its_chapter_does_so_its_records_are_the_chapters(profile, steps):
+@pytest.mark.parametrize("profile, steps, ablation_sets", [("mini", 20, 6), ("rehearsal", 1, 2)])
+def test_a_protocol_attacks_as_its_chapter_does_so_its_records_are_the_chapters(profile, steps, ablation_sets):
     """PGD's steps are the profile's book.pgd_steps, as the chapters run it: the rehearsal's chapter 11 once
-    ran PGD-20 against every run its chapters had attacked with PGD-1, 14 of its 29 minutes."""
-    from hrvlm.book.ablations import attacks
-    from hrvlm.book.experiments import book_settings
+    ran PGD-20 against every run its chapters had attacked with PGD-1, 14 of its 29 minutes.  An ablation's
+    sets are its chapter's (book.ablation_datasets), the main table's every evaluation set."""
+    from hrvlm.book import ablations
+    from hrvlm.book.experiments import book_settings, chapter_setting
 
     book = book_settings(profile)
-    assert book["pgd_steps"] == steps
+    assert book["pgd_steps"] == steps and len(ablations.datasets(profile)) == ablation_sets
     for name, protocol in claims.load_claims().protocols.items():
         spec = protocol["attack"]
-        chapter = attacks([spec["name"]], profile, spec.get("eps", 1), book["pgd_steps"], book["autoattack_steps"])[0]
-        assert claims.protocol_setting(protocol, profile)[2].config() == chapter.config(), name
+        chapter = ablations.attacks([spec["name"]], profile, spec.get("eps", 1), book["pgd_steps"],
+                                    book["autoattack_steps"])[0]
+        datasets, n, attack, _ = claims.protocol_setting(protocol, profile)
+        assert attack.config() == chapter.config(), name
+        ablation = protocol["chapter"] in ("07_ablations",) or protocol["variants"] == "ablation:captions"
+        sets = ablations.datasets(profile) if ablation else chapter_setting(profile, focus=name == "superclass").datasets
+        assert datasets == sets and n == (book["focus_eval_n"] if name == "superclass" else book["eval_n"]), name
+
+
+def test_the_ablation_sets_are_the_profiles_evaluation_sets_or_a_one_line_error(monkeypatch):
+    from hrvlm.book import ablations
+    from hrvlm.profiles import get_profile
+
+    assert ablations.datasets("full") == get_profile("full").eval_datasets  # null: the paper's 15
+    assert ablations.datasets("rehearsal") == ("imagenet", "cifar10")
+    real = ablations.sizes
+    for bad in ([], "all", ["imagenet", "mnist"]):
+        monkeypatch.setattr(ablations, "sizes", lambda profile, bad=bad: {**real(profile), "ablation_datasets": bad})
+        with pytest.raises(ValueError, match="book.ablation_datasets must be null or a list of its evaluation sets"):
+            ablations.datasets("rehearsal")
 

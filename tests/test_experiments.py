@@ -124,6 +124,30 @@ def test_evaluation_goes_to_the_store_once_and_tabulates(tiny_run, tmp_path):
     assert table.loc["TeCoA", ("mini-heldout", "PGD-2 @ 2×")] == pytest.approx(100 * records[0]["robust_acc"])
     assert AVERAGE not in table.columns.get_level_values(0)  # two of six sets: no average
     assert "`mini`" in ex.templates_note(frame) and "`mini-colours`" in ex.templates_note(frame)
+    both = ex.accuracy_table(frame, "smoke", sets=["mini-heldout", "mini-colours"])  # an ablation's own sets
+    assert both.loc["TeCoA", (AVERAGE, "PGD-2 @ 2×")] == pytest.approx(50 * (records[0]["robust_acc"]
+                                                                          + records[1]["robust_acc"]))
+
+
+def test_an_ablation_study_evaluates_and_averages_over_the_sets_it_is_given(tiny_run, tmp_cache, monkeypatch):
+    """The rehearsal's ablations run on two of the 15 sets (book.ablation_datasets): what the study
+    evaluates, tabulates and bounds is those sets; the paper's average (every set) leaves ours out."""
+    from hrvlm.book import ablations
+
+    monkeypatch.setenv("HRVLM_WORKERS", "1")
+    variant, _ = tiny_run
+    sets = ["mini-heldout", "mini-colours"]
+    pgd = ex.attack("pgd", "smoke", 2, steps=2)
+    study = ablations.study([variant], "smoke", [pgd], 8, [0], sets=sets, title="t", paper="hrvlm-table10")
+    assert sorted(study.frame["dataset"].unique()) == sorted(sets)
+    per_set = [study.table.loc["TeCoA", (d, "PGD-2 @ 2×")] for d in sets]
+    assert study.table.loc["TeCoA", (AVERAGE, "PGD-2 @ 2×")] == pytest.approx(sum(per_set) / 2)
+    bounded = study.intervals.loc["TeCoA", "PGD-2 @ 2×"]
+    assert 100 * bounded.value == pytest.approx(sum(per_set) / 2) and bounded.images == 16
+    assert not any(column.startswith("average (") for column, *_ in study.comparison.frame.columns)
+    assert ablations.sets_note(sets, "smoke") == " on mini-heldout, mini-colours only (book.ablation_datasets; " \
+                                                 "the averages are over these)"
+    assert ablations.sets_note(get_profile("smoke").eval_datasets, "smoke") == ""
 
 
 def record(dataset, clean, robust, level=0, eps_multiple=1.0, steps=20, name="pgd", transfer=None, profile="mini"):

@@ -22,7 +22,8 @@ SIZES = {"eval_n", "eval_batch_size", "train.steps", "train.batch_size", "train.
          "train.checkpoint_every", "train.checkpoint_seconds"}
 METHOD_SIZES = {"steps", "text_steps"}
 BOOK_SIZES = {"mini_world", "margin_attack_steps", "margin_grid", "disk_tree_depth", "disk_tree_children", "train_steps", "eval_n",
-              "focus_datasets", "focus_eval_n", "autoattack_steps", "pgd_steps", "embedding_n", "curve_n"}
+              "focus_datasets", "focus_eval_n", "autoattack_steps", "pgd_steps", "embedding_n", "curve_n",
+              "ablation_datasets"}
 
 
 def test_rehearsal_is_the_full_profile_with_random_init_weights_and_tiny_sizes():

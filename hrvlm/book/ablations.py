@@ -67,15 +67,39 @@ ABLATIONS = {
 def sizes(profile: str) -> dict:
     """The profile's ``book`` entry, checked for the keys the ablation chapters read: ``ablation_loop``
     (training-loop overrides, ``{}`` = the book's own loop), ``ablation_attacks`` (``pgd``: PGD-20,
-    ``autoattack``), ``eval_n`` (images per evaluation set) and ``autoattack_steps``."""
+    ``autoattack``), ``ablation_datasets`` (:func:`datasets`), ``eval_n`` (images per evaluation set) and
+    ``autoattack_steps``."""
     from hrvlm.book.experiments import book_settings
 
     book = book_settings(profile)
-    missing = [k for k in ("ablation_loop", "ablation_attacks", "eval_n", "autoattack_steps") if k not in book]
+    missing = [k for k in ("ablation_loop", "ablation_attacks", "ablation_datasets", "eval_n", "autoattack_steps")
+               if k not in book]
     if missing:
         raise KeyError(f"profile {profile!r} lacks the book setting(s) {missing} (profiles.json, "
                        f"profiles.{profile}.book; see its book_keys note)")
     return book
+
+
+def datasets(profile: str) -> tuple[str, ...]:
+    """The evaluation sets of the ablation studies (chapters 07 and 08's caption ladder) and of their claims:
+    the profile's ``book.ablation_datasets``, ``null`` for every evaluation set (the paper's average).  A set
+    the profile does not evaluate on is a one-line error."""
+    prof = get_profile(profile)
+    chosen = sizes(profile)["ablation_datasets"]
+    if chosen is None:
+        return tuple(prof.eval_datasets)
+    if not isinstance(chosen, list) or not chosen or any(d not in prof.eval_datasets for d in chosen):
+        raise ValueError(f"profile {profile!r}: book.ablation_datasets must be null or a list of its evaluation "
+                         f"sets {list(prof.eval_datasets)}; got {chosen!r}")
+    return tuple(chosen)
+
+
+def sets_note(sets: Sequence[str], profile: str) -> str:
+    """A chapter's words for the sets its ablations are evaluated on: empty for every evaluation set,
+    else which ones, so that a reader knows what the averages are over."""
+    if tuple(sets) == tuple(get_profile(profile).eval_datasets):
+        return ""
+    return f" on {', '.join(sets)} only (book.ablation_datasets; the averages are over these)"
 
 
 def variants(name: str, profile: str) -> list[Variant]:
@@ -162,12 +186,13 @@ class Study:
 
 
 def study(variants: list[Variant], profile: str, attacks: list, n: int, seeds: Sequence[int] | None = None, *,
-          title: str, paper: str | None = None, bars: bool = True) -> Study:
+          title: str, paper: str | None = None, bars: bool = True, sets: Sequence[str] | None = None) -> Study:
     """Train (or reuse) every variant's run of each seed (default: the profile's ``book.seeds``) and evaluate
-    it on the profile's evaluation sets, then tabulate (means over seeds): the :class:`Study` of ``variants``
-    against the paper table ``paper``.  Nothing runs when the profile
-    cannot run here (:func:`hrvlm.book.experiments.unavailable`): the study then has no runs and only the paper's
-    numbers."""
+    it on ``sets`` (default: every evaluation set of the profile; the ablations pass :func:`datasets`), then
+    tabulate (means over seeds, averages over ``sets``): the :class:`Study` of ``variants`` against the paper
+    table ``paper``, whose average is over every evaluation set (ours is left out there when ``sets`` are
+    fewer).  Nothing runs when the profile cannot run here (:func:`hrvlm.book.experiments.unavailable`): the
+    study then has no runs and only the paper's numbers."""
     from hrvlm.book.experiments import (accuracy_table, book_seeds, evaluate_runs, paper_comparison, results_frame,
                                         train_runs, unavailable)
 
@@ -175,13 +200,14 @@ def study(variants: list[Variant], profile: str, attacks: list, n: int, seeds: S
         runs, frame = {}, results_frame({})
     else:
         runs = train_runs(variants, profile, book_seeds(profile, seeds))
-        results = evaluate_runs(runs, profile, attacks, n=n, progress=False)
+        results = evaluate_runs(runs, profile, attacks, sets, n=n, progress=False)
         frame = results_frame(results)
     comparison = None if paper is None else paper_comparison(frame, profile, paper)
     if not runs:
         return Study(title, runs, frame, comparison)
-    table = accuracy_table(frame, profile)
-    estimates = attack_estimates(results, get_profile(profile).eval_datasets, profile)
+    sets = tuple(sets or get_profile(profile).eval_datasets)
+    table = accuracy_table(frame, profile, sets=sets)
+    estimates = attack_estimates(results, sets, profile)
     figure = average_bars(table, profile, title, estimates) if bars else None
     return Study(title, runs, frame, comparison, table, figure, estimates)
 

@@ -42,7 +42,7 @@ METRICS = {**{m: intervals.IMAGE_METRICS[m] for m in ("clean", "robust", "transf
 PER_RUN = ("minutes_per_epoch",)  # one number per run: its interval rests on seeds alone
 MIN_RUN_SEEDS = 3                  # fewer seeds cannot bound a per-run number
 GROUPS = ("main", "trees")         # and "ablation:<name>" for each hrvlm.book.ablations.ABLATIONS entry
-SET_CHOICES = ("eval", "focus")
+SET_CHOICES = ("eval", "focus", "ablation")  # experiments.chapter_setting's sets, focus sets, ablations.datasets
 CLAIM_KEYS = ("id", "statement", "source", "protocol", "a", "b", "metric", "level", "over", "direction")
 PROTOCOL_KEYS = ("chapter", "variants", "datasets", "levels", "attack", "what")
 
@@ -186,11 +186,13 @@ def resolved_protocol(protocol: dict, profile: str) -> dict:
 
 def protocol_setting(protocol: dict, profile: str):
     """``(datasets, n, attack, levels(dataset))`` of a protocol: the chapter's sets and sizes
-    (:func:`hrvlm.book.experiments.chapter_setting`) and its attack (:func:`hrvlm.book.ablations.attacks`)."""
-    from hrvlm.book.ablations import attacks, sizes
+    (:func:`hrvlm.book.experiments.chapter_setting`; the ablations' sets :func:`hrvlm.book.ablations.datasets`)
+    and its attack (:func:`hrvlm.book.ablations.attacks`)."""
+    from hrvlm.book.ablations import attacks, datasets, sizes
     from hrvlm.book.experiments import attackable_levels, chapter_setting
 
-    setting = chapter_setting(profile, focus=protocol["datasets"] == "focus")
+    sets = datasets(profile) if protocol["datasets"] == "ablation" else None
+    setting = chapter_setting(profile, focus=protocol["datasets"] == "focus", datasets=sets)
     spec = resolved_protocol(protocol, profile)["attack"]
     attack = attacks([spec["name"]], profile, spec.get("eps", 1), pgd_steps=spec.get("steps"),
                      autoattack_steps=sizes(profile)["autoattack_steps"])[0]

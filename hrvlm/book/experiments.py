@@ -503,9 +503,9 @@ def long_results(frame: pd.DataFrame, profile: str) -> pd.DataFrame:
     return rows[columns].reset_index(drop=True)
 
 
-def accuracy_table(frame: pd.DataFrame, profile: str, level: int = 0) -> pd.DataFrame:
+def accuracy_table(frame: pd.DataFrame, profile: str, level: int = 0, sets: Sequence[str] | None = None) -> pd.DataFrame:
     """Variant × (dataset, metric) accuracy (%) at ``level``, the mean over seeds, with the ``average`` over
-    the profile's evaluation sets (only when every one is present).  Metrics: ``clean``, then each attack at
+    ``sets`` (default: the profile's evaluation sets; only when every one is present).  Metrics: ``clean``, then each attack at
     each ε (``PGD-20 @ 1×``).  Clean accuracy is read from the records (every attack's record carries it);
     records of one variant and seed disagreeing on one number are an error (mixed subsets:
     :func:`hrvlm.results.tables.dataset_table`, which tabulates the paper comparison too)."""
@@ -518,7 +518,8 @@ def accuracy_table(frame: pd.DataFrame, profile: str, level: int = 0) -> pd.Data
                        attacked.assign(metric=[metric_label(a, e) for a, e in zip(attacked["attack"], attacked["eps"])],
                                        value=attacked["robust"])])
     prof = get_profile(profile)
-    table = dataset_table(cells[["variant", "seed", "dataset", "metric", "value"]], "variant", prof.eval_datasets)
+    table = dataset_table(cells[["variant", "seed", "dataset", "metric", "value"]], "variant",
+                          prof.eval_datasets if sets is None else sets)
     metrics = ["clean"] + sorted(set(cells["metric"]) - {"clean"}, key=_metric_order)
     present = table.columns.get_level_values(0).unique()
     datasets = [d for d in prof.eval_datasets if d in present]
