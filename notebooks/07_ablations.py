@@ -20,8 +20,9 @@
 # the loss components (Table 10), how the adversarial perturbation is made and what that costs per epoch
 # (Table 12), which neighbouring levels give HNSA its negatives, and how many trees the forest has. This
 # chapter trains every variant with `hrvlm.book.experiments` (each variant is one HRVLM setting; see
-# `hrvlm/methods/hrvlm.py`) and evaluates it on every evaluation set of the profile, then puts the
-# paper's numbers beside ours with `hrvlm.results.tables` (*reported | ours | difference*).
+# `hrvlm/methods/hrvlm.py`) and evaluates it on every evaluation set of the profile (the rehearsal's
+# `book.ablation_datasets` keep two of them), then puts the paper's numbers beside ours with
+# `hrvlm.results.tables` (*reported | ours | difference*).
 #
 # **One reference run.** The full model with the universal perturbation, both HNSA directions and one tree
 # is the same configuration in all four ablations, so it is one cached run with one set of records. Every
