@@ -51,8 +51,25 @@ def test_perf_runs_every_section_on_the_cpu(tmp_path, capsys):
     assert "x the reference loop" in printed and "PGD-k + one training step" in printed
     # the tiny CPU model's 32-px step is no match for 224-px decoding: the pipeline rows are the GPU's
     assert figures["pipeline"] == [] and "decode='device'" in printed
-    # the ViT-B/32 FLOP model is not applied to tiny models
-    assert "TFLOP/s" not in printed.split("PGD-2 evaluation")[1]
+    # the ViT-B/32 FLOP model is not applied to tiny models: their forward's FLOP are counted, their rate in GFLOP/s
+    assert "TFLOP/s" not in printed.split("PGD-2 evaluation")[1] and "% of the matmul rate" in printed
+    rated = {r["label"]: r.get("percent_of_ceiling") for r in figures["attacks"]["rows"]}
+    assert rated["hrvlm PGD, fp32, stopping early"] is None  # its work depends on the images
+    assert all(v > 0 for k, v in rated.items() if "stopping early" not in k)
+    assert figures["attacks"]["forward_gflop"] > 0 and not figures["attacks"]["vit_b32"]
+
+
+def test_a_towers_forward_flop_are_counted_from_its_layers():
+    """The conv tower's 3×3 convolutions at 32, 32, 16, 16, 8 and 4 px: 2 FLOP per multiply-add."""
+    from hrvlm.benchmarks._measure import forward_gflop
+    from hrvlm.models.clip import load_clip
+
+    model = load_clip("hrvlm-tiny-cnn")[0]
+    convs = [m for m in model.clip.visual.modules() if isinstance(m, torch.nn.Conv2d)]
+    sizes = [32, 32, 16, 16, 8, 4]
+    macs = sum(s * s * c.out_channels * c.in_channels * 9 for s, c in zip(sizes, convs, strict=True))
+    linear = sum(m.in_features * m.out_features for m in model.clip.visual.modules() if isinstance(m, torch.nn.Linear))
+    assert forward_gflop(model, 32) * 1e9 == pytest.approx(2 * (macs + linear), rel=1e-6)
 
 
 def test_the_pipeline_rows_add_decoding_and_step_times_per_image():

@@ -88,9 +88,10 @@ class Ceilings:
     matmul_tflop_s: float  # bf16 on a GPU, float32 on the CPU
     matmul_dtype: str
 
-    def images_per_s(self, forwards: float) -> float:
-        """The ViT-B/32 image rate the matmul rate allows at ``forwards`` forward-equivalents per image."""
-        return self.matmul_tflop_s * 1e3 / (forwards * VIT_B32_GFLOP)
+    def images_per_s(self, forwards: float, gflop: float = VIT_B32_GFLOP) -> float:
+        """The image rate the matmul rate allows at ``forwards`` forward-equivalents per image of ``gflop``
+        each (default: ViT-B/32's)."""
+        return self.matmul_tflop_s * 1e3 / (forwards * gflop)
 
 
 def ceilings(device: torch.device, copy_mib: int | None = None, matmul_n: int | None = None) -> Ceilings:
@@ -105,6 +106,17 @@ def ceilings(device: torch.device, copy_mib: int | None = None, matmul_n: int | 
     a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
     t_mm = seconds(lambda: a @ b, device)
     return Ceilings(2 * src.numel() / t_copy / 1e9, 2 * n ** 3 / t_mm / 1e12, str(dtype).removeprefix("torch."))
+
+
+def forward_gflop(model, image_size: int) -> float:
+    """GFLOP of one image's forward through ``model``'s image tower, as torch's FLOP counter counts the
+    matrix products and convolutions of one forward (2 per multiply-add; element-wise ops not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.rand(1, 3, image_size, image_size, device=model.logit_scale.device)
+    with FlopCounterMode(display=False) as counter, torch.no_grad(), model.unchecked():
+        model.encode_image(x)
+    return counter.get_total_flops() / 1e9
 
 
 def environment(device: torch.device) -> dict:
@@ -155,6 +167,10 @@ class Workload:
     @property
     def is_vit_b32(self) -> bool:
         return self.model_name.removesuffix("-quickgelu") == "ViT-B-32"
+
+    def gflop(self, model) -> float:
+        """Forward GFLOP per image: the issue's FLOP model for ViT-B/32, else counted (:func:`forward_gflop`)."""
+        return VIT_B32_GFLOP if self.is_vit_b32 else forward_gflop(model, model.image_size)
 
     def classifier(self, seed: int = 0):
         """A zero-shot classifier over random class embeddings on a random-init model."""

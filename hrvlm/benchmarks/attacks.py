@@ -17,7 +17,8 @@ On a GPU (default: ViT-B/32 at 224 px, random init, batch 256, 1,000 classes) ea
 TFLOP/s and the percentage of the bf16 ceiling from the FLOP model of :mod:`._measure` (hrvlm's PGD-k
 costs ``2k + 1`` forwards: k steps and one scoring forward of the last iterate; the loops ``2k``), and
 the time of a 15-dataset evaluation (≈ 217 k images) is projected.  On the CPU the mini world's tiny
-CLIP runs the same rows and the ratios are printed.  ``--channels-last`` / ``--compile`` add rows with
+CLIP runs the same rows and the ratios are printed, each row with its share of the CPU's float32 matmul
+rate measured in the same run (the forward's FLOP counted by torch): how far faster kernels could go.  ``--channels-last`` / ``--compile`` add rows with
 those switches, to measure whether they pay (they are off everywhere else); on a GPU ``--compile`` also
 adds ``torch.compile(mode="reduce-overhead")``, i.e. CUDA graphs.
 """
@@ -33,12 +34,13 @@ from hrvlm.attacks import PGD, ThreatModel
 from hrvlm.attacks.threat import eps_argument
 from hrvlm.core.precision import dtype_name, precision_policy
 
-from hrvlm.benchmarks._measure import (EVAL_IMAGES, VIT_B32_GFLOP, add_arguments, ceilings, environment, pgd_eval_forwards,
+from hrvlm.benchmarks._measure import (EVAL_IMAGES, add_arguments, ceilings, environment, pgd_eval_forwards,
                        print_environment, rate_unit, reference_pgd, run, seconds, setup)
 
 
 def rows(clf, x, y, steps: int, eps: float, prec, channels_last: bool = False, compile_: bool = False):
-    """``[(label, fn, forwards per image)]``: the attack variants timed side by side."""
+    """``[(label, fn, forwards per image)]``: the attack variants timed side by side (forwards ``None`` where
+    the work depends on the images: stopping early)."""
     import torchattacks
 
     step_size = eps / 4
@@ -64,7 +66,7 @@ def rows(clf, x, y, steps: int, eps: float, prec, channels_last: bool = False, c
 
     early = ours.stopping_early()  # what a level-0 evaluation runs: each image stops at its first success
     out = [(f"hrvlm PGD, {name}", lambda: ours(clf, x, y), pgd_eval_forwards(steps)),
-           (f"hrvlm PGD, {name}, stopping early", lambda: early(clf, x, y), pgd_eval_forwards(steps))]
+           (f"hrvlm PGD, {name}, stopping early", lambda: early(clf, x, y), None)]  # its work: the images
     if prec.attack_dtype is not None:
         out.append(("hrvlm PGD, fp32", lambda: ours32(clf, x, y), pgd_eval_forwards(steps)))
     out.append((f"hrvlm PGD, {name}, weights trainable", trainable, pgd_eval_forwards(steps)))
@@ -107,17 +109,18 @@ def measure(args: argparse.Namespace) -> dict:
     x, y = work.batch_tensors(size)
     prec = precision_policy(work.device, args.precision)
     env = environment(work.device)
-    ceiling = ceilings(work.device) if work.is_vit_b32 else None
+    ceiling, gflop = ceilings(work.device), work.gflop(clf.model)
     results = []
     for label, fn, forwards in rows(clf, x, y, args.steps, args.eps, prec, args.channels_last, args.compile):
         t = seconds(fn, work.device, args.repeats, args.warmup)
         row = {"label": label, "seconds": t, "images_per_s": work.batch / t}
-        if work.is_vit_b32:
-            row["tflop_s"] = work.batch * forwards * VIT_B32_GFLOP / t / 1e3
-            row["percent_of_ceiling"] = 100 * row["images_per_s"] / ceiling.images_per_s(pgd_eval_forwards(args.steps))
+        if forwards is not None:
+            row["tflop_s"] = work.batch * forwards * gflop / t / 1e3
+            row["percent_of_ceiling"] = 100 * row["tflop_s"] / ceiling.matmul_tflop_s
         results.append(row)
     return {"benchmark": "attacks", "environment": env, "workload": work.describe(size), "steps": args.steps,
-            "eps": args.eps, "precision": prec.to_dict(), "ceilings": None if ceiling is None else vars(ceiling),
+            "eps": args.eps, "precision": prec.to_dict(), "ceilings": vars(ceiling), "forward_gflop": gflop,
+            "vit_b32": work.is_vit_b32,
             "rows": results, "host_syncs": host_syncs(clf, x, y, args.steps, args.eps, prec.attack_dtype),
             "stopping_early": stopping_early_agreement(clf, x, y, args.steps, args.eps, prec.attack_dtype)}
 
@@ -153,15 +156,16 @@ def report(fig: dict) -> None:
     print_environment(fig["environment"])
     steps = fig["steps"]
     print(f"PGD-{steps} evaluation, {fig['workload']}, precision {fig['precision']['precision']}")
-    ceiling = fig["ceilings"]
-    if ceiling:
-        print(f"  ceilings: copy {ceiling['copy_gb_s']:.0f} GB/s, {ceiling['matmul_dtype']} matmul "
-              f"{ceiling['matmul_tflop_s']:.3g} TFLOP/s → PGD-{steps} ceiling "
-              f"{ceiling['matmul_tflop_s'] * 1e3 / (pgd_eval_forwards(steps) * VIT_B32_GFLOP):.0f} images/s "
-              f"(FLOP model {VIT_B32_GFLOP} GFLOP/forward, step = 2 forwards)")
+    ceiling, gflop, vit = fig["ceilings"], fig["forward_gflop"], fig["vit_b32"]
+    rate = "TFLOP/s" if vit else "GFLOP/s"
+    print(f"  ceilings: copy {ceiling['copy_gb_s']:.0f} GB/s, {ceiling['matmul_dtype']} matmul "
+          f"{ceiling['matmul_tflop_s'] * (1 if vit else 1e3):.3g} {rate} → PGD-{steps} ceiling "
+          f"{ceiling['matmul_tflop_s'] * 1e3 / (pgd_eval_forwards(steps) * gflop):.0f} images/s "
+          f"({'FLOP model' if vit else 'counted'} {gflop:.3g} GFLOP/forward, step = 2 forwards)")
     reference = next(r for r in fig["rows"] if r["label"].startswith("reference loop"))
     for r in fig["rows"]:
-        extra = f"  {r['tflop_s']:6.1f} TFLOP/s  {r['percent_of_ceiling']:5.1f} % of ceiling" if "tflop_s" in r else ""
+        extra = (f"  {r['tflop_s'] * (1 if vit else 1e3):6.1f} {rate}  {r['percent_of_ceiling']:5.1f} % of the matmul rate"
+                 if "tflop_s" in r else "")
         print(f"  {r['label']:42s} {r['images_per_s']:9.1f} {rate_unit(fig['environment']['device'])}  "
               f"{reference['seconds'] / r['seconds']:5.2f}x the reference loop{extra}")
     print(f"  host synchronisations inside hrvlm's PGD: {fig['host_syncs']}")
@@ -169,7 +173,7 @@ def report(fig: dict) -> None:
     print(f"  stopping early: robust {100 * agree['robust_early']:.1f} % against {100 * agree['robust_full']:.1f} % "
           f"without; {agree['differ']} of {agree['n']} images' outcomes differ (its speed-up grows as robust "
           f"accuracy falls)")
-    if ceiling:
+    if vit:
         best = fig["rows"][0]
         print(f"  15-dataset evaluation ({EVAL_IMAGES:,} images) at the first row's rate: "
               f"{EVAL_IMAGES / best['images_per_s'] / 60:.1f} min")
