@@ -198,7 +198,7 @@ def test_a_protocol_attacks_as_its_chapter_does_so_its_records_are_the_chapters(
                                     book["autoattack_steps"])[0]
         datasets, n, attack, _ = claims.protocol_setting(protocol, profile)
         assert attack.config() == chapter.config(), name
-        ablation = protocol["chapter"] in ("07_ablations",) or protocol["variants"] == "ablation:captions"
+        ablation = protocol["chapter"] == "07_ablations" or protocol["variants"] == "ablation:captions"
         sets = ablations.datasets(profile) if ablation else chapter_setting(profile, focus=name == "superclass").datasets
         assert datasets == sets and n == (book["focus_eval_n"] if name == "superclass" else book["eval_n"]), name
 
