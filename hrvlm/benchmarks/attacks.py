@@ -18,9 +18,9 @@ TFLOP/s and the percentage of the bf16 ceiling from the FLOP model of :mod:`._me
 costs ``2k + 1`` forwards: k steps and one scoring forward of the last iterate; the loops ``2k``), and
 the time of a 15-dataset evaluation (≈ 217 k images) is projected.  On the CPU the mini world's tiny
 CLIP runs the same rows and the ratios are printed, each row with its share of the CPU's float32 matmul
-rate measured in the same run (the forward's FLOP counted by torch): how far faster kernels could go.  ``--channels-last`` / ``--compile`` add rows with
-those switches, to measure whether they pay (they are off everywhere else); on a GPU ``--compile`` also
-adds ``torch.compile(mode="reduce-overhead")``, i.e. CUDA graphs.
+rate measured in the same run (the forward's FLOP counted by torch): how far faster kernels could go.
+``--channels-last`` / ``--compile`` add rows with those switches, to measure whether they pay (they are off
+everywhere else); on a GPU ``--compile`` also adds ``torch.compile(mode="reduce-overhead")``, i.e. CUDA graphs.
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ from hrvlm.attacks import PGD, ThreatModel
 from hrvlm.attacks.threat import eps_argument
 from hrvlm.core.precision import dtype_name, precision_policy
 
-from hrvlm.benchmarks._measure import (EVAL_IMAGES, add_arguments, ceilings, environment, pgd_eval_forwards,
+from hrvlm.benchmarks._measure import (EVAL_IMAGES, Ceilings, add_arguments, ceilings, environment, pgd_eval_forwards,
                        print_environment, rate_unit, reference_pgd, run, seconds, setup)
 
 
@@ -160,12 +160,12 @@ def report(fig: dict) -> None:
     rate = "TFLOP/s" if vit else "GFLOP/s"
     print(f"  ceilings: copy {ceiling['copy_gb_s']:.0f} GB/s, {ceiling['matmul_dtype']} matmul "
           f"{ceiling['matmul_tflop_s'] * (1 if vit else 1e3):.3g} {rate} → PGD-{steps} ceiling "
-          f"{ceiling['matmul_tflop_s'] * 1e3 / (pgd_eval_forwards(steps) * gflop):.0f} images/s "
+          f"{Ceilings(**ceiling).images_per_s(pgd_eval_forwards(steps), gflop):.0f} images/s "
           f"({'FLOP model' if vit else 'counted'} {gflop:.3g} GFLOP/forward, step = 2 forwards)")
     reference = next(r for r in fig["rows"] if r["label"].startswith("reference loop"))
     for r in fig["rows"]:
-        extra = (f"  {r['tflop_s'] * (1 if vit else 1e3):6.1f} {rate}  {r['percent_of_ceiling']:5.1f} % of the matmul rate"
-                 if "tflop_s" in r else "")
+        extra = "" if "tflop_s" not in r else (f"  {r['tflop_s'] * (1 if vit else 1e3):6.1f} {rate}  "
+                                                f"{r['percent_of_ceiling']:5.1f} % of the matmul rate")
         print(f"  {r['label']:42s} {r['images_per_s']:9.1f} {rate_unit(fig['environment']['device'])}  "
               f"{reference['seconds'] / r['seconds']:5.2f}x the reference loop{extra}")
     print(f"  host synchronisations inside hrvlm's PGD: {fig['host_syncs']}")
