@@ -196,6 +196,7 @@ def study(variants: list[Variant], profile: str, attacks: list, n: int, seeds: S
     from hrvlm.book.experiments import (accuracy_table, book_seeds, evaluate_runs, paper_comparison, results_frame,
                                         train_runs, unavailable)
 
+    sets = tuple(sets or get_profile(profile).eval_datasets)
     if unavailable(profile):
         runs, frame = {}, results_frame({})
     else:
@@ -205,7 +206,6 @@ def study(variants: list[Variant], profile: str, attacks: list, n: int, seeds: S
     comparison = None if paper is None else paper_comparison(frame, profile, paper)
     if not runs:
         return Study(title, runs, frame, comparison)
-    sets = tuple(sets or get_profile(profile).eval_datasets)
     table = accuracy_table(frame, profile, sets=sets)
     estimates = attack_estimates(results, sets, profile)
     figure = average_bars(table, profile, title, estimates) if bars else None

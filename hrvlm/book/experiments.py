@@ -505,8 +505,8 @@ def long_results(frame: pd.DataFrame, profile: str) -> pd.DataFrame:
 
 def accuracy_table(frame: pd.DataFrame, profile: str, level: int = 0, sets: Sequence[str] | None = None) -> pd.DataFrame:
     """Variant × (dataset, metric) accuracy (%) at ``level``, the mean over seeds, with the ``average`` over
-    ``sets`` (default: the profile's evaluation sets; only when every one is present).  Metrics: ``clean``, then each attack at
-    each ε (``PGD-20 @ 1×``).  Clean accuracy is read from the records (every attack's record carries it);
+    ``sets`` (default: the profile's evaluation sets; only when every one is present).  Metrics: ``clean``,
+    then each attack at each ε (``PGD-20 @ 1×``).  Clean accuracy is read from the records (every attack's record carries it);
     records of one variant and seed disagreeing on one number are an error (mixed subsets:
     :func:`hrvlm.results.tables.dataset_table`, which tabulates the paper comparison too)."""
     rows = long_results(frame, profile)
